@@ -1,0 +1,224 @@
+//! Reaching ClickHouse on every server we support: Debian's 18.16 (no RowBinaryWithNamesAndTypes,
+//! no DateTime64, no `insert_deduplication_token`) and modern 24.x+. Connect once with
+//! [`ClickHouseConfig::connect`], which detects `SELECT version()` and configures the client for it.
+
+use std::fmt;
+
+use clickhouse::Client;
+use serde::{Deserialize, Serialize};
+
+/// Environment variables read by [`ClickHouseConfig::from_env`].
+pub const URL_ENV: &str = "CLICKHOUSE_URL";
+/// User name variable.
+pub const USER_ENV: &str = "CLICKHOUSE_USER";
+/// Password variable.
+pub const PASSWORD_ENV: &str = "CLICKHOUSE_PASSWORD";
+/// Database variable.
+pub const DATABASE_ENV: &str = "CLICKHOUSE_DATABASE";
+
+/// Where ClickHouse is and who we are there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// HTTP interface, e.g. `http://127.0.0.1:8123`.
+    pub url: String,
+    /// User name.
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// Password.
+    #[serde(default = "default_password")]
+    pub password: String,
+    /// Database the queries run in.
+    #[serde(default = "default_database")]
+    pub database: String,
+}
+
+fn default_user() -> String {
+    "velostream".into()
+}
+fn default_password() -> String {
+    "velostream".into()
+}
+fn default_database() -> String {
+    "default".into()
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8123".into(),
+            user: default_user(),
+            password: default_password(),
+            database: default_database(),
+        }
+    }
+}
+
+/// Errors reaching or querying ClickHouse.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server did not answer or refused the query.
+    #[error(
+        "ClickHouse at {url}: {source}; is the server running (`infrastructure/local/velostream-local up`) and are CLICKHOUSE_URL/USER/PASSWORD right?"
+    )]
+    Unreachable {
+        /// The server's URL.
+        url: String,
+        /// What the client said.
+        #[source]
+        source: clickhouse::error::Error,
+    },
+    /// `SELECT version()` returned something we cannot parse.
+    #[error("ClickHouse at {url} reported an unparseable version {version:?}")]
+    BadVersion {
+        /// The server's URL.
+        url: String,
+        /// What it said.
+        version: String,
+    },
+}
+
+impl ClickHouseConfig {
+    /// Settings from `CLICKHOUSE_URL`, `CLICKHOUSE_USER`, `CLICKHOUSE_PASSWORD`, `CLICKHOUSE_DATABASE`,
+    /// each falling back to the native setup's default.
+    pub fn from_env() -> Self {
+        let d = Self::default();
+        let var = |k: &str, default: String| std::env::var(k).unwrap_or(default);
+        Self {
+            url: var(URL_ENV, d.url),
+            user: var(USER_ENV, d.user),
+            password: var(PASSWORD_ENV, d.password),
+            database: var(DATABASE_ENV, d.database),
+        }
+    }
+
+    /// A client that works on any server version, without knowing it: no validation (18.16 lacks
+    /// RowBinaryWithNamesAndTypes), no compression (18.16's compressed responses confuse the client).
+    pub fn plain_client(&self) -> Client {
+        Client::default()
+            .with_url(&self.url)
+            .with_user(&self.user)
+            .with_password(&self.password)
+            .with_database(&self.database)
+            .with_validation(false)
+            .with_compression(clickhouse::Compression::None)
+    }
+
+    /// Detects the server's version and returns a client configured for it.
+    pub async fn connect(&self) -> Result<Server, Error> {
+        let client = self.plain_client();
+        let raw: String = client
+            .query("SELECT version()")
+            .fetch_one()
+            .await
+            .map_err(|source| Error::Unreachable {
+                url: self.url.clone(),
+                source,
+            })?;
+        let version = Version::parse(&raw).ok_or_else(|| Error::BadVersion {
+            url: self.url.clone(),
+            version: raw.clone(),
+        })?;
+        let client = if version.is_modern() {
+            client
+                .with_validation(true)
+                .with_compression(clickhouse::Compression::Lz4)
+        } else {
+            client
+        };
+        Ok(Server { client, version })
+    }
+}
+
+/// A connected server: the client and what the server can do.
+#[derive(Clone)]
+pub struct Server {
+    /// A client configured for this server version.
+    pub client: Client,
+    /// The server's version.
+    pub version: Version,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// A ClickHouse server version, `major.minor.patch` (the build number is ignored).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Version {
+    /// Year-like major version (18, 24, 25...).
+    pub major: u32,
+    /// Minor version.
+    pub minor: u32,
+    /// Patch version.
+    pub patch: u32,
+}
+
+impl Version {
+    /// Parses `18.16.1` or `24.8.4.13`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.trim().split('.').map(|p| p.parse::<u32>().ok());
+        Some(Self {
+            major: parts.next()??,
+            minor: parts.next().flatten().unwrap_or(0),
+            patch: parts.next().flatten().unwrap_or(0),
+        })
+    }
+
+    const fn at_least(self, major: u32, minor: u32) -> bool {
+        self.major > major || (self.major == major && self.minor >= minor)
+    }
+
+    /// Servers new enough for RowBinaryWithNamesAndTypes validation and LZ4 responses (22.1+).
+    pub const fn is_modern(self) -> bool {
+        self.at_least(22, 1)
+    }
+
+    /// `DateTime64` exists (20.1+).
+    pub const fn has_datetime64(self) -> bool {
+        self.at_least(20, 1)
+    }
+
+    /// The `insert_deduplication_token` setting exists (22.2+).
+    pub const fn has_insert_deduplication_token(self) -> bool {
+        self.at_least(22, 2)
+    }
+
+    /// `LowCardinality` works without `allow_experimental_low_cardinality_type` (19.9+).
+    pub const fn has_stable_low_cardinality(self) -> bool {
+        self.at_least(19, 9)
+    }
+
+    /// `max_execution_time` and `max_insert_block_size` exist on every supported version;
+    /// `non_replicated_deduplication_window` (dedup of plain MergeTree inserts) needs 20.9+.
+    pub const fn has_non_replicated_dedup(self) -> bool {
+        self.at_least(20, 9)
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_versions_of_old_and_new_servers() {
+        let old = Version::parse("18.16.1").unwrap();
+        assert_eq!(old.to_string(), "18.16.1");
+        assert!(!old.is_modern() && !old.has_datetime64() && !old.has_insert_deduplication_token());
+        let new = Version::parse("24.8.4.13\n").unwrap();
+        assert!(new.is_modern() && new.has_datetime64() && new.has_insert_deduplication_token());
+        assert_eq!(Version::parse("25").unwrap().major, 25);
+        assert_eq!(Version::parse("garbage"), None);
+        assert_eq!(Version::parse(""), None);
+    }
+}

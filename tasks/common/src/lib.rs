@@ -1,0 +1,5 @@
+//! Code shared by velostream's orchestrator, producer and consumer: how to reach ClickHouse (with
+//! server-version detection, since Debian ships 18.16 and Docker users run 24.x+) and Kafka.
+
+pub mod clickhouse;
+pub mod kafka;
