@@ -1,0 +1,160 @@
+//! Graph algorithms on the task dependency graph (petgraph): cycles with their members,
+//! topological order, ancestors, and rendering as text and Graphviz DOT.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fmt::Write;
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use super::Dag;
+
+/// Dependency edges as `upstream[i]` = indices task `i` depends on.
+pub(crate) fn build(upstream: &[Vec<usize>]) -> DiGraph<(), ()> {
+    let mut g = DiGraph::with_capacity(upstream.len(), upstream.iter().map(Vec::len).sum());
+    for _ in upstream {
+        g.add_node(());
+    }
+    for (i, ups) in upstream.iter().enumerate() {
+        for &u in ups {
+            g.add_edge(NodeIndex::new(u), NodeIndex::new(i), ());
+        }
+    }
+    g
+}
+
+/// Every cycle (strongly connected component with more than one task, or a self-dependency),
+/// members in file order.
+pub(crate) fn cycles(upstream: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let g = build(upstream);
+    let mut out: Vec<Vec<usize>> = tarjan_scc(&g)
+        .into_iter()
+        .filter(|scc| scc.len() > 1 || upstream[scc[0].index()].contains(&scc[0].index()))
+        .map(|scc| {
+            let mut v: Vec<usize> = scc.into_iter().map(NodeIndex::index).collect();
+            v.sort_unstable();
+            v
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Topological order of an acyclic graph, ties broken by file order (Kahn's algorithm).
+pub(crate) fn topo_order(upstream: &[Vec<usize>]) -> Vec<usize> {
+    let n = upstream.len();
+    let mut indegree: Vec<usize> = upstream.iter().map(Vec::len).collect();
+    let mut downstream = vec![Vec::new(); n];
+    for (i, ups) in upstream.iter().enumerate() {
+        for &u in ups {
+            downstream[u].push(i);
+        }
+    }
+    let mut ready: BTreeSet<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &d in &downstream[i] {
+            indegree[d] -= 1;
+            if indegree[d] == 0 {
+                ready.insert(d);
+            }
+        }
+    }
+    order
+}
+
+/// Every task upstream of `task`, directly or not (works on cyclic graphs too).
+pub(crate) fn ancestors(upstream: &[Vec<usize>], task: usize) -> HashSet<usize> {
+    let mut seen = HashSet::new();
+    let mut stack = upstream[task].clone();
+    while let Some(u) = stack.pop() {
+        if seen.insert(u) {
+            stack.extend(upstream[u].iter().copied());
+        }
+    }
+    seen
+}
+
+/// The DAG as text: tasks in topological order with kind, upstream tasks and trigger rule.
+pub fn render_text(dag: &Dag) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "DAG {} ({} tasks)", dag.id, dag.tasks.len());
+    if let Some(d) = &dag.description {
+        let _ = writeln!(out, "  {d}");
+    }
+    if let Some(s) = &dag.schedule {
+        let _ = writeln!(out, "  schedule: {}", s.expr);
+    }
+    let id_w = dag.tasks.iter().map(|t| t.id.len()).max().unwrap_or(0);
+    let kind_w = dag
+        .tasks
+        .iter()
+        .map(|t| t.kind.name().len())
+        .max()
+        .unwrap_or(0);
+    for t in &dag.tasks {
+        let _ = write!(out, "  {:id_w$}  {:kind_w$}", t.id, t.kind.name());
+        if !t.upstream.is_empty() {
+            let ups: Vec<&str> = t
+                .upstream
+                .iter()
+                .map(|&u| dag.tasks[u].id.as_str())
+                .collect();
+            let _ = write!(out, "  <- {}", ups.join(", "));
+        }
+        if t.trigger_rule != Default::default() {
+            let _ = write!(out, "  [{}]", t.trigger_rule.as_str());
+        }
+        out = out.trim_end().to_owned();
+        out.push('\n');
+    }
+    out
+}
+
+/// The DAG in Graphviz DOT (`orchestrator graph FILE --format dot | dot -Tsvg`).
+pub fn render_dot(dag: &Dag) -> String {
+    let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut out = String::new();
+    let _ = writeln!(out, "digraph {} {{", q(&dag.id));
+    let _ = writeln!(out, "  rankdir=LR;");
+    let _ = writeln!(
+        out,
+        "  node [shape=box, style=rounded, fontname=\"Helvetica\"];"
+    );
+    for t in &dag.tasks {
+        let mut label = format!("{}\\n{}", t.id, t.kind.name());
+        if t.trigger_rule != Default::default() {
+            label.push_str(&format!("\\n[{}]", t.trigger_rule.as_str()));
+        }
+        let _ = writeln!(
+            out,
+            "  {} [label=\"{}\"];",
+            q(&t.id),
+            label.replace('"', "\\\"")
+        );
+    }
+    for t in &dag.tasks {
+        for &u in &t.upstream {
+            let _ = writeln!(out, "  {} -> {};", q(&dag.tasks[u].id), q(&t.id));
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cycles_topo_order_and_ancestors() {
+        // 0 -> 1 -> 2 -> 1, 3 self-loop, 4 alone.
+        let up = vec![vec![], vec![0, 2], vec![1], vec![3], vec![]];
+        assert_eq!(cycles(&up), vec![vec![1, 2], vec![3]]);
+        assert_eq!(ancestors(&up, 2), HashSet::from([0, 1, 2]));
+        let dag = vec![vec![], vec![0], vec![0], vec![1, 2]];
+        assert_eq!(topo_order(&dag), vec![0, 1, 2, 3]);
+        assert!(cycles(&dag).is_empty());
+    }
+}

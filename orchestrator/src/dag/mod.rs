@@ -1,0 +1,14 @@
+//! The DAG model: a TOML file ([`load`], [`parse_str`]) becomes a validated [`Dag`] (tasks in
+//! topological order with their upstream/downstream indices, retry policies, templates checked),
+//! or a [`LoadError`] listing every problem with its line and column. See `docs/dag-format.md`.
+
+mod env;
+mod graph;
+mod load;
+mod spec;
+pub mod template;
+
+pub use env::interpolate;
+pub use graph::{render_dot, render_text};
+pub use load::{Diagnostic, LoadError, load, parse_str, parse_str_with_env};
+pub use spec::{Dag, ParamError, RetryPolicy, Schedule, Task, TriggerRule};

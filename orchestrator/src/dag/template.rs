@@ -1,0 +1,481 @@
+//! `{{ ... }}` templates in task fields. An expression is a dotted path or a quoted string:
+//!
+//! | expression | value |
+//! |---|---|
+//! | `params.<name>` | a DAG param (default or override) |
+//! | `run_id`, `dag.id`, `task.id`, `try_number` | who is running |
+//! | `logical_date`, `ts` | the logical date, RFC 3339 |
+//! | `ds`, `ds_nodash` | the logical date as `2024-01-31` / `20240131` |
+//! | `dag_dir` | the DAG file's directory |
+//! | `conn.kafka.brokers`, `conn.clickhouse.{url,user,password,database}` | the connections |
+//! | `tasks.<id>.output.<key>` | an output of an upstream task (like Airflow's XCom) |
+//! | `"text"` | the text itself (`{{ "{{" }}` writes a literal `{{`) |
+//!
+//! Templates are parsed and their names checked when the DAG loads; they are rendered just before
+//! a try runs.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
+
+use crate::operators::Connections;
+
+/// A parsed template.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Part {
+    Text(String),
+    Expr { expr: Expr, offset: usize },
+}
+
+/// One `{{ ... }}` expression.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    /// `a.b.c`.
+    Path(Vec<String>),
+    /// `"text"`.
+    Literal(String),
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Path(p) => f.write_str(&p.join(".")),
+            Self::Literal(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+/// A template that cannot be parsed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ParseError {
+    /// Byte offset in the template text.
+    pub offset: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// A template that cannot be rendered.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("template {{{{ {expr} }}}}: {message}")]
+pub struct RenderError {
+    /// The expression.
+    pub expr: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Whether `s` contains template syntax at all (the fast path skips rendering otherwise).
+pub fn has_template(s: &str) -> bool {
+    s.contains("{{")
+}
+
+impl Template {
+    /// Parses `text`.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        let mut base = 0;
+        while let Some(start) = rest.find("{{") {
+            if start > 0 {
+                parts.push(Part::Text(rest[..start].to_owned()));
+            }
+            let inner_start = start + 2;
+            let (expr, len) =
+                parse_expr(&rest[inner_start..]).map_err(|(off, message)| ParseError {
+                    offset: base + inner_start + off,
+                    message,
+                })?;
+            parts.push(Part::Expr {
+                expr,
+                offset: base + start,
+            });
+            let consumed = inner_start + len;
+            base += consumed;
+            rest = &rest[consumed..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_owned()));
+        }
+        Ok(Self { parts })
+    }
+
+    /// The expressions with their byte offsets.
+    pub fn exprs(&self) -> impl Iterator<Item = (&Expr, usize)> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Expr { expr, offset } => Some((expr, *offset)),
+            Part::Text(_) => None,
+        })
+    }
+
+    /// Renders with `scope`.
+    pub fn render(&self, scope: &Scope<'_>) -> Result<String, RenderError> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Expr { expr, .. } => match scope.eval(expr)? {
+                    Value::String(s) => out.push_str(&s),
+                    other => out.push_str(&other.to_string()),
+                },
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Parses the inside of `{{ ... }}` up to and including `}}`; returns the expression and the
+/// number of bytes consumed.
+fn parse_expr(s: &str) -> Result<(Expr, usize), (usize, String)> {
+    let trimmed = s.trim_start();
+    let lead = s.len() - trimmed.len();
+    if let Some(body) = trimmed.strip_prefix('"') {
+        let mut value = String::new();
+        let mut chars = body.char_indices();
+        loop {
+            match chars.next() {
+                None => return Err((lead, "unterminated string literal".into())),
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, c)) => value.push(c),
+                    None => return Err((lead, "unterminated string literal".into())),
+                },
+                Some((i, '"')) => {
+                    let after = lead + 1 + i + 1;
+                    let tail = &s[after..];
+                    let t = tail.trim_start();
+                    return match t.strip_prefix("}}") {
+                        Some(_) => Ok((Expr::Literal(value), after + (tail.len() - t.len()) + 2)),
+                        None => Err((after, "expected `}}` after the string".into())),
+                    };
+                }
+                Some((_, c)) => value.push(c),
+            }
+        }
+    }
+    let Some(end) = s.find("}}") else {
+        return Err((0, "`{{` without a closing `}}`".into()));
+    };
+    let body = s[..end].trim();
+    if body.is_empty() {
+        return Err((0, "empty `{{ }}`".into()));
+    }
+    let mut path = Vec::new();
+    for seg in body.split('.') {
+        if seg.is_empty()
+            || !seg
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err((
+                lead,
+                format!(
+                    "`{body}` is not a dotted name like `params.x` or `tasks.load.output.rows` (filters and expressions are not supported)"
+                ),
+            ));
+        }
+        path.push(seg.to_owned());
+    }
+    Ok((Expr::Path(path), end + 2))
+}
+
+/// Where a template's names are checked at load time.
+pub struct CheckScope<'a> {
+    /// Param names.
+    pub params: &'a serde_json::Map<String, Value>,
+    /// Every task id.
+    pub task_exists: &'a dyn Fn(&str) -> bool,
+    /// Whether a task is upstream (an ancestor) of the task being checked.
+    pub is_upstream: &'a dyn Fn(&str) -> bool,
+}
+
+const KNOWN: &str = "params.<name>, run_id, dag.id, task.id, try_number, logical_date, ts, ds, ds_nodash, dag_dir, conn.kafka.brokers, conn.clickhouse.<url|user|password|database>, tasks.<upstream id>.output.<key>";
+
+/// Checks that an expression names something that will exist; returns what is wrong.
+pub fn check(expr: &Expr, scope: &CheckScope<'_>) -> Result<(), String> {
+    let Expr::Path(path) = expr else {
+        return Ok(());
+    };
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    match p.as_slice() {
+        ["params", name, ..] => {
+            if scope.params.contains_key(*name) {
+                Ok(())
+            } else {
+                let known: Vec<&str> = scope.params.keys().map(String::as_str).collect();
+                Err(format!(
+                    "unknown param `{name}` in `{{{{ {expr} }}}}`; declare it under [dag.params] (known: {})",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ))
+            }
+        }
+        ["run_id" | "try_number" | "logical_date" | "ts" | "ds" | "ds_nodash" | "dag_dir"]
+        | ["dag", "id"]
+        | ["task", "id"]
+        | ["conn", "kafka", "brokers"]
+        | [
+            "conn",
+            "clickhouse",
+            "url" | "user" | "password" | "database",
+        ] => Ok(()),
+        ["tasks", id, "output", _, ..] => {
+            if !(scope.task_exists)(id) {
+                Err(format!(
+                    "`{{{{ {expr} }}}}` names task `{id}`, which does not exist"
+                ))
+            } else if !(scope.is_upstream)(id) {
+                Err(format!(
+                    "`{{{{ {expr} }}}}` reads an output of `{id}`, which is not upstream of this task; add it to depends_on"
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        ["tasks", ..] => Err(format!(
+            "`{{{{ {expr} }}}}` should look like `tasks.<id>.output.<key>`"
+        )),
+        _ => Err(format!(
+            "unknown template variable `{expr}`; known: {KNOWN}"
+        )),
+    }
+}
+
+/// Values templates render from.
+#[derive(Debug)]
+pub struct Scope<'a> {
+    /// Effective params.
+    pub params: &'a serde_json::Map<String, Value>,
+    /// The run.
+    pub run_id: &'a str,
+    /// The DAG.
+    pub dag_id: &'a str,
+    /// The task.
+    pub task_id: &'a str,
+    /// The try.
+    pub try_number: u32,
+    /// The logical date.
+    pub logical_date: DateTime<Utc>,
+    /// The DAG file's directory.
+    pub dag_dir: &'a Path,
+    /// The connections.
+    pub connections: &'a Connections,
+    /// Outputs of finished tasks.
+    pub outputs: &'a HashMap<String, serde_json::Map<String, Value>>,
+}
+
+impl Scope<'_> {
+    fn eval(&self, expr: &Expr) -> Result<Value, RenderError> {
+        let path = match expr {
+            Expr::Literal(s) => return Ok(Value::String(s.clone())),
+            Expr::Path(p) => p,
+        };
+        let err = |message: String| RenderError {
+            expr: expr.to_string(),
+            message,
+        };
+        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+        let s = |v: &str| Ok(Value::String(v.to_owned()));
+        match p.as_slice() {
+            ["params", name, rest @ ..] => {
+                let v = self
+                    .params
+                    .get(*name)
+                    .ok_or_else(|| err(format!("no param `{name}`")))?;
+                dig(v, rest)
+                    .ok_or_else(|| err(format!("param `{name}` has no `{}`", rest.join("."))))
+            }
+            ["run_id"] => s(self.run_id),
+            ["dag", "id"] => s(self.dag_id),
+            ["task", "id"] => s(self.task_id),
+            ["try_number"] => Ok(Value::from(self.try_number)),
+            ["logical_date" | "ts"] => {
+                s(&self.logical_date.to_rfc3339_opts(SecondsFormat::Secs, true))
+            }
+            ["ds"] => s(&self.logical_date.format("%Y-%m-%d").to_string()),
+            ["ds_nodash"] => s(&self.logical_date.format("%Y%m%d").to_string()),
+            ["dag_dir"] => s(&self.dag_dir.display().to_string()),
+            ["conn", "kafka", "brokers"] => s(&self.connections.kafka.brokers),
+            ["conn", "clickhouse", "url"] => s(&self.connections.clickhouse.url),
+            ["conn", "clickhouse", "user"] => s(&self.connections.clickhouse.user),
+            ["conn", "clickhouse", "password"] => s(&self.connections.clickhouse.password),
+            ["conn", "clickhouse", "database"] => s(&self.connections.clickhouse.database),
+            ["tasks", id, "output", key, rest @ ..] => {
+                let outputs = self.outputs.get(*id).ok_or_else(|| {
+                    err(format!(
+                        "task `{id}` has no outputs (it did not succeed in this run)"
+                    ))
+                })?;
+                let v = outputs.get(*key).ok_or_else(|| {
+                    let known: Vec<&str> = outputs.keys().map(String::as_str).collect();
+                    err(format!(
+                        "task `{id}` did not set output `{key}` (it set: {})",
+                        if known.is_empty() {
+                            "nothing".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ))
+                })?;
+                dig(v, rest)
+                    .ok_or_else(|| err(format!("output `{key}` has no `{}`", rest.join("."))))
+            }
+            _ => Err(err("unknown template variable".into())),
+        }
+    }
+}
+
+fn dig(v: &Value, rest: &[&str]) -> Option<Value> {
+    let mut v = v;
+    for k in rest {
+        v = match v {
+            Value::Object(m) => m.get(*k)?,
+            Value::Array(a) => a.get(k.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(v.clone())
+}
+
+/// Renders every string inside `value` (objects, arrays, nested) in place.
+pub fn render_value(value: &mut Value, scope: &Scope<'_>) -> Result<(), RenderError> {
+    match value {
+        Value::String(s) if has_template(s) => {
+            let t = Template::parse(s).map_err(|e| RenderError {
+                expr: s.clone(),
+                message: e.message,
+            })?;
+            *s = t.render(scope)?;
+        }
+        Value::Array(items) => {
+            for v in items {
+                render_value(v, scope)?;
+            }
+        }
+        Value::Object(map) => {
+            for v in map.values_mut() {
+                render_value(v, scope)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scope_with<'a>(
+        params: &'a serde_json::Map<String, Value>,
+        outputs: &'a HashMap<String, serde_json::Map<String, Value>>,
+        conns: &'a Connections,
+    ) -> Scope<'a> {
+        Scope {
+            params,
+            run_id: "manual__x",
+            dag_id: "d",
+            task_id: "t",
+            try_number: 2,
+            logical_date: DateTime::parse_from_rfc3339("2024-01-31T10:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            dag_dir: Path::new("/dags"),
+            connections: conns,
+            outputs,
+        }
+    }
+
+    #[test]
+    fn renders_params_dates_literals_and_upstream_outputs() {
+        let params = json!({"topic": "taxi", "n": 5})
+            .as_object()
+            .unwrap()
+            .clone();
+        let mut outputs = HashMap::new();
+        outputs.insert(
+            "produce".to_owned(),
+            json!({"rows": 100000, "meta": {"a": [1, 2]}})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
+        let conns = Connections::default();
+        let scope = scope_with(&params, &outputs, &conns);
+        let t = Template::parse(
+            "{{params.topic}}-{{ params.n }} {{ ds }} {{ ds_nodash }} {{ tasks.produce.output.rows }} {{ tasks.produce.output.meta.a.1 }} {{ \"{{\" }} {{ try_number }} {{ dag.id }}/{{ run_id }}",
+        )
+        .unwrap();
+        assert_eq!(
+            t.render(&scope).unwrap(),
+            "taxi-5 2024-01-31 20240131 100000 2 {{ 2 d/manual__x"
+        );
+        let err = Template::parse("{{ tasks.produce.output.nope }}")
+            .unwrap()
+            .render(&scope)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("did not set output `nope`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn parse_errors_point_into_the_text() {
+        let e = Template::parse("abc {{ params.x").unwrap_err();
+        assert_eq!(e.offset, 6);
+        assert!(Template::parse("{{ a + b }}").is_err());
+        assert!(Template::parse("{{ }}").is_err());
+        assert!(Template::parse("{{ \"open }}").is_err());
+        assert_eq!(Template::parse("plain").unwrap().exprs().count(), 0);
+    }
+
+    #[test]
+    fn check_names_params_and_upstream_tasks() {
+        let params = json!({"topic": "taxi"}).as_object().unwrap().clone();
+        let scope = CheckScope {
+            params: &params,
+            task_exists: &|t| t == "a" || t == "b",
+            is_upstream: &|t| t == "a",
+        };
+        let c = |s: &str| {
+            let t = Template::parse(s).unwrap();
+            let (e, _) = t.exprs().next().unwrap();
+            check(e, &scope)
+        };
+        assert!(c("{{ params.topic }}").is_ok());
+        assert!(
+            c("{{ params.nope }}")
+                .unwrap_err()
+                .contains("unknown param `nope`")
+        );
+        assert!(c("{{ tasks.a.output.rows }}").is_ok());
+        assert!(
+            c("{{ tasks.b.output.rows }}")
+                .unwrap_err()
+                .contains("not upstream")
+        );
+        assert!(
+            c("{{ tasks.z.output.rows }}")
+                .unwrap_err()
+                .contains("does not exist")
+        );
+        assert!(
+            c("{{ whatever }}")
+                .unwrap_err()
+                .contains("unknown template variable")
+        );
+        assert!(c("{{ conn.clickhouse.url }}").is_ok());
+    }
+}

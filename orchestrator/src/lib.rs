@@ -1,0 +1,14 @@
+//! velostream's DAG engine: TOML DAG files become validated graphs ([`dag`]), a tokio scheduler runs
+//! their tasks in dependency order with trigger rules, retries, timeouts and cancellation
+//! ([`scheduler`]), each task kind is an [`operators::Operator`], child processes are supervised so
+//! none outlives its run ([`process`]), and every run, try, output and log path is kept in a
+//! [`store::Store`] (SQLite by default). The `orchestrator` binary is a thin shell over [`cli`].
+//!
+//! Data flows one way: `dag` -> `scheduler` -> `operators` -> `process` / `store`, and the front ends
+//! (`cli`, later `web`) sit on top.
+
+pub mod dag;
+pub mod events;
+pub mod operators;
+pub mod process;
+pub mod store;

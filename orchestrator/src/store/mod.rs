@@ -1,0 +1,116 @@
+//! Where runs live: DAG runs, task instances and each try (state, start/end, exit status, outputs,
+//! log path), and the processes tasks spawned. [`Store`] is the contract; [`SqliteStore`] is the
+//! embedded default (safe for several processes on one file) and [`MemoryStore`] serves tests.
+//!
+//! The trait is synchronous on purpose: SQLite calls take microseconds, and a server database can
+//! implement it with a blocking client. Async callers that may wait on a lock (a web handler) should
+//! call it through `tokio::task::spawn_blocking`.
+
+mod memory;
+mod model;
+mod owner;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use model::{
+    NewRun, Owner, ProcessRecord, RunFilter, RunRecord, RunState, TaskInstance, TaskState, TaskTry,
+    TaskUpdate, Trigger,
+};
+pub use owner::{current_owner, is_alive, process_start_ticks};
+pub use sqlite::SqliteStore;
+
+/// Errors of a [`Store`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("state database {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: String,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The state directory could not be created.
+    #[error(
+        "creating the state directory {path}: {source}; pass another --state path or set VELOSTREAM_STATE"
+    )]
+    Io {
+        /// The directory.
+        path: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The DAG already has `max_active_runs` runs going.
+    #[error(
+        "DAG {dag_id} already has {active} active run(s) (max_active_runs = {max}); wait for them to finish or raise max_active_runs"
+    )]
+    TooManyActiveRuns {
+        /// The DAG.
+        dag_id: String,
+        /// Runs in state `running`.
+        active: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// No run has this id.
+    #[error("no run {0}; `orchestrator runs` lists them")]
+    NoSuchRun(String),
+    /// A stored value could not be read back (a newer or damaged database).
+    #[error("state database holds an unreadable {what}: {value:?}")]
+    Corrupt {
+        /// What was read.
+        what: &'static str,
+        /// The value.
+        value: String,
+    },
+}
+
+/// Storage of runs, task instances, tries and spawned processes.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Creates a run in state `running` with a `pending` instance of every task in `run.task_ids`,
+    /// in one transaction. Fails with [`StoreError::TooManyActiveRuns`] when the DAG already has
+    /// `run.max_active_runs` running runs. `run.run_id` is made unique by appending `.2`, `.3`...
+    fn create_run(&self, run: &NewRun) -> Result<RunRecord, StoreError>;
+
+    /// Sets a run's state (and end time and note when finished).
+    fn finish_run(
+        &self,
+        run_id: &str,
+        state: RunState,
+        note: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// Records a task instance's new state; `try_number` > 0 also creates or updates that try.
+    fn update_task(&self, run_id: &str, update: &TaskUpdate) -> Result<(), StoreError>;
+
+    /// Records a process spawned by a task, so a later start can kill it if this process dies.
+    fn record_process(&self, process: &ProcessRecord) -> Result<(), StoreError>;
+
+    /// Forgets a process once it has been reaped.
+    fn forget_process(&self, run_id: &str, pid: u32) -> Result<(), StoreError>;
+
+    /// Processes recorded for a run and not yet forgotten.
+    fn processes(&self, run_id: &str) -> Result<Vec<ProcessRecord>, StoreError>;
+
+    /// One run.
+    fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError>;
+
+    /// Runs, newest first.
+    fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// The task instances of a run, in the order they were created (the DAG's topological order).
+    fn task_instances(&self, run_id: &str) -> Result<Vec<TaskInstance>, StoreError>;
+
+    /// The tries of one task instance, first try first.
+    fn tries(&self, run_id: &str, task_id: &str) -> Result<Vec<TaskTry>, StoreError>;
+
+    /// Marks every `running` run whose owner is dead (per `owner_alive`) as failed, its unfinished
+    /// task instances failed (running) or skipped (not started), and returns those runs with the
+    /// processes they had recorded, for the caller to kill. One transaction.
+    fn fail_orphaned_runs(
+        &self,
+        owner_alive: &dyn Fn(&Owner) -> bool,
+    ) -> Result<Vec<(RunRecord, Vec<ProcessRecord>)>, StoreError>;
+}

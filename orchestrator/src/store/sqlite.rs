@@ -1,0 +1,544 @@
+//! The embedded default [`Store`]: one SQLite file in WAL mode. Several processes (an
+//! `orchestrator run` next to `orchestrator serve`) can share it: every write is one `BEGIN
+//! IMMEDIATE` transaction and waits for the lock (`busy_timeout`) instead of failing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::{
+    NewRun, Owner, ProcessRecord, RunFilter, RunRecord, RunState, Store, StoreError, TaskInstance,
+    TaskState, TaskTry, TaskUpdate,
+};
+
+/// How long a write waits for another process's transaction before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    run_id       TEXT PRIMARY KEY,
+    dag_id       TEXT NOT NULL,
+    dag_file     TEXT,
+    trigger      TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    logical_date TEXT NOT NULL,
+    params       TEXT NOT NULL,
+    started_at   TEXT NOT NULL,
+    ended_at     TEXT,
+    note         TEXT,
+    owner_host   TEXT NOT NULL,
+    owner_pid    INTEGER NOT NULL,
+    owner_start  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_by_dag ON runs (dag_id, started_at);
+CREATE INDEX IF NOT EXISTS runs_by_state ON runs (state);
+CREATE TABLE IF NOT EXISTS task_instances (
+    run_id      TEXT NOT NULL REFERENCES runs (run_id),
+    task_id     TEXT NOT NULL,
+    ord         INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    try_number  INTEGER NOT NULL DEFAULT 0,
+    started_at  TEXT,
+    ended_at    TEXT,
+    exit_code   INTEGER,
+    error       TEXT,
+    outputs     TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (run_id, task_id)
+);
+CREATE TABLE IF NOT EXISTS task_tries (
+    run_id      TEXT NOT NULL,
+    task_id     TEXT NOT NULL,
+    try_number  INTEGER NOT NULL,
+    state       TEXT NOT NULL,
+    started_at  TEXT,
+    ended_at    TEXT,
+    exit_code   INTEGER,
+    error       TEXT,
+    outputs     TEXT NOT NULL DEFAULT '{}',
+    log_path    TEXT,
+    PRIMARY KEY (run_id, task_id, try_number)
+);
+CREATE TABLE IF NOT EXISTS processes (
+    run_id      TEXT NOT NULL,
+    task_id     TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    start_ticks INTEGER NOT NULL,
+    host        TEXT NOT NULL,
+    PRIMARY KEY (run_id, pid)
+);
+";
+
+/// A [`Store`] in a SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and its parent directory.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let err = |source| StoreError::Sqlite {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        // WAL lets readers (the web UI) go on while a run writes; NORMAL sync is durable across
+        // process crashes, which is what we guard against (a power cut may lose the last writes).
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        Ok(Self {
+            path,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Runs `f` in an immediate (write-locking) transaction.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let out = f(&tx)?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn)
+    }
+}
+
+/// Timestamps are stored as fixed-width RFC 3339 UTC text, so they sort as text.
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    s.map(|s| {
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })
+    })
+    .transpose()
+}
+
+fn conversion(e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+}
+
+fn parse_map(s: String) -> rusqlite::Result<serde_json::Map<String, serde_json::Value>> {
+    serde_json::from_str(&s).map_err(conversion)
+}
+
+fn json(map: &serde_json::Map<String, serde_json::Value>) -> String {
+    serde_json::Value::Object(map.clone()).to_string()
+}
+
+const RUN_COLUMNS: &str = "run_id, dag_id, dag_file, trigger, state, logical_date, params, started_at, ended_at, note, owner_host, owner_pid, owner_start";
+
+fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        run_id: row.get(0)?,
+        dag_id: row.get(1)?,
+        dag_file: row.get::<_, Option<String>>(2)?.map(PathBuf::from),
+        trigger: row.get::<_, String>(3)?.parse().map_err(conversion)?,
+        state: row.get::<_, String>(4)?.parse().map_err(conversion)?,
+        logical_date: parse_ts(row.get(5)?)?.unwrap_or_default(),
+        params: parse_map(row.get(6)?)?,
+        started_at: parse_ts(row.get(7)?)?.unwrap_or_default(),
+        ended_at: parse_ts(row.get(8)?)?,
+        note: row.get(9)?,
+        owner: Owner {
+            host: row.get(10)?,
+            pid: row.get(11)?,
+            start_ticks: row.get::<_, i64>(12)? as u64,
+        },
+    })
+}
+
+fn process_from_row(row: &Row<'_>) -> rusqlite::Result<ProcessRecord> {
+    Ok(ProcessRecord {
+        run_id: row.get(0)?,
+        task_id: row.get(1)?,
+        pid: row.get(2)?,
+        start_ticks: row.get::<_, i64>(3)? as u64,
+        host: row.get(4)?,
+    })
+}
+
+impl Store for SqliteStore {
+    fn create_run(&self, run: &NewRun) -> Result<RunRecord, StoreError> {
+        self.write(|tx| {
+            let e = |source| self.err(source);
+            if let Some(max) = run.max_active_runs {
+                let active: u32 = tx
+                    .query_row(
+                        "SELECT COUNT(*) FROM runs WHERE dag_id = ?1 AND state = 'running'",
+                        [&run.dag_id],
+                        |r| r.get(0),
+                    )
+                    .map_err(e)?;
+                if active >= max {
+                    return Err(StoreError::TooManyActiveRuns {
+                        dag_id: run.dag_id.clone(),
+                        active,
+                        max,
+                    });
+                }
+            }
+            let mut run_id = run.run_id.clone();
+            let mut n = 1;
+            while tx
+                .query_row("SELECT 1 FROM runs WHERE run_id = ?1", [&run_id], |_| Ok(()))
+                .optional()
+                .map_err(e)?
+                .is_some()
+            {
+                n += 1;
+                run_id = format!("{}.{n}", run.run_id);
+            }
+            tx.execute(
+                &format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, NULL, NULL, ?8, ?9, ?10)"),
+                params![
+                    run_id,
+                    run.dag_id,
+                    run.dag_file.as_ref().map(|p| p.display().to_string()),
+                    run.trigger.as_str(),
+                    ts(run.logical_date),
+                    json(&run.params),
+                    ts(run.started_at),
+                    run.owner.host,
+                    run.owner.pid,
+                    run.owner.start_ticks as i64,
+                ],
+            )
+            .map_err(e)?;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO task_instances (run_id, task_id, ord, state) VALUES (?1, ?2, ?3, 'pending')",
+                )
+                .map_err(e)?;
+            for (ord, task_id) in run.task_ids.iter().enumerate() {
+                insert.execute(params![run_id, task_id, ord as i64]).map_err(e)?;
+            }
+            Ok(RunRecord {
+                run_id,
+                dag_id: run.dag_id.clone(),
+                dag_file: run.dag_file.clone(),
+                trigger: run.trigger,
+                state: RunState::Running,
+                logical_date: run.logical_date,
+                params: run.params.clone(),
+                started_at: run.started_at,
+                ended_at: None,
+                note: None,
+                owner: run.owner.clone(),
+            })
+        })
+    }
+
+    fn finish_run(
+        &self,
+        run_id: &str,
+        state: RunState,
+        note: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let ended = (state != RunState::Running).then(|| ts(Utc::now()));
+            let n = tx
+                .execute(
+                    "UPDATE runs SET state = ?2, ended_at = ?3, note = COALESCE(?4, note) WHERE run_id = ?1",
+                    params![run_id, state.as_str(), ended, note],
+                )
+                .map_err(|e| self.err(e))?;
+            if n == 0 {
+                return Err(StoreError::NoSuchRun(run_id.to_owned()));
+            }
+            Ok(())
+        })
+    }
+
+    fn update_task(&self, run_id: &str, u: &TaskUpdate) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let e = |source| self.err(source);
+            let at = u.at.map(ts);
+            let outputs = u.outputs.as_ref().map(json);
+            if let Some(state) = u.state {
+                let finished = state.is_finished() || state == TaskState::UpForRetry;
+                let n = tx
+                    .prepare_cached(
+                        "UPDATE task_instances SET
+                            state = ?3,
+                            try_number = MAX(try_number, ?4),
+                            started_at = CASE WHEN ?3 = 'running' THEN COALESCE(started_at, ?5) ELSE started_at END,
+                            ended_at = CASE WHEN ?6 THEN ?5 ELSE NULL END,
+                            exit_code = COALESCE(?7, exit_code),
+                            error = CASE WHEN ?3 IN ('failed', 'up_for_retry', 'upstream_failed') THEN COALESCE(?8, error) ELSE error END,
+                            outputs = CASE WHEN ?3 = 'success' THEN COALESCE(?9, outputs) ELSE outputs END
+                         WHERE run_id = ?1 AND task_id = ?2",
+                    )
+                    .map_err(e)?
+                    .execute(params![
+                        run_id,
+                        u.task_id,
+                        state.as_str(),
+                        u.try_number,
+                        at,
+                        state.is_finished(),
+                        u.exit_code,
+                        u.error,
+                        outputs,
+                    ])
+                    .map_err(e)?;
+                if n == 0 {
+                    return Err(StoreError::NoSuchRun(format!("{run_id} (task {})", u.task_id)));
+                }
+                if u.try_number > 0 {
+                    tx.prepare_cached(
+                        "INSERT INTO task_tries (run_id, task_id, try_number, state, started_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (run_id, task_id, try_number) DO UPDATE SET
+                            state = excluded.state,
+                            ended_at = CASE WHEN ?6 THEN ?5 ELSE ended_at END,
+                            exit_code = COALESCE(?7, exit_code),
+                            error = COALESCE(?8, error),
+                            outputs = COALESCE(?9, outputs)",
+                    )
+                    .map_err(e)?
+                    .execute(params![
+                        run_id,
+                        u.task_id,
+                        u.try_number,
+                        state.as_str(),
+                        at,
+                        finished,
+                        u.exit_code,
+                        u.error,
+                        outputs,
+                    ])
+                    .map_err(e)?;
+                }
+            }
+            if let (Some(path), true) = (&u.log_path, u.try_number > 0) {
+                tx.prepare_cached(
+                    "UPDATE task_tries SET log_path = ?4 WHERE run_id = ?1 AND task_id = ?2 AND try_number = ?3",
+                )
+                .map_err(e)?
+                .execute(params![run_id, u.task_id, u.try_number, path.display().to_string()])
+                .map_err(e)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn record_process(&self, p: &ProcessRecord) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO processes (run_id, task_id, pid, start_ticks, host) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut s| s.execute(params![p.run_id, p.task_id, p.pid, p.start_ticks as i64, p.host]))
+            .map_err(|e| self.err(e))?;
+            Ok(())
+        })
+    }
+
+    fn forget_process(&self, run_id: &str, pid: u32) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM processes WHERE run_id = ?1 AND pid = ?2")
+                .and_then(|mut s| s.execute(params![run_id, pid]))
+                .map_err(|e| self.err(e))?;
+            Ok(())
+        })
+    }
+
+    fn processes(&self, run_id: &str) -> Result<Vec<ProcessRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT run_id, task_id, pid, start_ticks, host FROM processes WHERE run_id = ?1 ORDER BY pid",
+            )
+            .and_then(|mut s| s.query_map([run_id], process_from_row)?.collect())
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"),
+                [run_id],
+                run_from_row,
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    fn runs(&self, f: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        self.read(|c| {
+            let limit = if f.limit == 0 { -1 } else { f.limit as i64 };
+            c.prepare_cached(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs
+                 WHERE (?1 IS NULL OR dag_id = ?1) AND (?2 IS NULL OR state = ?2)
+                 ORDER BY started_at DESC, rowid DESC LIMIT ?3"
+            ))
+            .and_then(|mut s| {
+                s.query_map(
+                    params![f.dag_id, f.state.map(RunState::as_str), limit],
+                    run_from_row,
+                )?
+                .collect()
+            })
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    fn task_instances(&self, run_id: &str) -> Result<Vec<TaskInstance>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT run_id, task_id, state, try_number, started_at, ended_at, exit_code, error, outputs
+                 FROM task_instances WHERE run_id = ?1 ORDER BY ord",
+            )
+            .and_then(|mut s| {
+                s.query_map([run_id], |row| {
+                    Ok(TaskInstance {
+                        run_id: row.get(0)?,
+                        task_id: row.get(1)?,
+                        state: row.get::<_, String>(2)?.parse().map_err(conversion)?,
+                        try_number: row.get(3)?,
+                        started_at: parse_ts(row.get(4)?)?,
+                        ended_at: parse_ts(row.get(5)?)?,
+                        exit_code: row.get(6)?,
+                        error: row.get(7)?,
+                        outputs: parse_map(row.get(8)?)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    fn tries(&self, run_id: &str, task_id: &str) -> Result<Vec<TaskTry>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT run_id, task_id, try_number, state, started_at, ended_at, exit_code, error, outputs, log_path
+                 FROM task_tries WHERE run_id = ?1 AND task_id = ?2 ORDER BY try_number",
+            )
+            .and_then(|mut s| {
+                s.query_map([run_id, task_id], |row| {
+                    Ok(TaskTry {
+                        run_id: row.get(0)?,
+                        task_id: row.get(1)?,
+                        try_number: row.get(2)?,
+                        state: row.get::<_, String>(3)?.parse().map_err(conversion)?,
+                        started_at: parse_ts(row.get(4)?)?,
+                        ended_at: parse_ts(row.get(5)?)?,
+                        exit_code: row.get(6)?,
+                        error: row.get(7)?,
+                        outputs: parse_map(row.get(8)?)?,
+                        log_path: row.get::<_, Option<String>>(9)?.map(PathBuf::from),
+                    })
+                })?
+                .collect()
+            })
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    fn fail_orphaned_runs(
+        &self,
+        owner_alive: &dyn Fn(&Owner) -> bool,
+    ) -> Result<Vec<(RunRecord, Vec<ProcessRecord>)>, StoreError> {
+        self.write(|tx| {
+            let e = |source| self.err(source);
+            let running: Vec<RunRecord> = tx
+                .prepare(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running'"))
+                .and_then(|mut s| s.query_map([], run_from_row)?.collect())
+                .map_err(e)?;
+            let now = ts(Utc::now());
+            let mut out = Vec::new();
+            for mut run in running.into_iter().filter(|r| !owner_alive(&r.owner)) {
+                let note = format!(
+                    "interrupted: its orchestrator (pid {} on {}) stopped without finishing it",
+                    run.owner.pid, run.owner.host
+                );
+                tx.execute(
+                    "UPDATE runs SET state = 'failed', ended_at = ?2, note = ?3 WHERE run_id = ?1",
+                    params![run.run_id, now, note],
+                )
+                .map_err(e)?;
+                tx.execute(
+                    "UPDATE task_tries SET state = 'failed', ended_at = ?2, error = 'interrupted: the orchestrator stopped'
+                     WHERE run_id = ?1 AND state = 'running'",
+                    params![run.run_id, now],
+                )
+                .map_err(e)?;
+                tx.execute(
+                    "UPDATE task_instances SET state = 'failed', ended_at = ?2, error = 'interrupted: the orchestrator stopped'
+                     WHERE run_id = ?1 AND state IN ('running', 'up_for_retry')",
+                    params![run.run_id, now],
+                )
+                .map_err(e)?;
+                tx.execute(
+                    "UPDATE task_instances SET state = 'skipped', ended_at = ?2
+                     WHERE run_id = ?1 AND state IN ('pending', 'queued')",
+                    params![run.run_id, now],
+                )
+                .map_err(e)?;
+                let procs: Vec<ProcessRecord> = tx
+                    .prepare("SELECT run_id, task_id, pid, start_ticks, host FROM processes WHERE run_id = ?1")
+                    .and_then(|mut s| s.query_map([&run.run_id], process_from_row)?.collect())
+                    .map_err(e)?;
+                tx.execute("DELETE FROM processes WHERE run_id = ?1", [&run.run_id])
+                    .map_err(e)?;
+                run.state = RunState::Failed;
+                run.note = Some(note);
+                run.ended_at = Some(Utc::now());
+                out.push((run, procs));
+            }
+            Ok(out)
+        })
+    }
+}
