@@ -1,2 +1,160 @@
-//! placeholder
-fn main() {}
+//! `velostream-producer`: the thin binary over the library. Parses the command line, sets up
+//! logging on stderr, runs the command and maps the outcome to an exit code (see `--help`).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tracing_subscriber::EnvFilter;
+use velostream_producer::cli::{Cli, Command, GenerateArgs, InspectArgs, ProduceArgs};
+use velostream_producer::metrics::MetricsServer;
+use velostream_producer::report::{self, Progress};
+use velostream_producer::stats::Stats;
+use velostream_producer::{generate, input, pipeline, shutdown};
+
+/// Nothing was sent: bad input or configuration, broker unreachable, missing topic.
+const EXIT_NOT_STARTED: u8 = 1;
+/// Some rows failed to be delivered.
+const EXIT_FAILED_ROWS: u8 = 3;
+/// Stopped early by a signal.
+const EXIT_INTERRUPTED: u8 = 4;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let result = match cli.command {
+        Some(Command::Generate(args)) => run_generate(&args),
+        Some(Command::Inspect(args)) => run_inspect(&args),
+        Some(Command::Produce(args)) => run_produce(&args),
+        None => match &cli.produce {
+            Some(args) => run_produce(args),
+            None => unreachable!("clap requires the produce arguments without a subcommand"),
+        },
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_NOT_STARTED)
+        }
+    }
+}
+
+fn run_produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
+    let config = args.config()?;
+    let stop = shutdown::stop_on_signals().context("installing signal handlers")?;
+    let plan = pipeline::plan(&config)?;
+    tracing::info!(
+        files = plan.files.len(),
+        rows_per_pass = plan.rows_per_pass,
+        passes = config.repeat,
+        rows = plan.total_rows,
+        "Inputs checked"
+    );
+
+    let stats = Stats::default();
+    let _metrics = match args.metrics_addr {
+        Some(addr) => {
+            let mut registry = Registry::default();
+            stats.register(&mut registry);
+            Some(
+                MetricsServer::start(addr, registry)
+                    .with_context(|| format!("serving metrics on {addr}"))?,
+            )
+        }
+        None => None,
+    };
+
+    let progress = Progress::start(args.progress, stats.clone(), plan.total_rows);
+    let outcome = pipeline::run(&config, &plan, &stats, &stop);
+    progress.finish();
+    let summary = outcome?;
+
+    report::emit(&report::output_value(&summary, &config.delivery.topic));
+    tracing::info!(
+        rows = summary.delivered,
+        failed = summary.failed,
+        bytes = summary.bytes,
+        seconds = summary.elapsed.as_secs_f64(),
+        rows_per_sec = summary.rows_per_sec().round(),
+        mb_per_sec = (summary.bytes as f64 / 1e6 / summary.elapsed.as_secs_f64().max(1e-9)).round(),
+        "Done"
+    );
+    if let Some(e) = &summary.read_error {
+        eprintln!(
+            "error: reading stopped after {} of {} rows: {e}",
+            summary.delivered, summary.planned
+        );
+        return Ok(ExitCode::from(EXIT_NOT_STARTED));
+    }
+    if summary.failed > 0 {
+        eprintln!(
+            "error: {} of {} rows failed to be delivered (first error: {})",
+            summary.failed,
+            summary.planned,
+            summary.first_error.as_deref().unwrap_or("unknown")
+        );
+        return Ok(ExitCode::from(EXIT_FAILED_ROWS));
+    }
+    if summary.interrupted {
+        eprintln!(
+            "stopped by a signal after {} of {} rows",
+            summary.delivered, summary.planned
+        );
+        return Ok(ExitCode::from(EXIT_INTERRUPTED));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
+    let start = std::time::Instant::now();
+    let bytes = generate::generate(&args.output, &args.config())?;
+    let seconds = start.elapsed().as_secs_f64();
+    tracing::info!(
+        path = %args.output.display(),
+        rows = args.rows,
+        bytes,
+        seconds,
+        "Generated"
+    );
+    report::emit(&json!({"output": {
+        "rows": args.rows,
+        "bytes": bytes,
+        "path": args.output.display().to_string(),
+    }}));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
+    let paths = input::resolve(&args.inputs)?;
+    let files = input::open_all(&paths, args.schema, &Default::default())?;
+    let mut total = 0;
+    for file in &files {
+        total += file.rows;
+        println!(
+            "{}: {} rows, {} bytes, {} row groups",
+            file.path.display(),
+            file.rows,
+            file.bytes,
+            file.row_groups()
+        );
+        for field in file.schema.fields() {
+            println!(
+                "  {:<24} {}{}",
+                field.name(),
+                field.data_type(),
+                if field.is_nullable() { "" } else { " not null" }
+            );
+        }
+    }
+    report::emit(&json!({"output": {"files": files.len(), "rows": total}}));
+    Ok(ExitCode::SUCCESS)
+}

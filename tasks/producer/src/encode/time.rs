@@ -1,0 +1,233 @@
+//! Calendar formatting for timestamps and dates: `YYYY-MM-DD HH:MM:SS[.ffffff]` in UTC, the form
+//! ClickHouse's `DateTime`/`DateTime64` parse, written straight into a byte buffer.
+
+use arrow::datatypes::TimeUnit;
+
+const SECONDS_PER_DAY: i64 = 86_400;
+
+/// Two ASCII digits for every number below 100.
+const DIGITS2: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+fn push2(out: &mut Vec<u8>, n: u32) {
+    let i = (n as usize % 100) * 2;
+    out.extend_from_slice(&DIGITS2[i..i + 2]);
+}
+
+/// `(year, month, day)` of a day count since 1970-01-01 (proleptic Gregorian), after Howard
+/// Hinnant's `civil_from_days`.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Writes `YYYY-MM-DD` for a day count since the epoch. Years outside 0..=9999 are written in
+/// full (with a sign when negative), which no ClickHouse type accepts but loses nothing.
+pub fn write_date(out: &mut Vec<u8>, days: i64) {
+    let (y, m, d) = civil_from_days(days);
+    if (0..=9999).contains(&y) {
+        push2(out, (y / 100) as u32);
+        push2(out, (y % 100) as u32);
+    } else {
+        out.extend_from_slice(itoa::Buffer::new().format(y).as_bytes());
+    }
+    out.push(b'-');
+    push2(out, m);
+    out.push(b'-');
+    push2(out, d);
+}
+
+/// Formats timestamps of one unit, remembering the last day's `YYYY-MM-DD ` so that runs of rows
+/// on the same day (the common case: files are sorted by time, roughly) skip the calendar maths.
+#[derive(Debug, Clone)]
+pub struct TimestampFormatter {
+    per_second: i64,
+    /// Sub-second units per microsecond (ns: 1000), or 0 when the unit is coarser than 1 µs.
+    per_micro: i64,
+    /// Microseconds per sub-second unit (ms: 1000), used when the unit is coarser than 1 µs.
+    micros_per_unit: i64,
+    cached_day: i64,
+    cached_prefix: [u8; 11],
+}
+
+impl TimestampFormatter {
+    /// A formatter for values counted in `unit` since 1970-01-01 00:00:00 UTC.
+    pub fn new(unit: TimeUnit) -> Self {
+        let (per_second, per_micro, micros_per_unit) = match unit {
+            TimeUnit::Second => (1, 0, 0),
+            TimeUnit::Millisecond => (1_000, 0, 1_000),
+            TimeUnit::Microsecond => (1_000_000, 1, 1),
+            TimeUnit::Nanosecond => (1_000_000_000, 1_000, 1),
+        };
+        Self {
+            per_second,
+            per_micro,
+            micros_per_unit,
+            cached_day: i64::MIN,
+            cached_prefix: [0; 11],
+        }
+    }
+
+    /// How many units make one second.
+    pub fn units_per_second(&self) -> i64 {
+        self.per_second
+    }
+
+    /// Writes `value` as `YYYY-MM-DD HH:MM:SS`, then `.ffffff` when the microseconds are not zero
+    /// (finer parts are truncated: ClickHouse keeps at most microseconds in practice).
+    pub fn write(&mut self, out: &mut Vec<u8>, value: i64) {
+        let secs = value.div_euclid(self.per_second);
+        let sub = value.rem_euclid(self.per_second);
+        let micros = match self.per_micro {
+            0 => sub * self.micros_per_unit,
+            1 => sub,
+            n => sub / n,
+        };
+        let day = secs.div_euclid(SECONDS_PER_DAY);
+        let sod = secs.rem_euclid(SECONDS_PER_DAY) as u32;
+        if day == self.cached_day {
+            out.extend_from_slice(&self.cached_prefix);
+        } else {
+            let start = out.len();
+            write_date(out, day);
+            out.push(b' ');
+            // Only cache the fixed-width form; odd years are formatted every time.
+            if out.len() - start == 11 {
+                self.cached_prefix.copy_from_slice(&out[start..]);
+                self.cached_day = day;
+            }
+        }
+        push2(out, sod / 3600);
+        out.push(b':');
+        push2(out, sod / 60 % 60);
+        out.push(b':');
+        push2(out, sod % 60);
+        if micros != 0 {
+            let micros = micros as u32;
+            out.push(b'.');
+            push2(out, micros / 10_000);
+            push2(out, micros / 100 % 100);
+            push2(out, micros % 100);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(unit: TimeUnit, v: i64) -> String {
+        let mut out = Vec::new();
+        TimestampFormatter::new(unit).write(&mut out, v);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn every_unit_formats_whole_seconds_without_fraction() {
+        // 2023-01-01 00:32:10 UTC
+        let s = 1_672_533_130;
+        assert_eq!(ts(TimeUnit::Second, s), "2023-01-01 00:32:10");
+        assert_eq!(ts(TimeUnit::Millisecond, s * 1_000), "2023-01-01 00:32:10");
+        assert_eq!(
+            ts(TimeUnit::Microsecond, s * 1_000_000),
+            "2023-01-01 00:32:10"
+        );
+        assert_eq!(
+            ts(TimeUnit::Nanosecond, s * 1_000_000_000),
+            "2023-01-01 00:32:10"
+        );
+    }
+
+    #[test]
+    fn fractions_are_microseconds() {
+        let s = 1_672_533_130;
+        assert_eq!(
+            ts(TimeUnit::Millisecond, s * 1_000 + 5),
+            "2023-01-01 00:32:10.005000"
+        );
+        assert_eq!(
+            ts(TimeUnit::Microsecond, s * 1_000_000 + 123_456),
+            "2023-01-01 00:32:10.123456"
+        );
+        assert_eq!(
+            ts(TimeUnit::Nanosecond, s * 1_000_000_000 + 123_456_789),
+            "2023-01-01 00:32:10.123456"
+        );
+        // Sub-microsecond parts alone are dropped.
+        assert_eq!(
+            ts(TimeUnit::Nanosecond, s * 1_000_000_000 + 999),
+            "2023-01-01 00:32:10"
+        );
+    }
+
+    #[test]
+    fn before_the_epoch_and_leap_days() {
+        assert_eq!(ts(TimeUnit::Second, -1), "1969-12-31 23:59:59");
+        assert_eq!(ts(TimeUnit::Microsecond, -1), "1969-12-31 23:59:59.999999");
+        assert_eq!(ts(TimeUnit::Second, 951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(ts(TimeUnit::Second, 4_107_542_399), "2100-02-28 23:59:59");
+    }
+
+    #[test]
+    fn the_day_cache_follows_day_changes() {
+        let mut f = TimestampFormatter::new(TimeUnit::Second);
+        let mut out = Vec::new();
+        for v in [86_399, 86_400, 86_399, 0] {
+            f.write(&mut out, v);
+            out.push(b'|');
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "1970-01-01 23:59:59|1970-01-02 00:00:00|1970-01-01 23:59:59|1970-01-01 00:00:00|"
+        );
+    }
+
+    #[test]
+    fn calendar_matches_a_day_by_day_walk() {
+        // Walk 1900-01-01 .. 2200-01-01 and compare with a naive calendar.
+        let mut days = -25_567; // 1900-01-01
+        let (mut y, mut m, mut d) = (1900i64, 1u32, 1u32);
+        while y < 2200 {
+            assert_eq!(civil_from_days(days), (y, m, d), "day {days}");
+            let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+            let len = match m {
+                2 if leap => 29,
+                2 => 28,
+                4 | 6 | 9 | 11 => 30,
+                _ => 31,
+            };
+            days += 1;
+            d += 1;
+            if d > len {
+                d = 1;
+                m += 1;
+                if m > 12 {
+                    m = 1;
+                    y += 1;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dates() {
+        let mut out = Vec::new();
+        write_date(&mut out, 19_358);
+        assert_eq!(out, b"2023-01-01");
+        out.clear();
+        write_date(&mut out, -719_529); // year -1
+        assert_eq!(out, b"-1-12-31");
+    }
+}
