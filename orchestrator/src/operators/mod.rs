@@ -11,6 +11,7 @@
 
 mod command;
 mod context;
+pub mod kafka;
 mod noop;
 
 use std::fmt;
@@ -38,6 +39,15 @@ pub enum TaskKind {
     /// Waits for a duration: for tests.
     #[serde(rename = "sleep")]
     Sleep(SleepConfig),
+    /// Makes a Kafka topic exist with the partitions, replication and config asked for.
+    #[serde(rename = "kafka.create_topic")]
+    KafkaCreateTopic(kafka::CreateTopic),
+    /// Deletes a Kafka topic.
+    #[serde(rename = "kafka.delete_topic")]
+    KafkaDeleteTopic(kafka::DeleteTopic),
+    /// Sensor: waits until a consumer group's lag on a topic is at most a threshold.
+    #[serde(rename = "kafka.wait_lag")]
+    KafkaWaitLag(kafka::WaitLag),
 }
 
 /// Runs `$body` with `$op` bound to the variant's config, for every kind.
@@ -47,6 +57,9 @@ macro_rules! dispatch {
             TaskKind::Command($op) => $body,
             TaskKind::Noop($op) => $body,
             TaskKind::Sleep($op) => $body,
+            TaskKind::KafkaCreateTopic($op) => $body,
+            TaskKind::KafkaDeleteTopic($op) => $body,
+            TaskKind::KafkaWaitLag($op) => $body,
         }
     };
 }
@@ -58,6 +71,9 @@ impl TaskKind {
             Self::Command(_) => "command",
             Self::Noop(_) => "noop",
             Self::Sleep(_) => "sleep",
+            Self::KafkaCreateTopic(_) => "kafka.create_topic",
+            Self::KafkaDeleteTopic(_) => "kafka.delete_topic",
+            Self::KafkaWaitLag(_) => "kafka.wait_lag",
         }
     }
 }
@@ -161,6 +177,10 @@ pub enum OperatorError {
     /// `ctx.cancelled()` fired and the operator stopped.
     #[error("cancelled")]
     Cancelled,
+    /// The operator decided the task should be skipped rather than failed (a sensor's
+    /// `soft_fail`, as Airflow's `AirflowSkipException`); the message says why.
+    #[error("skipped: {0}")]
+    Skipped(String),
     /// Supervising a process failed.
     #[error(transparent)]
     Process(#[from] ProcessError),

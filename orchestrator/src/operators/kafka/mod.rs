@@ -1,0 +1,137 @@
+//! The Kafka task kinds: `kafka.create_topic` and `kafka.delete_topic` (topic administration) and
+//! `kafka.wait_lag` (a sensor that waits until a consumer group has caught up with a topic).
+//!
+//! Every kind talks to the brokers of the DAG's `[connections]` through
+//! `velostream_common::kafka::client_config`, and turns an unreachable broker into an error that
+//! names it.
+
+pub mod lag;
+pub mod topic;
+pub mod wait_lag;
+
+use std::time::Duration;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use crate::operators::OperatorError;
+
+pub use lag::{LagProbe, LagReading, PartitionLag};
+pub use topic::{
+    ConfigValue, CreateOutcome, CreateTopic, DeleteOutcome, DeleteTopic, IfExists, IfMissing,
+};
+pub use wait_lag::{LagOutcome, WaitLag};
+
+/// What went wrong talking to Kafka.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No broker answered.
+    #[error(
+        "Kafka broker(s) at {brokers} did not answer within {timeout:?} ({source}); is the broker running (`infrastructure/local/velostream-local up`) and are the DAG's `connections.kafka.brokers` right?"
+    )]
+    Unreachable {
+        /// The bootstrap servers we tried.
+        brokers: String,
+        /// How long we waited.
+        timeout: Duration,
+        /// What librdkafka said.
+        #[source]
+        source: Box<KafkaError>,
+    },
+    /// The client could not even be created (a bad librdkafka property, usually from a
+    /// `VELOSTREAM_KAFKA_*` override).
+    #[error(
+        "creating a Kafka client for {brokers}: {source}; check the VELOSTREAM_KAFKA_* variables"
+    )]
+    Client {
+        /// The bootstrap servers.
+        brokers: String,
+        /// What librdkafka said.
+        #[source]
+        source: Box<KafkaError>,
+    },
+    /// A broker refused an operation on a topic.
+    #[error("{operation} of topic {topic:?} on {brokers} failed: {code}")]
+    Refused {
+        /// `creation`, `deletion`...
+        operation: &'static str,
+        /// The topic.
+        topic: String,
+        /// The bootstrap servers.
+        brokers: String,
+        /// The broker's error code.
+        code: RDKafkaErrorCode,
+    },
+    /// A request failed in the client (timeout, transport) rather than on the broker.
+    #[error("{operation} of topic {topic:?} on {brokers} failed: {source}")]
+    Request {
+        /// `creation`, `deletion`, `reading committed offsets`...
+        operation: &'static str,
+        /// The topic.
+        topic: String,
+        /// The bootstrap servers.
+        brokers: String,
+        /// What librdkafka said.
+        #[source]
+        source: Box<KafkaError>,
+    },
+    /// The topic exists and the task was told to fail in that case.
+    #[error(
+        "topic {topic:?} already exists on {brokers} (if_exists = \"fail\"); set if_exists = \"keep\" to reuse it or \"recreate\" to start empty"
+    )]
+    TopicExists {
+        /// The topic.
+        topic: String,
+        /// The bootstrap servers.
+        brokers: String,
+    },
+    /// The topic does not exist.
+    #[error("topic {topic:?} does not exist on {brokers}{hint}")]
+    TopicMissing {
+        /// The topic.
+        topic: String,
+        /// The bootstrap servers.
+        brokers: String,
+        /// What the user can do about it.
+        hint: &'static str,
+    },
+    /// A topic change did not become visible in the cluster's metadata in time.
+    #[error(
+        "topic {topic:?} on {brokers}: {what} within {waited:?}; the broker may be overloaded, raise the task's `timeout`"
+    )]
+    NotSettled {
+        /// The topic.
+        topic: String,
+        /// The bootstrap servers.
+        brokers: String,
+        /// What we waited for, e.g. `still listed after deletion`.
+        what: &'static str,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// No Fetch response told us a partition's high watermark in time.
+    #[error(
+        "reading the lag of group {group:?} on topic {topic:?}: {brokers} sent no Fetch response with a high watermark for every partition within {waited:?}; is a partition leader down?"
+    )]
+    NoWatermark {
+        /// The topic.
+        topic: String,
+        /// The consumer group.
+        group: String,
+        /// The bootstrap servers.
+        brokers: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The task was cancelled (run cancelled or task timeout).
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// The task-level error for a Kafka failure: cancellation stays cancellation, the rest keeps its
+/// message (which names the brokers and says what to do).
+pub(crate) fn operator_error(error: Error) -> OperatorError {
+    match error {
+        Error::Cancelled => OperatorError::Cancelled,
+        other => OperatorError::failed(other),
+    }
+}

@@ -1,0 +1,294 @@
+//! `kafka.wait_lag`: a sensor that checks a consumer group's lag on a topic every interval until
+//! every partition's lag is at most a threshold (0 by default), recording the lag over time for
+//! the UI's chart and the peak as outputs.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::Error;
+use super::lag::{LagProbe, LagReading, PartitionLag};
+use super::topic::topic_name_problems;
+use crate::operators::{ConfigProblem, Operator, OperatorError, TaskContext, ValidateContext};
+
+fn default_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// The lag series keeps at most this many points; beyond, every other point is dropped (the
+/// chart keeps its shape, the first and the latest points stay).
+pub const MAX_SERIES_POINTS: usize = 2000;
+
+/// Fields of a `kafka.wait_lag` task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WaitLag {
+    /// The consumer group whose committed offsets are compared with the topic's end.
+    pub group: String,
+    /// The topic the group consumes.
+    pub topic: String,
+    /// The sensor succeeds once every partition's lag is at most this many messages (default 0).
+    #[serde(default)]
+    pub max_lag: u64,
+    /// Time between two checks (humantime, default `1s`).
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Give up after this long (humantime, default `10m`): the task fails, or is skipped with
+    /// `soft_fail`.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// When the lag is still above `max_lag` at `timeout`, mark the task skipped instead of failed
+    /// (default `false`).
+    #[serde(default)]
+    pub soft_fail: bool,
+    /// Bound on each broker request of a check (humantime, default `10s`).
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+/// How a sensor run ended, with what it saw; becomes the task's outputs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LagOutcome {
+    /// Whether every partition's lag reached `max_lag` or less.
+    pub caught_up: bool,
+    /// The total lag at the last check.
+    pub lag: i64,
+    /// The highest total lag seen.
+    pub peak_lag: i64,
+    /// `[unix_ms, total_lag]` per check (thinned to at most [`MAX_SERIES_POINTS`]).
+    pub lag_series: Vec<[i64; 2]>,
+    /// How many checks ran.
+    pub checks: u64,
+    /// Per partition at the last check.
+    pub partitions: Vec<PartitionLag>,
+}
+
+impl WaitLag {
+    /// Problems a DAG author can fix, found when the DAG loads.
+    pub fn problems(&self) -> Vec<ConfigProblem> {
+        let mut problems = topic_name_problems("topic", &self.topic);
+        if self.group.trim().is_empty() {
+            problems.push(ConfigProblem::field(
+                "group",
+                "`group` is empty: name the consumer group to watch",
+            ));
+        }
+        for (field, value) in [
+            ("interval", self.interval),
+            ("timeout", self.timeout),
+            ("request_timeout", self.request_timeout),
+        ] {
+            if value.is_zero() {
+                problems.push(ConfigProblem::field(
+                    field,
+                    format!("`{field}` must be longer than 0s"),
+                ));
+            }
+        }
+        if self.interval > self.timeout && !self.timeout.is_zero() {
+            problems.push(ConfigProblem::field(
+                "interval",
+                format!(
+                    "`interval` ({}) is longer than `timeout` ({}): the sensor would check only once",
+                    humantime::format_duration(self.interval),
+                    humantime::format_duration(self.timeout)
+                ),
+            ));
+        }
+        problems
+    }
+
+    /// Checks until the group has caught up, the sensor's timeout passes (`Ok` with
+    /// `caught_up: false`), a check fails, or `cancel` fires. `on_check` sees every reading and the
+    /// peak so far (for the log and the progress bar).
+    pub async fn run(
+        &self,
+        brokers: &str,
+        cancel: &CancellationToken,
+        on_check: &mut (dyn FnMut(&LagReading, i64) + Send),
+    ) -> Result<LagOutcome, Error> {
+        let probe = LagProbe::new(brokers, &self.group, &self.topic, self.request_timeout)?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut outcome = LagOutcome {
+            caught_up: false,
+            lag: 0,
+            peak_lag: 0,
+            lag_series: Vec::new(),
+            checks: 0,
+            partitions: Vec::new(),
+        };
+        loop {
+            let next = tokio::time::Instant::now() + self.interval;
+            let reading = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(Error::Cancelled),
+                reading = probe.read() => reading?,
+            };
+            outcome.checks += 1;
+            outcome.lag = reading.total;
+            outcome.peak_lag = outcome.peak_lag.max(reading.total);
+            push_point(&mut outcome.lag_series, [reading.unix_ms, reading.total]);
+            on_check(&reading, outcome.peak_lag);
+            let caught_up = reading.max_partition_lag() <= self.max_lag as i64;
+            outcome.partitions = reading.partitions;
+            if caught_up {
+                outcome.caught_up = true;
+                return Ok(outcome);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(outcome);
+            }
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(Error::Cancelled),
+                () = tokio::time::sleep_until(next.min(deadline)) => {}
+            }
+        }
+    }
+}
+
+impl Operator for WaitLag {
+    fn validate(&self, _ctx: &ValidateContext<'_>) -> Vec<ConfigProblem> {
+        self.problems()
+    }
+
+    async fn execute(&self, ctx: &TaskContext) -> Result<(), OperatorError> {
+        let brokers = ctx.connections().kafka.brokers.clone();
+        ctx.log(format!(
+            "Waiting until group {} lags at most {} message(s) per partition on topic {} (checking every {}, for up to {})",
+            self.group,
+            self.max_lag,
+            self.topic,
+            humantime::format_duration(self.interval),
+            humantime::format_duration(self.timeout)
+        ));
+        let mut on_check = |reading: &LagReading, peak: i64| {
+            let parts: Vec<String> = reading
+                .partitions
+                .iter()
+                .map(|p| format!("{}:{}", p.partition, p.lag))
+                .collect();
+            ctx.log(format!(
+                "Lag {} (partition:lag {})",
+                reading.total,
+                parts.join(" ")
+            ));
+            // The bar fills as the backlog drains: done = peak - current.
+            ctx.set_progress(
+                (peak - reading.total).max(0) as u64,
+                Some(peak.max(0) as u64),
+                Some("messages"),
+            );
+        };
+        let outcome = self
+            .run(&brokers, ctx.cancel_token(), &mut on_check)
+            .await
+            .map_err(super::operator_error)?;
+        ctx.set_output("lag", outcome.lag);
+        ctx.set_output("peak_lag", outcome.peak_lag);
+        ctx.set_output("checks", outcome.checks);
+        ctx.set_output("caught_up", outcome.caught_up);
+        ctx.set_output(
+            "lag_series",
+            serde_json::to_value(&outcome.lag_series).unwrap_or_default(),
+        );
+        ctx.set_output(
+            "partitions",
+            serde_json::to_value(&outcome.partitions).unwrap_or_default(),
+        );
+        if outcome.caught_up {
+            ctx.log(format!(
+                "Group {} caught up on {} after {} check(s); peak lag {}",
+                self.group, self.topic, outcome.checks, outcome.peak_lag
+            ));
+            return Ok(());
+        }
+        let worst = outcome
+            .partitions
+            .iter()
+            .filter(|p| p.lag > self.max_lag as i64)
+            .map(|p| {
+                format!(
+                    "partition {} lags {} (high watermark {}, committed {})",
+                    p.partition,
+                    p.lag,
+                    p.high_watermark,
+                    p.committed
+                        .map_or_else(|| "nothing".to_owned(), |c| c.to_string())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let message = format!(
+            "group {} still lags {} message(s) on topic {} after {} (max_lag {}): {worst}; is the consumer running and committing?",
+            self.group,
+            outcome.lag,
+            self.topic,
+            humantime::format_duration(self.timeout),
+            self.max_lag
+        );
+        if self.soft_fail {
+            Err(OperatorError::Skipped(message))
+        } else {
+            Err(OperatorError::failed(message))
+        }
+    }
+}
+
+/// Appends a point, halving the series when it reaches the cap.
+fn push_point(series: &mut Vec<[i64; 2]>, point: [i64; 2]) {
+    if series.len() >= MAX_SERIES_POINTS {
+        let mut i = 0;
+        series.retain(|_| {
+            i += 1;
+            i % 2 == 1
+        });
+    }
+    series.push(point);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_parse_with_defaults_and_are_checked() {
+        let spec: WaitLag = toml::from_str("group = \"g\"\ntopic = \"t\"").unwrap();
+        assert_eq!(spec.max_lag, 0);
+        assert_eq!(spec.interval, Duration::from_secs(1));
+        assert!(!spec.soft_fail);
+        assert!(spec.problems().is_empty());
+        let bad: WaitLag =
+            toml::from_str("group = \"\"\ntopic = \"t\"\ninterval = \"1m\"\ntimeout = \"10s\"")
+                .unwrap();
+        let problems = bad.problems();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(toml::from_str::<WaitLag>("group = \"g\"\ntopic = \"t\"\nlag = 1").is_err());
+        assert!(
+            toml::from_str::<WaitLag>("group = \"g\"\ntopic = \"t\"\ninterval = \"soon\"").is_err()
+        );
+    }
+
+    #[test]
+    fn the_series_is_thinned_not_truncated() {
+        let mut series = Vec::new();
+        for i in 0..(MAX_SERIES_POINTS as i64 * 3) {
+            push_point(&mut series, [i, i]);
+        }
+        assert!(series.len() <= MAX_SERIES_POINTS);
+        assert_eq!(series[0], [0, 0]);
+        assert_eq!(
+            *series.last().unwrap(),
+            [MAX_SERIES_POINTS as i64 * 3 - 1; 2]
+        );
+    }
+}
