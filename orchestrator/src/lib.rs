@@ -7,8 +7,10 @@
 //! Data flows one way: `dag` -> `scheduler` -> `operators` -> `process` / `store`, and the front ends
 //! (`cli`, later `web`) sit on top.
 
+pub mod cli;
 pub mod dag;
 pub mod events;
 pub mod operators;
 pub mod process;
+pub mod scheduler;
 pub mod store;

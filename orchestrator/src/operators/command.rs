@@ -82,7 +82,7 @@ impl Operator for CommandConfig {
         let program = self
             .program
             .clone()
-            .unwrap_or_else(|| "shell command".to_owned());
+            .unwrap_or_else(|| "the shell command".to_owned());
         tokio::select! {
             exit = child.wait() => {
                 let exit = exit?;

@@ -138,10 +138,11 @@ impl Store for MemoryStore {
             {
                 ti.error = u.error.clone();
             }
-            if state == TaskState::Success
-                && let Some(o) = &u.outputs
-            {
-                ti.outputs = o.clone();
+            if state == TaskState::Success {
+                ti.error = None;
+                if let Some(o) = &u.outputs {
+                    ti.outputs = o.clone();
+                }
             }
             if u.try_number > 0 {
                 let tries = inner

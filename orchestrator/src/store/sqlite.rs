@@ -315,7 +315,7 @@ impl Store for SqliteStore {
                             started_at = CASE WHEN ?3 = 'running' THEN COALESCE(started_at, ?5) ELSE started_at END,
                             ended_at = CASE WHEN ?6 THEN ?5 ELSE NULL END,
                             exit_code = COALESCE(?7, exit_code),
-                            error = CASE WHEN ?3 IN ('failed', 'up_for_retry', 'upstream_failed') THEN COALESCE(?8, error) ELSE error END,
+                            error = CASE WHEN ?3 IN ('failed', 'up_for_retry', 'upstream_failed') THEN COALESCE(?8, error) WHEN ?3 = 'success' THEN NULL ELSE error END,
                             outputs = CASE WHEN ?3 = 'success' THEN COALESCE(?9, outputs) ELSE outputs END
                          WHERE run_id = ?1 AND task_id = ?2",
                     )

@@ -1,0 +1,379 @@
+//! The subcommands, each a function from parsed arguments to output and an exit code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use chrono::{Local, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::progress::Display;
+use super::table;
+use super::{GraphArgs, GraphFormat, LogsArgs, RunArgs, RunsArgs, ValidateArgs};
+use crate::dag::{self, render_dot, render_text};
+use crate::events::EventSink;
+use crate::scheduler::{Engine, EngineSettings, RunOutcome, RunRequest};
+use crate::store::{RunFilter, RunState, SqliteStore, Store, Trigger};
+
+/// Where state lives: the database and the logs directory beside it.
+#[derive(Clone, Debug)]
+pub struct StateFiles {
+    /// The SQLite database.
+    pub db: PathBuf,
+}
+
+impl StateFiles {
+    /// State at `db`.
+    pub fn new(db: PathBuf) -> Self {
+        Self { db }
+    }
+
+    /// `<dir of db>/logs`.
+    pub fn log_dir(&self) -> PathBuf {
+        self.db
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join("logs")
+    }
+
+    fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
+        let store = SqliteStore::open(&self.db)
+            .with_context(|| format!("opening the state database {}", self.db.display()))?;
+        Ok(Arc::new(store))
+    }
+
+    fn engine(&self) -> anyhow::Result<Engine> {
+        Ok(Engine::new(
+            self.open()?,
+            EngineSettings::new(self.log_dir()),
+        ))
+    }
+}
+
+fn recover(engine: &Engine) -> anyhow::Result<()> {
+    for run in engine.recover().context("recovering interrupted runs")? {
+        eprintln!(
+            "note: run {} of DAG {} was interrupted (its orchestrator, pid {}, died); marked failed",
+            run.run_id, run.dag_id, run.owner.pid
+        );
+    }
+    Ok(())
+}
+
+/// `orchestrator run FILE`: runs the DAG with live progress, prints a summary, exits 0 iff the run
+/// succeeded (1 if it failed, 2 if it could not start).
+pub fn run(files: &StateFiles, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let dag = match dag::load(&args.file) {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!(
+                "error: {} is not a valid DAG ({} problem(s))",
+                args.file.display(),
+                e.problems.len()
+            );
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let mut settings = EngineSettings::new(files.log_dir());
+        settings.kill_grace = args.kill_grace;
+        let engine = Engine::new(files.open()?, settings);
+        recover(&engine)?;
+        let (events, rx) = EventSink::channel();
+        let request = RunRequest {
+            params: args.params.into_iter().collect::<BTreeMap<_, _>>(),
+            logical_date: args.logical_date,
+            trigger: Trigger::Manual,
+        };
+        let handle = engine
+            .start(dag.clone(), request, events, &CancellationToken::new())
+            .context("starting the run")?;
+        println!(
+            "Run {} of DAG {} ({} tasks); logs under {}",
+            handle.run_id(),
+            dag.id,
+            dag.tasks.len(),
+            files
+                .log_dir()
+                .join(&dag.id)
+                .join(handle.run_id())
+                .display()
+        );
+        let canceller = handle.canceller();
+        let signals = tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            loop {
+                let name = tokio::select! {
+                    _ = int.recv() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                };
+                eprintln!("{name}: cancelling the run, stopping its tasks...");
+                canceller.cancel(format!("cancelled by {name}"));
+            }
+        });
+        let display = Display::new(&dag, !args.no_progress);
+        let shown = tokio::spawn(display.show(rx));
+        let outcome = handle.wait().await.context("running the DAG")?;
+        let _ = shown.await;
+        signals.abort();
+        print_summary(&outcome);
+        Ok(if outcome.state == RunState::Success {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
+    })
+}
+
+fn print_summary(outcome: &RunOutcome) {
+    let rows: Vec<Vec<String>> = outcome
+        .tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.task_id.clone(),
+                t.state.to_string(),
+                t.tries.to_string(),
+                t.duration()
+                    .map(table::duration)
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    println!();
+    print!(
+        "{}",
+        table::render(&["TASK", "STATE", "TRIES", "DURATION"], &rows)
+    );
+    for t in outcome
+        .tasks
+        .iter()
+        .filter(|t| t.error.is_some() && t.state != crate::store::TaskState::Success)
+    {
+        println!("  {}: {}", t.task_id, t.error.as_deref().unwrap_or(""));
+    }
+    let took = outcome
+        .tasks
+        .iter()
+        .filter_map(|t| t.started_at)
+        .min()
+        .zip(outcome.tasks.iter().filter_map(|t| t.ended_at).max())
+        .map(|(a, b)| table::duration((b - a).to_std().unwrap_or_default()))
+        .unwrap_or_else(|| "0s".into());
+    match &outcome.note {
+        Some(note) => println!(
+            "\nRun {} {} ({note}) after {took}",
+            outcome.run_id, outcome.state
+        ),
+        None => println!("\nRun {} {} in {took}", outcome.run_id, outcome.state),
+    }
+}
+
+/// `orchestrator validate FILE...`: every problem of every file; exit 1 if any.
+pub fn validate(args: &ValidateArgs) -> ExitCode {
+    let mut bad = 0;
+    for file in &args.files {
+        match dag::load(file) {
+            Ok(d) => println!(
+                "{}: ok (DAG {}, {} tasks)",
+                file.display(),
+                d.id,
+                d.tasks.len()
+            ),
+            Err(e) => {
+                bad += 1;
+                eprintln!("{e}");
+            }
+        }
+    }
+    if bad > 0 {
+        eprintln!("error: {bad} of {} file(s) invalid", args.files.len());
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// `orchestrator graph FILE`.
+pub fn graph(args: &GraphArgs) -> anyhow::Result<()> {
+    let dag = dag::load(&args.file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    match args.format {
+        GraphFormat::Text => print!("{}", render_text(&dag)),
+        GraphFormat::Dot => print!("{}", render_dot(&dag)),
+        GraphFormat::Both => print!("{}\n{}", render_text(&dag), render_dot(&dag)),
+    }
+    Ok(())
+}
+
+/// `orchestrator runs [DAG]`.
+pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
+    let engine = files.engine()?;
+    recover(&engine)?;
+    let store = engine.store();
+    if let Some(run_id) = &args.run {
+        let Some(run) = store.run(run_id)? else {
+            bail!("no run {run_id}; `orchestrator runs` lists them");
+        };
+        println!(
+            "Run {} of DAG {}: {} (logical date {}, params {})",
+            run.run_id,
+            run.dag_id,
+            run.state,
+            run.logical_date.to_rfc3339(),
+            serde_json::Value::Object(run.params.clone())
+        );
+        if let Some(note) = &run.note {
+            println!("  {note}");
+        }
+        let rows: Vec<Vec<String>> = store
+            .task_instances(run_id)?
+            .into_iter()
+            .map(|t| {
+                let duration = t
+                    .started_at
+                    .zip(t.ended_at)
+                    .map(|(a, b)| table::duration((b - a).to_std().unwrap_or_default()))
+                    .unwrap_or_else(|| "-".into());
+                vec![
+                    t.task_id,
+                    t.state.to_string(),
+                    t.try_number.to_string(),
+                    duration,
+                    t.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                    if t.outputs.is_empty() {
+                        String::new()
+                    } else {
+                        serde_json::Value::Object(t.outputs).to_string()
+                    },
+                    t.error.unwrap_or_default(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table::render(
+                &[
+                    "TASK", "STATE", "TRIES", "DURATION", "EXIT", "OUTPUTS", "ERROR"
+                ],
+                &rows
+            )
+        );
+        return Ok(());
+    }
+    let list = store.runs(&RunFilter {
+        dag_id: args.dag.clone(),
+        state: None,
+        limit: args.limit,
+    })?;
+    if list.is_empty() {
+        println!(
+            "No runs yet{}.",
+            args.dag
+                .as_ref()
+                .map(|d| format!(" of DAG {d}"))
+                .unwrap_or_default()
+        );
+        return Ok(());
+    }
+    let now = Utc::now();
+    let rows: Vec<Vec<String>> = list
+        .into_iter()
+        .map(|r| {
+            let end = r.ended_at.unwrap_or(now);
+            vec![
+                r.run_id,
+                r.dag_id,
+                r.state.to_string(),
+                r.started_at
+                    .with_timezone(&Local)
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string(),
+                table::duration((end - r.started_at).to_std().unwrap_or_default()),
+                r.trigger.as_str().to_owned(),
+                r.note.unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table::render(
+            &[
+                "RUN", "DAG", "STATE", "STARTED", "DURATION", "TRIGGER", "NOTE"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+/// `orchestrator logs RUN TASK [--try N]`.
+pub fn logs(files: &StateFiles, args: &LogsArgs) -> anyhow::Result<()> {
+    let store = files.open()?;
+    if store.run(&args.run)?.is_none() {
+        bail!("no run {}; `orchestrator runs` lists them", args.run);
+    }
+    let tasks = store.task_instances(&args.run)?;
+    if !tasks.iter().any(|t| t.task_id == args.task) {
+        let ids: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
+        bail!(
+            "run {} has no task {}; its tasks: {}",
+            args.run,
+            args.task,
+            ids.join(", ")
+        );
+    }
+    let tries = store.tries(&args.run, &args.task)?;
+    let Some(last) = tries.last() else {
+        bail!(
+            "task {} never ran in run {} (no tries)",
+            args.task,
+            args.run
+        );
+    };
+    let chosen = match args.try_number {
+        None => last,
+        Some(n) => tries.iter().find(|t| t.try_number == n).with_context(|| {
+            format!(
+                "task {} has tries 1 to {} in run {}, not {n}",
+                args.task, last.try_number, args.run
+            )
+        })?,
+    };
+    let Some(path) = &chosen.log_path else {
+        bail!(
+            "try {} of {} has no log path recorded",
+            chosen.try_number,
+            args.task
+        );
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&bytes)
+                .context("writing to stdout")?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!(
+                "(try {} of {} wrote no log lines)",
+                chosen.try_number, args.task
+            );
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    Ok(())
+}

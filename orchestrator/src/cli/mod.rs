@@ -1,0 +1,140 @@
+//! The `orchestrator` command line: `run`, `validate`, `graph`, `runs`, `logs`. Parsing lives
+//! here; each command is a function over the library, so `main.rs` only sets up logging.
+
+mod commands;
+mod progress;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use commands::{StateFiles, logs, run, runs};
+
+/// Default state database, relative to the working directory.
+pub const DEFAULT_STATE: &str = ".velostream/state.db";
+
+/// velostream's DAG runner: run TOML DAGs with retries, timeouts and state, like Airflow.
+#[derive(Debug, Parser)]
+#[command(name = "orchestrator", version, about, long_about = None)]
+pub struct Cli {
+    /// The state database (runs, tries, outputs); logs go to a `logs/` directory beside it.
+    #[arg(long, global = true, env = "VELOSTREAM_STATE", default_value = DEFAULT_STATE)]
+    pub state: PathBuf,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a DAG now, showing progress; exits 0 only if the run succeeded.
+    Run(RunArgs),
+    /// Check DAG files strictly and report every problem with file:line:column.
+    Validate(ValidateArgs),
+    /// Print a DAG's tasks and dependencies as text and/or Graphviz DOT.
+    Graph(GraphArgs),
+    /// List past and current runs, newest first (or one run's tasks with --run).
+    Runs(RunsArgs),
+    /// Print the log of one try of a task.
+    Logs(LogsArgs),
+}
+
+/// `orchestrator run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The DAG file.
+    pub file: PathBuf,
+    /// Override a param: `--param rows=1000` (repeatable).
+    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub params: Vec<(String, String)>,
+    /// The run's logical date (RFC 3339); default: now.
+    #[arg(long, value_name = "RFC3339")]
+    pub logical_date: Option<chrono::DateTime<chrono::Utc>>,
+    /// Do not draw progress bars (state changes are still printed).
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Grace between SIGTERM and SIGKILL when stopping a task's processes.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub kill_grace: std::time::Duration,
+}
+
+/// `orchestrator validate`.
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// DAG files.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// Output format of `orchestrator graph`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GraphFormat {
+    /// Text, then DOT.
+    Both,
+    /// An indented list of tasks with their upstream tasks.
+    Text,
+    /// Graphviz DOT (`| dot -Tsvg > dag.svg`).
+    Dot,
+}
+
+/// `orchestrator graph`.
+#[derive(Debug, clap::Args)]
+pub struct GraphArgs {
+    /// The DAG file.
+    pub file: PathBuf,
+    /// What to print.
+    #[arg(long, value_enum, default_value_t = GraphFormat::Both)]
+    pub format: GraphFormat,
+}
+
+/// `orchestrator runs`.
+#[derive(Debug, clap::Args)]
+pub struct RunsArgs {
+    /// Only this DAG's runs.
+    pub dag: Option<String>,
+    /// At most this many runs.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Show the task instances of this run instead of the list.
+    #[arg(long, value_name = "RUN_ID")]
+    pub run: Option<String>,
+}
+
+/// `orchestrator logs`.
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// The run id (see `orchestrator runs`).
+    pub run: String,
+    /// The task id.
+    pub task: String,
+    /// The try number; default: the last try.
+    #[arg(long = "try", value_name = "N")]
+    pub try_number: Option<u32>,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+/// Runs the parsed command line; prints errors with their causes and returns the exit code.
+pub fn main(cli: Cli) -> ExitCode {
+    let files = StateFiles::new(cli.state);
+    let result = match cli.command {
+        Command::Run(args) => run(&files, args),
+        Command::Validate(args) => Ok(commands::validate(&args)),
+        Command::Graph(args) => commands::graph(&args).map(|()| ExitCode::SUCCESS),
+        Command::Runs(args) => runs(&files, &args).map(|()| ExitCode::SUCCESS),
+        Command::Logs(args) => logs(&files, &args).map(|()| ExitCode::SUCCESS),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::from(2)
+    })
+}
