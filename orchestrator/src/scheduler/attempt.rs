@@ -34,6 +34,17 @@ pub(crate) struct Attempt {
     pub stop_grace: Duration,
 }
 
+/// How a try ended.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// The operator succeeded.
+    Success,
+    /// The operator failed (or timed out, or was cancelled), with why.
+    Failed(String),
+    /// The operator asked to be skipped (a sensor's `soft_fail`), with why.
+    Skipped(String),
+}
+
 /// How a try went.
 #[derive(Debug)]
 pub(crate) struct AttemptResult {
@@ -42,7 +53,7 @@ pub(crate) struct AttemptResult {
     /// `None` when the run was cancelled before the try got a slot.
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: DateTime<Utc>,
-    pub outcome: Result<(), String>,
+    pub outcome: Outcome,
     pub exit_code: Option<i32>,
     pub outputs: serde_json::Map<String, serde_json::Value>,
 }
@@ -54,7 +65,7 @@ impl Attempt {
             try_number,
             started_at: None,
             ended_at: Utc::now(),
-            outcome: Err("cancelled before it started".into()),
+            outcome: Outcome::Failed("cancelled before it started".into()),
             exit_code: None,
             outputs: Default::default(),
         };
@@ -111,11 +122,20 @@ impl Attempt {
             .build();
         let outcome =
             run_operator(&self.kind, &ctx, &self.token, self.timeout, self.stop_grace).await;
-        if let Err(message) = &outcome {
-            ctx.log(format!(
-                "[velostream] try {} failed: {message}",
-                self.try_number
-            ));
+        match &outcome {
+            Outcome::Failed(message) => {
+                ctx.log(format!(
+                    "[velostream] try {} failed: {message}",
+                    self.try_number
+                ));
+            }
+            Outcome::Skipped(message) => {
+                ctx.log(format!(
+                    "[velostream] try {} skipped: {message}",
+                    self.try_number
+                ));
+            }
+            Outcome::Success => {}
         }
         AttemptResult {
             index: self.index,
@@ -138,7 +158,7 @@ async fn run_operator(
     token: &CancellationToken,
     timeout: Option<Duration>,
     stop_grace: Duration,
-) -> Result<(), String> {
+) -> Outcome {
     let exec = AssertUnwindSafe(kind.execute(ctx)).catch_unwind();
     tokio::pin!(exec);
     let deadline = async {
@@ -158,31 +178,30 @@ async fn run_operator(
         () = token.cancelled() => "cancelled: the run was cancelled".to_owned(),
     };
     match tokio::time::timeout(stop_grace, &mut exec).await {
-        Ok(Err(_)) => Err(format!("{reason} (the operator panicked while stopping)")),
-        Ok(Ok(_)) => Err(reason),
+        Ok(Err(_)) => Outcome::Failed(format!("{reason} (the operator panicked while stopping)")),
+        Ok(Ok(_)) => Outcome::Failed(reason),
         Err(_) => {
             ctx.log(format!(
                 "[velostream] the operator did not stop within {}; abandoned",
                 humantime::format_duration(stop_grace)
             ));
-            Err(format!("{reason} (the operator did not stop in time)"))
+            Outcome::Failed(format!("{reason} (the operator did not stop in time)"))
         }
     }
 }
 
-fn flatten(
-    r: Result<Result<(), OperatorError>, Box<dyn std::any::Any + Send>>,
-) -> Result<(), String> {
+fn flatten(r: Result<Result<(), OperatorError>, Box<dyn std::any::Any + Send>>) -> Outcome {
     match r {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(())) => Outcome::Success,
+        Ok(Err(OperatorError::Skipped(why))) => Outcome::Skipped(why),
+        Ok(Err(e)) => Outcome::Failed(e.to_string()),
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(format!("the operator panicked: {msg}"))
+            Outcome::Failed(format!("the operator panicked: {msg}"))
         }
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::attempt::{Attempt, AttemptResult};
+use super::attempt::{Attempt, AttemptResult, Outcome};
 use super::rules::{Decision, decide};
 use super::{EngineSettings, RunOutcome, TaskSummary};
 use crate::dag::Dag;
@@ -177,7 +177,18 @@ impl RunDriver {
                         log_path: None,
                     };
                     match r.outcome {
-                        Ok(()) => {
+                        Outcome::Skipped(message) => {
+                            self.record(&update(TaskState::Skipped, Some(message.clone())));
+                            self.note_state(
+                                &mut tasks[i],
+                                i,
+                                TaskState::Skipped,
+                                r.try_number,
+                                Some(message),
+                            );
+                            ready.extend(task.downstream.iter().copied());
+                        }
+                        Outcome::Success => {
                             self.record(&update(TaskState::Success, None));
                             outputs.insert(task.id.clone(), r.outputs.clone());
                             tasks[i].error = None;
@@ -190,7 +201,7 @@ impl RunDriver {
                             );
                             ready.extend(task.downstream.iter().copied());
                         }
-                        Err(message) => {
+                        Outcome::Failed(message) => {
                             let retry = !cancelled && r.try_number <= task.retry.retries;
                             let state = if retry {
                                 TaskState::UpForRetry
