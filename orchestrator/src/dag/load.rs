@@ -75,9 +75,6 @@ struct RawDag {
     /// Tasks of one run allowed at once.
     #[serde(default)]
     max_active_tasks: Option<Spanned<usize>>,
-    /// Defaults of every task's retry and timeout settings.
-    #[serde(default)]
-    defaults: Option<RawDefaults>,
 }
 
 /// `[dag.defaults]`.
@@ -380,6 +377,7 @@ fn parse(
     }
 
     // [dag]
+    let mut defaults: Option<RawDefaults> = None;
     let raw_dag: Option<RawDag> = match dag_section {
         None => {
             problems.at(Some(0..0), "missing [dag] section (with at least `id`)");
@@ -389,7 +387,19 @@ fn parse(
             let span = v.span();
             let value = match v.into_inner() {
                 DeValue::Table(t) => {
-                    DeValue::Table(strip_unknown(t, DAG_KEYS, "[dag]", &mut problems))
+                    // [dag.defaults] is read on its own, so its problems do not hide the rest.
+                    let mut rest = DeTable::new();
+                    for (k, d) in strip_unknown(t, DAG_KEYS, "[dag]", &mut problems) {
+                        if k.get_ref().as_ref() == "defaults" {
+                            let dspan = d.span();
+                            defaults = deserialize(d.into_inner(), dspan.clone())
+                                .map_err(|e| problems.toml(&e, Some(dspan)))
+                                .ok();
+                        } else {
+                            rest.insert(k, d);
+                        }
+                    }
+                    DeValue::Table(rest)
                 }
                 other => other,
             };
@@ -475,7 +485,6 @@ fn parse(
             problems.at(Some(m.span()), "max_active_tasks must be at least 1");
         }
     }
-    let defaults = raw_dag.as_ref().and_then(|d| d.defaults.clone());
 
     // Task ids: unique and well formed.
     let mut index: HashMap<String, usize> = HashMap::new();
