@@ -19,6 +19,8 @@ struct Inner {
     /// Tries per (run, task).
     tries: HashMap<(String, String), Vec<TaskTry>>,
     processes: Vec<ProcessRecord>,
+    /// DAGs whose schedule is paused.
+    paused: std::collections::BTreeSet<String>,
 }
 
 /// A [`Store`] held in memory.
@@ -315,5 +317,19 @@ impl Store for MemoryStore {
             out.push((inner.runs[i].clone(), procs));
         }
         Ok(out)
+    }
+
+    fn set_paused(&self, dag_id: &str, paused: bool) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if paused {
+            inner.paused.insert(dag_id.to_owned());
+        } else {
+            inner.paused.remove(dag_id);
+        }
+        Ok(())
+    }
+
+    fn paused_dags(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        Ok(self.lock().paused.clone())
     }
 }

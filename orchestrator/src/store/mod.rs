@@ -113,4 +113,53 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         owner_alive: &dyn Fn(&Owner) -> bool,
     ) -> Result<Vec<(RunRecord, Vec<ProcessRecord>)>, StoreError>;
+
+    /// Pauses (`true`) or unpauses a DAG's schedule: `orchestrator pause`, the web UI's toggle.
+    fn set_paused(&self, dag_id: &str, paused: bool) -> Result<(), StoreError>;
+
+    /// The DAGs whose schedule is paused.
+    fn paused_dags(&self) -> Result<std::collections::BTreeSet<String>, StoreError>;
+
+    /// The latest logical date of the DAG's runs started by `trigger` (the cron scheduler uses it
+    /// to find the slots it missed).
+    fn latest_logical_date(
+        &self,
+        dag_id: &str,
+        trigger: Trigger,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        Ok(self
+            .runs(&RunFilter {
+                dag_id: Some(dag_id.to_owned()),
+                state: None,
+                limit: 0,
+            })?
+            .into_iter()
+            .filter(|r| r.trigger == trigger)
+            .map(|r| r.logical_date)
+            .max())
+    }
+
+    /// How many runs there are per (DAG, state) and task instances per state (for metrics).
+    fn state_counts(&self) -> Result<StateCounts, StoreError> {
+        let mut counts = StateCounts::default();
+        for run in self.runs(&RunFilter::default())? {
+            *counts
+                .runs
+                .entry((run.dag_id.clone(), run.state))
+                .or_default() += 1;
+            for ti in self.task_instances(&run.run_id)? {
+                *counts.task_instances.entry(ti.state).or_default() += 1;
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// Counts of runs and task instances by state, see [`Store::state_counts`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    /// Runs per (DAG, state).
+    pub runs: std::collections::HashMap<(String, RunState), u64>,
+    /// Task instances per state.
+    pub task_instances: std::collections::HashMap<TaskState, u64>,
 }

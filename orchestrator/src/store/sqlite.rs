@@ -69,6 +69,10 @@ CREATE TABLE IF NOT EXISTS processes (
     host        TEXT NOT NULL,
     PRIMARY KEY (run_id, pid)
 );
+CREATE TABLE IF NOT EXISTS dag_flags (
+    dag_id      TEXT PRIMARY KEY,
+    paused      INTEGER NOT NULL DEFAULT 0
+);
 ";
 
 /// A [`Store`] in a SQLite file.
@@ -539,6 +543,81 @@ impl Store for SqliteStore {
                 out.push((run, procs));
             }
             Ok(out)
+        })
+    }
+
+    fn set_paused(&self, dag_id: &str, paused: bool) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO dag_flags (dag_id, paused) VALUES (?1, ?2)
+                 ON CONFLICT (dag_id) DO UPDATE SET paused = excluded.paused",
+                params![dag_id, paused],
+            )
+            .map_err(|e| self.err(e))?;
+            Ok(())
+        })
+    }
+
+    fn paused_dags(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT dag_id FROM dag_flags WHERE paused != 0")
+                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    fn latest_logical_date(
+        &self,
+        dag_id: &str,
+        trigger: super::Trigger,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.read(|c| {
+            let latest: Option<String> = c
+                .query_row(
+                    "SELECT MAX(logical_date) FROM runs WHERE dag_id = ?1 AND trigger = ?2",
+                    params![dag_id, trigger.as_str()],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.err(e))?;
+            parse_ts(latest).map_err(|e| self.err(e))
+        })
+    }
+
+    fn state_counts(&self) -> Result<super::StateCounts, StoreError> {
+        self.read(|c| {
+            let e = |source| self.err(source);
+            let mut counts = super::StateCounts::default();
+            let runs: Vec<(String, String, u64)> = c
+                .prepare_cached("SELECT dag_id, state, COUNT(*) FROM runs GROUP BY dag_id, state")
+                .and_then(|mut s| {
+                    s.query_map([], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+                    })?
+                    .collect()
+                })
+                .map_err(e)?;
+            for (dag, state, n) in runs {
+                let state = state.parse().map_err(|_| StoreError::Corrupt {
+                    what: "run state",
+                    value: state,
+                })?;
+                counts.runs.insert((dag, state), n);
+            }
+            let tasks: Vec<(String, u64)> = c
+                .prepare_cached("SELECT state, COUNT(*) FROM task_instances GROUP BY state")
+                .and_then(|mut s| {
+                    s.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+                        .collect()
+                })
+                .map_err(e)?;
+            for (state, n) in tasks {
+                let state = state.parse().map_err(|_| StoreError::Corrupt {
+                    what: "task state",
+                    value: state,
+                })?;
+                counts.task_instances.insert(state, n);
+            }
+            Ok(counts)
         })
     }
 }
