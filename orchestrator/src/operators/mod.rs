@@ -9,6 +9,7 @@
 //! Before `execute` the engine renders `{{ ... }}` templates in every string of the config, so an
 //! operator sees final values; `validate` (at load time) sees the raw template text.
 
+pub mod clickhouse;
 mod command;
 mod context;
 pub mod kafka;
@@ -50,6 +51,12 @@ pub enum TaskKind {
     /// Sensor: waits until a consumer group's lag on a topic is at most a threshold.
     #[serde(rename = "kafka.wait_lag")]
     KafkaWaitLag(kafka::WaitLag),
+    /// Runs SQL statements, inline or from a `.sql` file; a small last result becomes outputs.
+    #[serde(rename = "clickhouse.sql")]
+    ClickHouseSql(clickhouse::ClickHouseSql),
+    /// Compares a query's value with an expected one.
+    #[serde(rename = "clickhouse.assert")]
+    ClickHouseAssert(clickhouse::ClickHouseAssert),
 }
 
 /// Runs `$body` with `$op` bound to the variant's config, for every kind.
@@ -62,6 +69,8 @@ macro_rules! dispatch {
             TaskKind::KafkaCreateTopic($op) => $body,
             TaskKind::KafkaDeleteTopic($op) => $body,
             TaskKind::KafkaWaitLag($op) => $body,
+            TaskKind::ClickHouseSql($op) => $body,
+            TaskKind::ClickHouseAssert($op) => $body,
         }
     };
 }
@@ -76,6 +85,8 @@ impl TaskKind {
             Self::KafkaCreateTopic(_) => "kafka.create_topic",
             Self::KafkaDeleteTopic(_) => "kafka.delete_topic",
             Self::KafkaWaitLag(_) => "kafka.wait_lag",
+            Self::ClickHouseSql(_) => "clickhouse.sql",
+            Self::ClickHouseAssert(_) => "clickhouse.assert",
         }
     }
 }
