@@ -302,7 +302,17 @@ impl TaskContext {
     /// paths resolve against the DAG's directory; the program also gets the connections
     /// (`KAFKA_BROKERS`, `CLICKHOUSE_*`) and `VELOSTREAM_DAG_ID`, `_RUN_ID`, `_TASK_ID`,
     /// `_TRY_NUMBER` unless `spec.env` sets them. The pid is recorded in the store until reaped.
-    pub fn spawn(&self, mut spec: ProcessSpec) -> Result<Child, OperatorError> {
+    pub fn spawn(&self, spec: ProcessSpec) -> Result<Child, OperatorError> {
+        self.spawn_with_sink(spec, Arc::new(self.clone()))
+    }
+
+    /// Like [`spawn`](Self::spawn), with the program's output going to `sink` instead of this
+    /// context (process.spawn watches it for a readiness line and can hand it to process.stop).
+    pub fn spawn_with_sink(
+        &self,
+        mut spec: ProcessSpec,
+        sink: Arc<dyn LineSink>,
+    ) -> Result<Child, OperatorError> {
         if spec.base_dir.as_os_str().is_empty() {
             spec.base_dir = self.inner.dag_dir.clone();
         }
@@ -322,7 +332,7 @@ impl TaskContext {
         );
         env.append(&mut spec.env);
         spec.env = env;
-        let mut child = process::spawn(&spec, Arc::new(self.clone()))?;
+        let mut child = process::spawn(&spec, sink)?;
         if let Some(store) = &self.inner.store {
             let pid = child.pid();
             let record = ProcessRecord {

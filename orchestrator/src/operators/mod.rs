@@ -12,8 +12,11 @@
 pub mod clickhouse;
 mod command;
 mod context;
+pub mod http;
 pub mod kafka;
 mod noop;
+pub mod process_spawn;
+pub mod process_stop;
 
 use std::fmt;
 use std::future::Future;
@@ -57,6 +60,15 @@ pub enum TaskKind {
     /// Compares a query's value with an expected one.
     #[serde(rename = "clickhouse.assert")]
     ClickHouseAssert(clickhouse::ClickHouseAssert),
+    /// Starts a long-running program in the background and succeeds once it is ready.
+    #[serde(rename = "process.spawn")]
+    ProcessSpawn(process_spawn::ProcessSpawn),
+    /// Stops a program started by a process.spawn task: SIGTERM, grace, SIGKILL.
+    #[serde(rename = "process.stop")]
+    ProcessStop(process_stop::ProcessStop),
+    /// An HTTP request with an expected status: health checks.
+    #[serde(rename = "http.check")]
+    HttpCheck(http::HttpCheck),
 }
 
 /// Runs `$body` with `$op` bound to the variant's config, for every kind.
@@ -71,6 +83,9 @@ macro_rules! dispatch {
             TaskKind::KafkaWaitLag($op) => $body,
             TaskKind::ClickHouseSql($op) => $body,
             TaskKind::ClickHouseAssert($op) => $body,
+            TaskKind::ProcessSpawn($op) => $body,
+            TaskKind::ProcessStop($op) => $body,
+            TaskKind::HttpCheck($op) => $body,
         }
     };
 }
@@ -87,6 +102,9 @@ impl TaskKind {
             Self::KafkaWaitLag(_) => "kafka.wait_lag",
             Self::ClickHouseSql(_) => "clickhouse.sql",
             Self::ClickHouseAssert(_) => "clickhouse.assert",
+            Self::ProcessSpawn(_) => "process.spawn",
+            Self::ProcessStop(_) => "process.stop",
+            Self::HttpCheck(_) => "http.check",
         }
     }
 }
