@@ -95,3 +95,32 @@ impl Drop for MetricsServer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+    use crate::stats::Stats;
+
+    #[test]
+    fn serves_the_run_counters() {
+        let stats = Stats::default();
+        let mut registry = Registry::default();
+        stats.register(&mut registry);
+        stats.delivered.inc_by(42);
+        stats.bytes.inc_by(4200);
+        stats.fail(|| "boom".into());
+        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), registry).unwrap();
+
+        let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+        assert!(response.contains("velostream_producer_rows_total 42"), "{response}");
+        assert!(response.contains("velostream_producer_bytes_total 4200"));
+        assert!(response.contains("velostream_producer_errors_total 1"));
+        assert_eq!(stats.first_error().as_deref(), Some("boom"));
+    }
+}

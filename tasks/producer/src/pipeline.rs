@@ -174,6 +174,15 @@ pub fn run(
         if stop.load(Ordering::Relaxed) {
             break;
         }
+        // A failed delivery fails the run: stop reading and let what is enqueued settle rather
+        // than push every remaining row into a broker that drops them.
+        if stats.failed.get() > 0 {
+            tracing::error!(
+                error = stats.first_error().unwrap_or_default(),
+                "A message failed; no more rows are read"
+            );
+            break;
+        }
     }
     drop(chunks_rx);
     let _ = reader.join();
@@ -280,5 +289,91 @@ impl Reader {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::{FileCompression, GenerateConfig, Layout, generate};
+
+    fn sample(dir: &std::path::Path, rows: u64) -> InputFile {
+        let path = dir.join("g.parquet");
+        let config = GenerateConfig {
+            rows,
+            layout: Layout::Y2024,
+            seed: 1,
+            row_group_rows: 3_000,
+            compression: FileCompression::Snappy,
+        };
+        generate(&path, &config).unwrap();
+        input::open(&path, SchemaCheck::Taxi, &EncodeOptions::default()).unwrap()
+    }
+
+    fn read_all(reader: Reader) -> Vec<serde_json::Value> {
+        let (tx, rx) = mpsc::sync_channel(2);
+        let (_pool_tx, pool_rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || reader.run(&tx, &pool_rx));
+        let mut rows = Vec::new();
+        for chunk in rx.iter() {
+            for (_, row) in chunk.unwrap().iter() {
+                rows.push(serde_json::from_slice(row).unwrap());
+            }
+        }
+        thread.join().unwrap();
+        rows
+    }
+
+    #[test]
+    fn passes_shift_timestamps_and_the_limit_cuts_mid_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = sample(dir.path(), 10_000);
+        let rows = read_all(Reader {
+            files: vec![file],
+            passes: 3,
+            limit: 25_000,
+            shift_secs: 1,
+            batch_rows: 4_000,
+            encode: EncodeOptions::default(),
+            stop: Arc::new(AtomicBool::new(false)),
+        });
+        assert_eq!(rows.len(), 25_000);
+        let pickup = |i: usize| rows[i]["tpep_pickup_datetime"].as_str().unwrap().to_string();
+        let plus = |s: &str, secs: i64| {
+            let base = s.split(':').next_back().unwrap().parse::<i64>().unwrap();
+            (base + secs) % 60
+        };
+        for (i, k) in [(10_000, 1), (20_000, 2)] {
+            let (a, b) = (pickup(0), pickup(i));
+            assert_eq!(
+                plus(&a, k),
+                b.split(':').next_back().unwrap().parse::<i64>().unwrap(),
+                "pass {k}: {a} vs {b}"
+            );
+            let mut first = rows[0].clone();
+            let mut other = rows[i].clone();
+            for key in ["tpep_pickup_datetime", "tpep_dropoff_datetime"] {
+                first[key] = serde_json::Value::Null;
+                other[key] = serde_json::Value::Null;
+            }
+            assert_eq!(first, other, "only timestamps differ between passes");
+        }
+    }
+
+    #[test]
+    fn stop_ends_reading_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = sample(dir.path(), 10_000);
+        let stop = Arc::new(AtomicBool::new(true));
+        let rows = read_all(Reader {
+            files: vec![file],
+            passes: 100,
+            limit: u64::MAX,
+            shift_secs: 0,
+            batch_rows: 4_000,
+            encode: EncodeOptions::default(),
+            stop,
+        });
+        assert!(rows.is_empty());
     }
 }

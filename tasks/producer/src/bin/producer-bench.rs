@@ -1,1 +1,451 @@
-fn main() {}
+//! `producer-bench`: how fast the producer is, against baselines measured in the same run.
+//!
+//! ```text
+//! cargo run --release -p velostream-producer --bin producer-bench -- --rows 10000000
+//! ```
+//!
+//! Phases (each broker phase gets a fresh broker from the test harness unless `--brokers` is
+//! given, because the local broker keeps every message in memory):
+//! 1. decode only: Parquet -> Arrow record batches, one thread, no broker;
+//! 2. encode only: Arrow -> JSON rows from batches already in memory;
+//! 3. decode + encode as the pipeline's reader thread does it, chunks discarded;
+//! 4. baseline A: a plain rdkafka flood of 200-byte messages (the issue's reference);
+//! 5. baseline B: a plain rdkafka flood of the very messages we send (the sample's rows as JSON,
+//!    encoded before timing starts, same keys);
+//! 6. ours: the real pipeline, the sample repeated to `--rows`.
+//!
+//! Both floods and ours use the same producer settings (idempotent, acks=all, lz4 unless told
+//! otherwise). Prints rows/s and MB/s of each, and our ratio to the baselines.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use rdkafka::client::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use velostream_producer::encode::{EncodeOptions, EncodedRows, RowEncoder};
+use velostream_producer::input::{self, SchemaCheck};
+use velostream_producer::kafka::{Compression, DeliveryConfig};
+use velostream_producer::pipeline::{self, ProduceConfig, Reader};
+use velostream_producer::stats::Stats;
+
+/// Measures the producer against a plain rdkafka flood on the local broker.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Rows (messages) per phase.
+    #[arg(long, default_value_t = 10_000_000)]
+    rows: u64,
+    /// Parquet file to repeat (default: the NYC taxi sample).
+    #[arg(long)]
+    file: Option<std::path::PathBuf>,
+    /// Use this broker instead of starting a fresh one per phase.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    brokers: Option<String>,
+    /// Partitions of each phase's topic.
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    /// Compression of message batches.
+    #[arg(long, value_enum, default_value_t = Compression::Lz4)]
+    compression: Compression,
+    /// linger.ms for all phases.
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    linger: Duration,
+    /// batch.num.messages for all phases.
+    #[arg(long, default_value_t = 10_000)]
+    batch_messages: u64,
+    /// batch.size (bytes) for all phases.
+    #[arg(long, default_value_t = 1_000_000)]
+    batch_bytes: u64,
+    /// Extra librdkafka properties for all phases (KEY=VALUE, repeatable).
+    #[arg(long = "producer-property", value_parser = parse_property)]
+    properties: Vec<(String, String)>,
+    /// Size of the reference flood's messages.
+    #[arg(long, default_value_t = 200)]
+    flood_bytes: usize,
+    /// Only the phases without a broker (decode, encode).
+    #[arg(long)]
+    no_broker: bool,
+    /// Run only these phases (decode, encode, read, flood200, flood, ours); all by default.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))
+}
+
+/// One measured phase.
+struct Figure {
+    name: &'static str,
+    rows: u64,
+    bytes: u64,
+    seconds: f64,
+}
+
+impl Figure {
+    fn rows_per_sec(&self) -> f64 {
+        self.rows as f64 / self.seconds
+    }
+
+    fn mb_per_sec(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.seconds
+    }
+
+    fn print(&self) {
+        println!(
+            "{:<34} {:>12} rows {:>8.2} s {:>12.0} rows/s {:>8.1} MB/s",
+            self.name,
+            self.rows,
+            self.seconds,
+            self.rows_per_sec(),
+            self.mb_per_sec()
+        );
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let path = args.file.clone().unwrap_or_else(velostream_testkit::taxi_sample);
+    let key = EncodeOptions {
+        key_column: Some("PULocationID".into()),
+        time_shift_secs: 0,
+    };
+    let file = input::open(&path, SchemaCheck::Any, &key)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let want = |phase: &str| args.only.is_empty() || args.only.iter().any(|p| p == phase);
+    println!(
+        "producer-bench: {} ({} rows/pass), {} rows per phase, {} partitions, {:?}, linger {:?}",
+        path.display(),
+        file.rows,
+        args.rows,
+        args.partitions,
+        args.compression,
+        args.linger
+    );
+    let mut figures = Vec::new();
+
+    if want("decode") {
+        figures.push(decode_only(&file, args.rows)?);
+        figures.last().map(Figure::print);
+    }
+    if want("encode") {
+        figures.push(encode_only(&file, &key, args.rows)?);
+        figures.last().map(Figure::print);
+    }
+    if want("read") {
+        figures.push(decode_and_encode(&file, &key, args.rows));
+        figures.last().map(Figure::print);
+    }
+    if !args.no_broker {
+        if want("flood200") {
+            let payload = vec![b'x'; args.flood_bytes];
+            let messages = vec![(None, payload)];
+            let fig = with_broker(&args, "flood200", |config| {
+                flood(
+                    config,
+                    &messages,
+                    args.rows,
+                    "baseline A: flood, 200 B messages",
+                )
+            })?;
+            fig.print();
+            figures.push(fig);
+        }
+        if want("flood") {
+            let messages = encode_sample(&file, &key)?;
+            let fig = with_broker(&args, "flood", |config| {
+                flood(
+                    config,
+                    &messages,
+                    args.rows,
+                    "baseline B: flood, our messages",
+                )
+            })?;
+            fig.print();
+            figures.push(fig);
+        }
+        if want("ours") {
+            let fig = with_broker(&args, "ours", |config| ours(config, &path, file.rows, args.rows))?;
+            fig.print();
+            figures.push(fig);
+        }
+    }
+
+    let find = |name: &str| figures.iter().find(|f| f.name.starts_with(name));
+    if let Some(ours) = find("ours") {
+        for base in ["baseline A", "baseline B"] {
+            if let Some(b) = find(base) {
+                println!(
+                    "ours / {base}: {:.1}% of rows/s, {:.1}% of MB/s",
+                    100.0 * ours.rows_per_sec() / b.rows_per_sec(),
+                    100.0 * ours.mb_per_sec() / b.mb_per_sec()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `phase` against `--brokers`, or a fresh broker started for it, on a fresh topic.
+fn with_broker(
+    args: &Args,
+    name: &str,
+    phase: impl FnOnce(&DeliveryConfig) -> anyhow::Result<Figure>,
+) -> anyhow::Result<Figure> {
+    let broker = args
+        .brokers
+        .is_none()
+        .then(velostream_testkit::Kafka::start);
+    let brokers = args
+        .brokers
+        .clone()
+        .or_else(|| broker.as_ref().map(|b| b.bootstrap.clone()))
+        .unwrap_or_default();
+    let topic = format!(
+        "bench-{name}-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+    );
+    let mut config = DeliveryConfig::new(brokers, topic);
+    config.compression = args.compression;
+    config.linger = args.linger;
+    config.batch_messages = args.batch_messages;
+    config.batch_bytes = args.batch_bytes;
+    config.create_partitions = Some(args.partitions);
+    config.message_timeout = Duration::from_secs(120);
+    config.properties = args.properties.clone();
+    velostream_producer::kafka::ensure_topic(&config)?;
+    let figure = phase(&config);
+    drop(broker);
+    figure
+}
+
+fn decode_only(file: &input::InputFile, rows: u64) -> anyhow::Result<Figure> {
+    let start = Instant::now();
+    let (mut done, mut bytes) = (0u64, 0u64);
+    while done < rows {
+        for batch in file.reader(65_536)? {
+            let batch = batch?;
+            done += batch.num_rows() as u64;
+            bytes += batch.get_array_memory_size() as u64;
+            if done >= rows {
+                break;
+            }
+        }
+    }
+    Ok(Figure {
+        name: "decode only (Parquet -> Arrow)",
+        rows: done,
+        bytes,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn encode_only(
+    file: &input::InputFile,
+    key: &EncodeOptions,
+    rows: u64,
+) -> anyhow::Result<Figure> {
+    let batches = file.reader(65_536)?.collect::<Result<Vec<_>, _>>()?;
+    let mut encoder = RowEncoder::new(&file.schema, key)?;
+    let mut out = EncodedRows::default();
+    let start = Instant::now();
+    let (mut done, mut bytes) = (0u64, 0u64);
+    'outer: loop {
+        for batch in &batches {
+            let mut offset = 0;
+            while offset < batch.num_rows() {
+                let len = 8192.min(batch.num_rows() - offset);
+                out.clear();
+                encoder.encode(&batch.slice(offset, len), &mut out);
+                done += out.len() as u64;
+                bytes += out.bytes() as u64;
+                offset += len;
+                if done >= rows {
+                    break 'outer;
+                }
+            }
+        }
+    }
+    Ok(Figure {
+        name: "encode only (Arrow -> JSON)",
+        rows: done,
+        bytes,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn decode_and_encode(file: &input::InputFile, key: &EncodeOptions, rows: u64) -> Figure {
+    let reader = Reader {
+        files: vec![file.clone()],
+        passes: rows.div_ceil(file.rows.max(1)),
+        limit: rows,
+        shift_secs: 1,
+        batch_rows: 65_536,
+        encode: key.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    let (pool_tx, pool_rx) = std::sync::mpsc::channel();
+    let start = Instant::now();
+    let thread = std::thread::spawn(move || reader.run(&tx, &pool_rx));
+    let (mut done, mut bytes) = (0u64, 0u64);
+    for chunk in rx.iter().flatten() {
+        done += chunk.len() as u64;
+        bytes += chunk.bytes() as u64;
+        let _ = pool_tx.send(chunk);
+    }
+    let _ = thread.join();
+    Figure {
+        name: "decode + encode (reader thread)",
+        rows: done,
+        bytes,
+        seconds: start.elapsed().as_secs_f64(),
+    }
+}
+
+/// The sample's rows as we send them: (key, JSON).
+fn encode_sample(
+    file: &input::InputFile,
+    key: &EncodeOptions,
+) -> anyhow::Result<Vec<(Option<Vec<u8>>, Vec<u8>)>> {
+    let mut encoder = RowEncoder::new(&file.schema, key)?;
+    let mut out = EncodedRows::default();
+    for batch in file.reader(65_536)? {
+        encoder.encode(&batch?, &mut out);
+    }
+    Ok(out
+        .iter()
+        .map(|(k, v)| (k.map(<[u8]>::to_vec), v.to_vec()))
+        .collect())
+}
+
+/// Counts deliveries, nothing else: the plain flood's callback.
+struct Count {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl ClientContext for Count {}
+
+impl ProducerContext for Count {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(m) => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+                self.bytes
+                    .fetch_add(m.payload_len() as u64, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// A plain rdkafka flood: `rows` sends cycling over `messages` in a tight loop, polling when the
+/// queue is full, then a flush.
+fn flood(
+    config: &DeliveryConfig,
+    messages: &[(Option<Vec<u8>>, Vec<u8>)],
+    rows: u64,
+    name: &'static str,
+) -> anyhow::Result<Figure> {
+    let producer: BaseProducer<Count> = config.client_config().create_with_context(Count {
+        ok: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+    })?;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    'outer: loop {
+        for (key, payload) in messages {
+            if sent == rows {
+                break 'outer;
+            }
+            let mut record = BaseRecord::<[u8], [u8]>::to(&config.topic).payload(payload);
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        producer.poll(Duration::from_millis(1));
+                    }
+                    Err((e, _)) => anyhow::bail!("flood send failed: {e}"),
+                }
+            }
+            sent += 1;
+            if sent.is_multiple_of(2048) {
+                producer.poll(Duration::ZERO);
+            }
+        }
+    }
+    while producer.in_flight_count() > 0 {
+        producer.poll(Duration::from_millis(50));
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let ctx = producer.context();
+    let failed = ctx.failed.load(Ordering::Relaxed);
+    anyhow::ensure!(failed == 0, "{failed} flood messages failed");
+    Ok(Figure {
+        name,
+        rows: ctx.ok.load(Ordering::Relaxed),
+        bytes: ctx.bytes.load(Ordering::Relaxed),
+        seconds,
+    })
+}
+
+/// The real pipeline: the file repeated to `rows`.
+fn ours(
+    config: &DeliveryConfig,
+    path: &std::path::Path,
+    rows_per_pass: u64,
+    rows: u64,
+) -> anyhow::Result<Figure> {
+    let produce = ProduceConfig {
+        inputs: vec![path.display().to_string()],
+        schema: SchemaCheck::Any,
+        encode: EncodeOptions {
+            key_column: Some("PULocationID".into()),
+            time_shift_secs: 0,
+        },
+        repeat: rows.div_ceil(rows_per_pass.max(1)),
+        limit: Some(rows),
+        repeat_shift: Duration::from_secs(1),
+        read_batch_rows: 65_536,
+        delivery: config.clone(),
+    };
+    let plan = pipeline::plan(&produce)?;
+    let stats = Stats::default();
+    let summary = pipeline::run(&produce, &plan, &stats, &Arc::new(AtomicBool::new(false)))?;
+    anyhow::ensure!(
+        summary.is_complete(),
+        "our run was incomplete: {summary:?}"
+    );
+    Ok(Figure {
+        name: "ours: velostream-producer pipeline",
+        rows: summary.delivered,
+        bytes: summary.bytes,
+        seconds: summary.elapsed.as_secs_f64(),
+    })
+}
