@@ -8,9 +8,11 @@
 //! (`cli`, later `web`) sit on top.
 
 pub mod cli;
+pub mod cron;
 pub mod dag;
 pub mod events;
 pub mod operators;
 pub mod process;
 pub mod scheduler;
 pub mod store;
+pub mod web;

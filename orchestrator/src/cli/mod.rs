@@ -41,6 +41,12 @@ pub enum Command {
     Runs(RunsArgs),
     /// Print the log of one try of a task.
     Logs(LogsArgs),
+    /// Serve the web UI and JSON API, and fire each DAG's cron schedule, until Ctrl-C.
+    Serve(crate::web::ServeArgs),
+    /// Pause a DAG's schedule (`serve` stops starting its scheduled runs).
+    Pause(crate::web::PauseArgs),
+    /// Unpause a DAG's schedule.
+    Unpause(crate::web::PauseArgs),
 }
 
 /// `orchestrator run`.
@@ -132,6 +138,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Graph(args) => commands::graph(&args).map(|()| ExitCode::SUCCESS),
         Command::Runs(args) => runs(&files, &args).map(|()| ExitCode::SUCCESS),
         Command::Logs(args) => logs(&files, &args).map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => crate::web::serve(&files, args),
+        Command::Pause(args) => crate::web::pause(&files, &args, true),
+        Command::Unpause(args) => crate::web::pause(&files, &args, false),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

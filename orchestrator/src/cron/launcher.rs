@@ -1,0 +1,203 @@
+//! The runs this process drives, whether the cron scheduler or the UI started them: each is
+//! started through the [`Engine`], its events are followed to keep live progress (and the lag
+//! series of `kafka.wait_lag` sensors while they run), it can be cancelled, and all of them are
+//! cancelled and drained when the server shuts down. Finished runs live on in the store only.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::dag::Dag;
+use crate::events::{EventSink, RunEvent};
+use crate::operators::TaskKind;
+use crate::scheduler::{Engine, EngineError, RunCanceller, RunRequest};
+
+/// At most this many live lag points are kept per sensor (the stored series is the full one).
+const MAX_LIVE_POINTS: usize = 2000;
+
+/// What a running task reported so far.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LiveTask {
+    /// Units done.
+    pub done: u64,
+    /// Units in total, when known.
+    pub total: Option<u64>,
+    /// What is counted.
+    pub unit: Option<String>,
+    /// `[unix_ms, lag]` per check of a `kafka.wait_lag` sensor, while it runs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lag_series: Vec<[i64; 2]>,
+}
+
+/// A run this process drives, with what its tasks reported.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LiveRun {
+    /// The DAG.
+    pub dag_id: String,
+    /// The run.
+    pub run_id: String,
+    /// Progress per task id.
+    pub tasks: BTreeMap<String, LiveTask>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    canceller: RunCanceller,
+    live: LiveRun,
+}
+
+#[derive(Debug)]
+struct Inner {
+    engine: Engine,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    runs: Mutex<HashMap<String, Entry>>,
+    finished: Notify,
+}
+
+/// Starts and follows runs; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Launcher(Arc<Inner>);
+
+impl Launcher {
+    /// A launcher over `engine`; runs are cancelled when `shutdown` fires.
+    pub fn new(engine: Engine, shutdown: CancellationToken) -> Self {
+        Self(Arc::new(Inner {
+            engine,
+            shutdown,
+            tracker: TaskTracker::new(),
+            runs: Mutex::new(HashMap::new()),
+            finished: Notify::new(),
+        }))
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.0.engine
+    }
+
+    /// Creates a run of `dag` and drives it in the background; returns its id. Blocks on the store
+    /// (call it from `spawn_blocking` in async code). Fails when a param does not fit, the DAG
+    /// has `max_active_runs` runs going, or the store fails.
+    pub fn start(&self, dag: Arc<Dag>, request: RunRequest) -> Result<String, EngineError> {
+        let (events, mut rx) = EventSink::channel();
+        let handle = self
+            .0
+            .engine
+            .start(dag.clone(), request, events, &self.0.shutdown)?;
+        let run_id = handle.run_id().to_owned();
+        self.lock().insert(
+            run_id.clone(),
+            Entry {
+                canceller: handle.canceller(),
+                live: LiveRun {
+                    dag_id: dag.id.clone(),
+                    run_id: run_id.clone(),
+                    tasks: BTreeMap::new(),
+                },
+            },
+        );
+        let this = self.clone();
+        let id = run_id.clone();
+        self.0.tracker.spawn(async move {
+            while let Some(event) = rx.recv().await {
+                if matches!(event, RunEvent::RunFinished { .. }) {
+                    break;
+                }
+                this.note(&dag, &id, event);
+            }
+            if let Err(error) = handle.wait().await {
+                tracing::error!(run_id = %id, %error, "A run's driver failed");
+            }
+            this.lock().remove(&id);
+            this.0.finished.notify_waiters();
+        });
+        Ok(run_id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.0.runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn note(&self, dag: &Dag, run_id: &str, event: RunEvent) {
+        let RunEvent::Progress {
+            task_id,
+            done,
+            total,
+            unit,
+        } = event
+        else {
+            return;
+        };
+        let is_sensor = dag
+            .task(&task_id)
+            .is_some_and(|t| matches!(t.kind, TaskKind::KafkaWaitLag(_)));
+        let mut runs = self.lock();
+        let Some(entry) = runs.get_mut(run_id) else {
+            return;
+        };
+        let task = entry.live.tasks.entry(task_id).or_default();
+        task.done = done;
+        task.total = total;
+        task.unit = unit;
+        if is_sensor {
+            // The sensor reports progress as the backlog drains: done = peak - lag, total = peak.
+            let lag = total.unwrap_or(0).saturating_sub(done) as i64;
+            if task.lag_series.len() >= MAX_LIVE_POINTS {
+                task.lag_series.remove(0);
+            }
+            task.lag_series.push([Utc::now().timestamp_millis(), lag]);
+        }
+    }
+
+    /// What a run driven here reported so far; `None` for runs not driven by this process (or
+    /// already finished).
+    pub fn live(&self, run_id: &str) -> Option<LiveRun> {
+        self.lock().get(run_id).map(|e| e.live.clone())
+    }
+
+    /// Whether this process drives the run.
+    pub fn drives(&self, run_id: &str) -> bool {
+        self.lock().contains_key(run_id)
+    }
+
+    /// Cancels a run driven here; returns false when it is not.
+    pub fn cancel(&self, run_id: &str, reason: &str) -> bool {
+        match self.lock().get(run_id) {
+            Some(e) => {
+                e.canceller.cancel(reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How many runs this process drives now.
+    pub fn active(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Completes when one of the runs driven here ends.
+    pub async fn run_finished(&self) {
+        self.0.finished.notified().await;
+    }
+
+    /// Cancels every run with `reason` and waits up to `deadline` for them to stop (their tasks'
+    /// processes killed); returns whether all stopped in time.
+    pub async fn shutdown(&self, reason: &str, deadline: Duration) -> bool {
+        for entry in self.lock().values() {
+            entry.canceller.cancel(reason);
+        }
+        self.0.shutdown.cancel();
+        self.0.tracker.close();
+        tokio::time::timeout(deadline, self.0.tracker.wait())
+            .await
+            .is_ok()
+    }
+}

@@ -1,0 +1,165 @@
+//! Running the server: [`serve`] is `orchestrator serve` (open the state, recover interrupted
+//! runs, bind, serve until SIGINT/SIGTERM, then cancel and drain the runs it drives);
+//! [`serve_on`] serves an [`AppState`] on a bound listener (tests use it with port 0).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::config::ServeArgs;
+use super::router::app;
+use super::security::SecurityConfig;
+use super::state::AppState;
+use crate::cli::StateFiles;
+use crate::cron::{CatchUp, DagFolder};
+use crate::scheduler::EngineSettings;
+use crate::store::SqliteStore;
+
+/// How often the metrics look at the store.
+const OBSERVE_EVERY: Duration = Duration::from_secs(2);
+
+/// `orchestrator serve`.
+pub fn serve(files: &StateFiles, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if !args.bind.ip().is_loopback() && args.token.is_none() && !args.allow_unauthenticated {
+        bail!(
+            "refusing to serve {} without a token: anyone who reaches it could run DAGs. Pass --token (or VELOSTREAM_UI_TOKEN), bind 127.0.0.1, or pass --allow-unauthenticated",
+            args.bind
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let store = SqliteStore::open(&files.db)
+            .with_context(|| format!("opening the state database {}", files.db.display()))?;
+        let folder = DagFolder::open(&args.dags).context("loading the DAGs")?;
+        let mut settings = EngineSettings::new(files.log_dir());
+        settings.kill_grace = args.kill_grace;
+        settings.max_parallel_tasks = args.max_parallel_tasks;
+        std::fs::create_dir_all(&settings.log_dir)
+            .with_context(|| format!("creating the log directory {}", settings.log_dir.display()))?;
+        let shutdown = CancellationToken::new();
+        let policy = if args.catchup {
+            CatchUp::All
+        } else {
+            CatchUp::Latest
+        };
+        let state = AppState::new(
+            Arc::new(store),
+            settings,
+            Arc::new(folder),
+            SecurityConfig::for_bind(args.bind, args.token.clone()),
+            policy,
+            shutdown.clone(),
+        );
+        for run in state
+            .launcher()
+            .engine()
+            .recover()
+            .context("recovering interrupted runs")?
+        {
+            eprintln!(
+                "note: run {} of DAG {} was interrupted (its orchestrator, pid {}, died); marked failed",
+                run.run_id, run.dag_id, run.owner.pid
+            );
+        }
+        let listener = TcpListener::bind(args.bind)
+            .await
+            .with_context(|| format!("listening on {}; is another server using it? pass --bind", args.bind))?;
+        let loaded = state.folder().snapshot();
+        eprintln!(
+            "Serving http://{} ({} DAG(s) from {}{}; schedules {}; catch-up {:?}); Ctrl-C stops",
+            listener.local_addr().unwrap_or(args.bind),
+            loaded.dags.len(),
+            args.dags.display(),
+            if loaded.errors.is_empty() {
+                String::new()
+            } else {
+                format!(", {} file(s) with errors shown in the UI", loaded.errors.len())
+            },
+            if args.no_cron { "off" } else { "on" },
+            policy,
+        );
+        for e in &loaded.errors {
+            eprintln!("{}", e.message);
+        }
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) else {
+                return;
+            };
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            eprintln!("{name}: stopping the server, cancelling its runs...");
+            signals.cancel();
+        });
+        serve_on(listener, state, !args.no_cron, args.kill_grace)
+            .await
+            .context("serving")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Serves `state` on `listener` until the state's shutdown token fires, with the cron scheduler
+/// when `cron` is set; then cancels the runs this server drives and waits for them (their tasks
+/// get `kill_grace` to stop).
+pub async fn serve_on(
+    listener: TcpListener,
+    state: AppState,
+    cron: bool,
+    kill_grace: Duration,
+) -> std::io::Result<()> {
+    let shutdown = state.shutdown_token().clone();
+    let mut background = tokio::task::JoinSet::new();
+    if cron {
+        let scheduler = state.cron().clone();
+        let token = shutdown.clone();
+        background.spawn(async move { scheduler.run(token).await });
+    }
+    {
+        let state = state.clone();
+        let token = shutdown.clone();
+        background.spawn(async move {
+            loop {
+                let s = state.clone();
+                let observed =
+                    tokio::task::spawn_blocking(move || s.metrics().observe(s.store().as_ref()))
+                        .await;
+                if let Ok(Err(error)) = observed {
+                    tracing::warn!(%error, "Cannot read the store for metrics");
+                }
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    () = tokio::time::sleep(OBSERVE_EVERY) => {}
+                }
+            }
+        });
+    }
+    let served = axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+    shutdown.cancel();
+    let drained = state
+        .launcher()
+        .shutdown(
+            "cancelled: the server shut down",
+            kill_grace + Duration::from_secs(10),
+        )
+        .await;
+    if !drained {
+        tracing::warn!("Some runs did not stop in time");
+    }
+    while background.join_next().await.is_some() {}
+    served
+}
