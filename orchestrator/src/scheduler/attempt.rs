@@ -11,9 +11,10 @@ use futures::FutureExt;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::writer::StoreWriter;
 use crate::events::{EventSink, RunEvent};
 use crate::operators::{Operator, OperatorError, TaskContext, TaskKind};
-use crate::store::{Store, TaskState, TaskUpdate};
+use crate::store::{TaskState, TaskUpdate};
 
 /// Everything one try needs, prepared by the driver.
 pub(crate) struct Attempt {
@@ -26,7 +27,7 @@ pub(crate) struct Attempt {
     pub token: CancellationToken,
     pub run_slots: Arc<Semaphore>,
     pub global_slots: Option<Arc<Semaphore>>,
-    pub store: Arc<dyn Store>,
+    pub writer: StoreWriter,
     pub run_id: String,
     pub events: EventSink,
     pub log_path: PathBuf,
@@ -103,9 +104,7 @@ impl Attempt {
             log_path: Some(self.log_path.clone()),
             ..Default::default()
         };
-        if let Err(error) = self.store.update_task(&self.run_id, &update) {
-            tracing::error!(run_id = %self.run_id, task_id = %self.task_id, %error, "Cannot record a task start");
-        }
+        self.writer.update(&self.run_id, update);
         self.events.send(RunEvent::TaskState {
             task_id: self.task_id.clone(),
             state: TaskState::Running,

@@ -6,6 +6,7 @@
 mod attempt;
 mod rules;
 mod run;
+mod writer;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -191,6 +192,7 @@ impl RunCanceller {
 #[derive(Clone, Debug)]
 pub struct Engine {
     store: Arc<dyn Store>,
+    writer: writer::StoreWriter,
     settings: EngineSettings,
     global_slots: Option<Arc<Semaphore>>,
 }
@@ -202,6 +204,7 @@ impl Engine {
             .max_parallel_tasks
             .map(|n| Arc::new(Semaphore::new(n.max(1))));
         Self {
+            writer: writer::StoreWriter::spawn(store.clone()),
             store,
             settings,
             global_slots,
@@ -274,6 +277,7 @@ impl Engine {
             params,
             logical_date,
             store: self.store.clone(),
+            writer: self.writer.clone(),
             events,
             settings: self.settings.clone(),
             global_slots: self.global_slots.clone(),

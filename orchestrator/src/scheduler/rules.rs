@@ -17,20 +17,59 @@ pub enum Decision {
     UpstreamFailed,
 }
 
-/// Decides `rule` over the upstream states (an empty slice, a root task, always runs).
-pub fn decide(rule: TriggerRule, upstream: &[TaskState]) -> Decision {
-    let total = upstream.len();
-    if total == 0 {
-        return Decision::Run;
+/// Finished upstream tasks of one task, by outcome; kept up to date as upstream tasks finish, so
+/// a decision costs O(1) however many upstream tasks there are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamCounts {
+    /// Upstream tasks in all.
+    pub total: usize,
+    /// Succeeded.
+    pub success: usize,
+    /// Failed or upstream_failed.
+    pub failed: usize,
+    /// Skipped.
+    pub skipped: usize,
+}
+
+impl UpstreamCounts {
+    /// Counts for `total` upstream tasks, none finished.
+    pub fn new(total: usize) -> Self {
+        Self {
+            total,
+            ..Self::default()
+        }
     }
-    let (mut success, mut failed, mut skipped) = (0, 0, 0);
-    for s in upstream {
-        match s {
-            TaskState::Success => success += 1,
-            TaskState::Failed | TaskState::UpstreamFailed => failed += 1,
-            TaskState::Skipped => skipped += 1,
+
+    /// Counts an upstream task that reached `state` (non-final states are ignored).
+    pub fn add(&mut self, state: TaskState) {
+        match state {
+            TaskState::Success => self.success += 1,
+            TaskState::Failed | TaskState::UpstreamFailed => self.failed += 1,
+            TaskState::Skipped => self.skipped += 1,
             _ => {}
         }
+    }
+}
+
+/// Decides `rule` over the upstream states (an empty slice, a root task, always runs).
+pub fn decide(rule: TriggerRule, upstream: &[TaskState]) -> Decision {
+    let mut counts = UpstreamCounts::new(upstream.len());
+    for &s in upstream {
+        counts.add(s);
+    }
+    decide_counts(rule, counts)
+}
+
+/// Decides `rule` over counts of finished upstream tasks.
+pub fn decide_counts(rule: TriggerRule, c: UpstreamCounts) -> Decision {
+    let UpstreamCounts {
+        total,
+        success,
+        failed,
+        skipped,
+    } = c;
+    if total == 0 {
+        return Decision::Run;
     }
     let done = success + failed + skipped;
     match rule {

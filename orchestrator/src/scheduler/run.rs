@@ -13,7 +13,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::{Attempt, AttemptResult, Outcome};
-use super::rules::{Decision, decide};
+use super::rules::{Decision, UpstreamCounts, decide_counts};
+use super::writer::StoreWriter;
 use super::{EngineSettings, RunOutcome, TaskSummary};
 use crate::dag::Dag;
 use crate::dag::template::{Scope, render_value};
@@ -21,6 +22,15 @@ use crate::events::{EventSink, RunEvent};
 use crate::operators::{TaskContext, TaskKind};
 use crate::process::ProcessRegistry;
 use crate::store::{RunState, Store, TaskState, TaskUpdate};
+
+/// Counts task `i`'s final state in its downstream tasks and queues them for a decision.
+fn propagate(dag: &Dag, i: usize, tasks: &mut [TaskRun], ready: &mut Vec<usize>) {
+    let state = tasks[i].state;
+    for &d in &dag.tasks[i].downstream {
+        tasks[d].upstream.add(state);
+        ready.push(d);
+    }
+}
 
 /// What the driver's `JoinSet` yields.
 enum Msg {
@@ -34,6 +44,7 @@ pub(crate) struct RunDriver {
     pub params: serde_json::Map<String, serde_json::Value>,
     pub logical_date: DateTime<Utc>,
     pub store: Arc<dyn Store>,
+    pub writer: StoreWriter,
     pub events: EventSink,
     pub settings: EngineSettings,
     pub global_slots: Option<Arc<Semaphore>>,
@@ -43,6 +54,8 @@ pub(crate) struct RunDriver {
 
 struct TaskRun {
     state: TaskState,
+    /// Its upstream tasks' outcomes so far.
+    upstream: UpstreamCounts,
     tries: u32,
     started_at: Option<DateTime<Utc>>,
     ended_at: Option<DateTime<Utc>>,
@@ -53,8 +66,9 @@ impl RunDriver {
     pub(crate) async fn drive(self) -> RunOutcome {
         let n = self.dag.tasks.len();
         let mut tasks: Vec<TaskRun> = (0..n)
-            .map(|_| TaskRun {
+            .map(|i| TaskRun {
                 state: TaskState::Pending,
+                upstream: UpstreamCounts::new(self.dag.tasks[i].upstream.len()),
                 tries: 0,
                 started_at: None,
                 ended_at: None,
@@ -78,12 +92,7 @@ impl RunDriver {
                 if tasks[i].state != TaskState::Pending {
                     continue;
                 }
-                let ups: Vec<TaskState> = self.dag.tasks[i]
-                    .upstream
-                    .iter()
-                    .map(|&u| tasks[u].state)
-                    .collect();
-                match decide(self.dag.tasks[i].trigger_rule, &ups) {
+                match decide_counts(self.dag.tasks[i].trigger_rule, tasks[i].upstream) {
                     Decision::Wait => {}
                     Decision::Run => {
                         self.set_state(&mut tasks[i], i, TaskState::Queued, 0, None);
@@ -95,16 +104,16 @@ impl RunDriver {
                             &run_slots,
                             &mut set,
                         ) {
-                            ready.extend(self.dag.tasks[i].downstream.iter().copied());
+                            propagate(&self.dag, i, &mut tasks, &mut ready);
                         }
                     }
                     Decision::Skip => {
                         self.set_state(&mut tasks[i], i, TaskState::Skipped, 0, None);
-                        ready.extend(self.dag.tasks[i].downstream.iter().copied());
+                        propagate(&self.dag, i, &mut tasks, &mut ready);
                     }
                     Decision::UpstreamFailed => {
                         self.set_state(&mut tasks[i], i, TaskState::UpstreamFailed, 0, None);
-                        ready.extend(self.dag.tasks[i].downstream.iter().copied());
+                        propagate(&self.dag, i, &mut tasks, &mut ready);
                     }
                 }
             }
@@ -146,7 +155,7 @@ impl RunDriver {
                             0,
                             Some("cancelled while waiting to retry".into()),
                         );
-                        ready.extend(self.dag.tasks[i].downstream.iter().copied());
+                        propagate(&self.dag, i, &mut tasks, &mut ready);
                     } else if !self.start_try(
                         i,
                         &mut tasks[i],
@@ -155,7 +164,7 @@ impl RunDriver {
                         &run_slots,
                         &mut set,
                     ) {
-                        ready.extend(self.dag.tasks[i].downstream.iter().copied());
+                        propagate(&self.dag, i, &mut tasks, &mut ready);
                     }
                 }
                 Msg::Attempt(r) => {
@@ -178,7 +187,7 @@ impl RunDriver {
                     };
                     match r.outcome {
                         Outcome::Skipped(message) => {
-                            self.record(&update(TaskState::Skipped, Some(message.clone())));
+                            self.record(update(TaskState::Skipped, Some(message.clone())));
                             self.note_state(
                                 &mut tasks[i],
                                 i,
@@ -186,10 +195,10 @@ impl RunDriver {
                                 r.try_number,
                                 Some(message),
                             );
-                            ready.extend(task.downstream.iter().copied());
+                            propagate(&self.dag, i, &mut tasks, &mut ready);
                         }
                         Outcome::Success => {
-                            self.record(&update(TaskState::Success, None));
+                            self.record(update(TaskState::Success, None));
                             outputs.insert(task.id.clone(), r.outputs.clone());
                             tasks[i].error = None;
                             self.note_state(
@@ -199,7 +208,7 @@ impl RunDriver {
                                 r.try_number,
                                 None,
                             );
-                            ready.extend(task.downstream.iter().copied());
+                            propagate(&self.dag, i, &mut tasks, &mut ready);
                         }
                         Outcome::Failed(message) => {
                             let retry = !cancelled && r.try_number <= task.retry.retries;
@@ -209,7 +218,7 @@ impl RunDriver {
                                 TaskState::Failed
                             };
                             tracing::info!(run_id = %self.run_id, task_id = %task.id, try_number = r.try_number, error = %message, retry, "Task try failed");
-                            self.record(&update(state, Some(message.clone())));
+                            self.record(update(state, Some(message.clone())));
                             tasks[i].error = Some(message.clone());
                             self.note_state(&mut tasks[i], i, state, r.try_number, Some(message));
                             if retry {
@@ -223,7 +232,7 @@ impl RunDriver {
                                     Msg::RetryDue(i)
                                 });
                             } else {
-                                ready.extend(task.downstream.iter().copied());
+                                propagate(&self.dag, i, &mut tasks, &mut ready);
                             }
                         }
                     }
@@ -269,6 +278,7 @@ impl RunDriver {
         } else {
             None
         };
+        self.writer.flush().await;
         if let Err(error) = self.store.finish_run(&self.run_id, state, note.as_deref()) {
             tracing::error!(run_id = %self.run_id, %error, "Cannot record the end of the run");
         }
@@ -321,14 +331,14 @@ impl RunDriver {
                     run.ended_at = Some(at);
                     run.error = Some(message.clone());
                     // A template that cannot be rendered will not render on a retry either.
-                    self.record(&TaskUpdate {
+                    self.record(TaskUpdate {
                         task_id: task.id.clone(),
                         try_number,
                         state: Some(TaskState::Running),
                         at: Some(at),
                         ..Default::default()
                     });
-                    self.record(&TaskUpdate {
+                    self.record(TaskUpdate {
                         task_id: task.id.clone(),
                         try_number,
                         state: Some(TaskState::Failed),
@@ -364,7 +374,7 @@ impl RunDriver {
             token: self.token.child_token(),
             run_slots: run_slots.clone(),
             global_slots: self.global_slots.clone(),
-            store: self.store.clone(),
+            writer: self.writer.clone(),
             run_id: self.run_id.clone(),
             events: self.events.clone(),
             log_path,
@@ -408,10 +418,8 @@ impl RunDriver {
             .join(format!("try-{try_number}.log"))
     }
 
-    fn record(&self, update: &TaskUpdate) {
-        if let Err(error) = self.store.update_task(&self.run_id, update) {
-            tracing::error!(run_id = %self.run_id, task_id = %update.task_id, %error, "Cannot record a task state");
-        }
+    fn record(&self, update: TaskUpdate) {
+        self.writer.update(&self.run_id, update);
     }
 
     /// Records a state change outside any try (queued, skipped, upstream_failed) and announces it.
@@ -427,7 +435,7 @@ impl RunDriver {
         if state.is_finished() {
             run.ended_at.get_or_insert(at);
         }
-        self.record(&TaskUpdate {
+        self.record(TaskUpdate {
             task_id: self.dag.tasks[i].id.clone(),
             try_number,
             state: Some(state),

@@ -85,6 +85,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Records a task instance's new state; `try_number` > 0 also creates or updates that try.
     fn update_task(&self, run_id: &str, update: &TaskUpdate) -> Result<(), StoreError>;
 
+    /// Records several updates, of one or more runs, in order (one transaction where the backend
+    /// has them; the scheduler's writer batches what queued up while the last batch was written).
+    fn update_tasks(&self, updates: &[(String, TaskUpdate)]) -> Result<(), StoreError> {
+        for (run_id, u) in updates {
+            self.update_task(run_id, u)?;
+        }
+        Ok(())
+    }
+
     /// Records a process spawned by a task, so a later start can kill it if this process dies.
     fn record_process(&self, process: &ProcessRecord) -> Result<(), StoreError>;
 

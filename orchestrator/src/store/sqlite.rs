@@ -212,6 +212,86 @@ fn process_from_row(row: &Row<'_>) -> rusqlite::Result<ProcessRecord> {
     })
 }
 
+/// Applies one task update inside a write transaction.
+fn apply_update(
+    tx: &rusqlite::Transaction<'_>,
+    run_id: &str,
+    u: &TaskUpdate,
+    err: &dyn Fn(rusqlite::Error) -> StoreError,
+) -> Result<(), StoreError> {
+    let e = |source| err(source);
+    let at = u.at.map(ts);
+    let outputs = u.outputs.as_ref().map(json);
+    if let Some(state) = u.state {
+        let finished = state.is_finished() || state == TaskState::UpForRetry;
+        let n = tx
+            .prepare_cached(
+                "UPDATE task_instances SET
+                    state = ?3,
+                    try_number = MAX(try_number, ?4),
+                    started_at = CASE WHEN ?3 = 'running' THEN COALESCE(started_at, ?5) ELSE started_at END,
+                    ended_at = CASE WHEN ?6 THEN ?5 ELSE NULL END,
+                    exit_code = COALESCE(?7, exit_code),
+                    error = CASE WHEN ?3 IN ('failed', 'up_for_retry', 'upstream_failed') THEN COALESCE(?8, error) WHEN ?3 = 'success' THEN NULL ELSE error END,
+                    outputs = CASE WHEN ?3 = 'success' THEN COALESCE(?9, outputs) ELSE outputs END
+                 WHERE run_id = ?1 AND task_id = ?2",
+            )
+            .map_err(e)?
+            .execute(params![
+                run_id,
+                u.task_id,
+                state.as_str(),
+                u.try_number,
+                at,
+                state.is_finished(),
+                u.exit_code,
+                u.error,
+                outputs,
+            ])
+            .map_err(e)?;
+        if n == 0 {
+            return Err(StoreError::NoSuchRun(format!(
+                "{run_id} (task {})",
+                u.task_id
+            )));
+        }
+        if u.try_number > 0 {
+            tx.prepare_cached(
+                "INSERT INTO task_tries (run_id, task_id, try_number, state, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (run_id, task_id, try_number) DO UPDATE SET
+                    state = excluded.state,
+                    ended_at = CASE WHEN ?6 THEN ?5 ELSE ended_at END,
+                    exit_code = COALESCE(?7, exit_code),
+                    error = COALESCE(?8, error),
+                    outputs = COALESCE(?9, outputs)",
+            )
+            .map_err(e)?
+            .execute(params![
+                run_id,
+                u.task_id,
+                u.try_number,
+                state.as_str(),
+                at,
+                finished,
+                u.exit_code,
+                u.error,
+                outputs,
+            ])
+            .map_err(e)?;
+        }
+    }
+    if let (Some(path), true) = (&u.log_path, u.try_number > 0) {
+        tx.prepare_cached(
+            "UPDATE task_tries SET log_path = ?4 WHERE run_id = ?1 AND task_id = ?2 AND try_number = ?3",
+        )
+        .map_err(e)?
+        .execute(params![run_id, u.task_id, u.try_number, path.display().to_string()])
+        .map_err(e)?;
+    }
+    Ok(())
+}
+
 impl Store for SqliteStore {
     fn create_run(&self, run: &NewRun) -> Result<RunRecord, StoreError> {
         self.write(|tx| {
@@ -305,73 +385,14 @@ impl Store for SqliteStore {
     }
 
     fn update_task(&self, run_id: &str, u: &TaskUpdate) -> Result<(), StoreError> {
+        self.write(|tx| apply_update(tx, run_id, u, &|e| self.err(e)))
+    }
+
+    fn update_tasks(&self, updates: &[(String, TaskUpdate)]) -> Result<(), StoreError> {
+        // One transaction for the batch: one WAL commit instead of one per update.
         self.write(|tx| {
-            let e = |source| self.err(source);
-            let at = u.at.map(ts);
-            let outputs = u.outputs.as_ref().map(json);
-            if let Some(state) = u.state {
-                let finished = state.is_finished() || state == TaskState::UpForRetry;
-                let n = tx
-                    .prepare_cached(
-                        "UPDATE task_instances SET
-                            state = ?3,
-                            try_number = MAX(try_number, ?4),
-                            started_at = CASE WHEN ?3 = 'running' THEN COALESCE(started_at, ?5) ELSE started_at END,
-                            ended_at = CASE WHEN ?6 THEN ?5 ELSE NULL END,
-                            exit_code = COALESCE(?7, exit_code),
-                            error = CASE WHEN ?3 IN ('failed', 'up_for_retry', 'upstream_failed') THEN COALESCE(?8, error) WHEN ?3 = 'success' THEN NULL ELSE error END,
-                            outputs = CASE WHEN ?3 = 'success' THEN COALESCE(?9, outputs) ELSE outputs END
-                         WHERE run_id = ?1 AND task_id = ?2",
-                    )
-                    .map_err(e)?
-                    .execute(params![
-                        run_id,
-                        u.task_id,
-                        state.as_str(),
-                        u.try_number,
-                        at,
-                        state.is_finished(),
-                        u.exit_code,
-                        u.error,
-                        outputs,
-                    ])
-                    .map_err(e)?;
-                if n == 0 {
-                    return Err(StoreError::NoSuchRun(format!("{run_id} (task {})", u.task_id)));
-                }
-                if u.try_number > 0 {
-                    tx.prepare_cached(
-                        "INSERT INTO task_tries (run_id, task_id, try_number, state, started_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5)
-                         ON CONFLICT (run_id, task_id, try_number) DO UPDATE SET
-                            state = excluded.state,
-                            ended_at = CASE WHEN ?6 THEN ?5 ELSE ended_at END,
-                            exit_code = COALESCE(?7, exit_code),
-                            error = COALESCE(?8, error),
-                            outputs = COALESCE(?9, outputs)",
-                    )
-                    .map_err(e)?
-                    .execute(params![
-                        run_id,
-                        u.task_id,
-                        u.try_number,
-                        state.as_str(),
-                        at,
-                        finished,
-                        u.exit_code,
-                        u.error,
-                        outputs,
-                    ])
-                    .map_err(e)?;
-                }
-            }
-            if let (Some(path), true) = (&u.log_path, u.try_number > 0) {
-                tx.prepare_cached(
-                    "UPDATE task_tries SET log_path = ?4 WHERE run_id = ?1 AND task_id = ?2 AND try_number = ?3",
-                )
-                .map_err(e)?
-                .execute(params![run_id, u.task_id, u.try_number, path.display().to_string()])
-                .map_err(e)?;
+            for (run_id, u) in updates {
+                apply_update(tx, run_id, u, &|e| self.err(e))?;
             }
             Ok(())
         })
