@@ -1,0 +1,489 @@
+//! The ingest loop, on its own thread: polls the consumer, decodes each message into the batch
+//! being filled (or a dead letter), and hands full or old-enough batches to the inserter.
+//!
+//! Backpressure: one batch is inserted while the next fills. When the next is full and the
+//! inserter is still busy, every assigned partition is paused (the loop keeps polling, so the
+//! member stays in its group) and resumed once the batch is handed over. Memory is thus bounded
+//! by two batches plus librdkafka's prefetch queue (`Settings::memory_bound_bytes`).
+//!
+//! Rebalances are handled here too (the callbacks run inside `poll`, on this thread): a revoked
+//! partition's rows are flushed to ClickHouse before the partition goes, and an assigned
+//! partition starts where ClickHouse's offset records say, not where the group's commits do.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::context::IngestContext;
+use crate::batch::{Batch, DeadLetter};
+use crate::observe::{Health, Metrics};
+use crate::progress::Handoff;
+use crate::record::decode;
+use crate::sink::OffsetStore;
+use crate::sink::retry::Backoff;
+
+/// The consumer this module drives.
+pub type IngestConsumer = BaseConsumer<IngestContext>;
+
+/// What the ingest loop and the rebalance callbacks share.
+#[derive(Debug)]
+pub struct Ingest {
+    /// The topic.
+    pub topic: String,
+    /// Flush at this many messages.
+    pub batch_rows: usize,
+    /// Flush a non-empty batch this long after its first message.
+    pub batch_time: Duration,
+    /// Bound on flushing a revoked partition's rows.
+    pub revoke_timeout: Duration,
+    /// Bound on one ClickHouse lookup of the offsets.
+    pub lookup_timeout: Duration,
+    /// Longest pause between lookup retries.
+    pub max_backoff: Duration,
+    /// To the inserter.
+    pub handoff: Arc<Handoff>,
+    /// Where partitions continue.
+    pub offsets: OffsetStore,
+    /// For the ClickHouse lookups made from the rebalance callback.
+    pub runtime: tokio::runtime::Handle,
+    /// Readiness.
+    pub health: Arc<Health>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Graceful shutdown requested.
+    pub stop: CancellationToken,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    current: Batch,
+    next_seq: u64,
+    /// Next offset expected per assigned partition (-1: wherever the partition starts).
+    positions: HashMap<i32, i64>,
+    paused: bool,
+    first_message: Option<Instant>,
+}
+
+/// How the loop ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestOutcome {
+    /// Everything read was inserted and committed.
+    pub clean: bool,
+    /// When the first message was read.
+    pub first_message: Option<Instant>,
+    /// Why not clean.
+    pub problem: Option<String>,
+}
+
+impl Ingest {
+    /// Shared state for a loop over `topic`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        topic: &str,
+        batch_rows: usize,
+        batch_time: Duration,
+        revoke_timeout: Duration,
+        lookup_timeout: Duration,
+        max_backoff: Duration,
+        handoff: Arc<Handoff>,
+        offsets: OffsetStore,
+        runtime: tokio::runtime::Handle,
+        health: Arc<Health>,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            topic: topic.to_string(),
+            batch_rows,
+            batch_time,
+            revoke_timeout,
+            lookup_timeout,
+            max_backoff,
+            handoff,
+            offsets,
+            runtime,
+            health,
+            metrics,
+            stop,
+            state: Mutex::new(State {
+                current: Batch::with_capacity(1, batch_rows.min(1 << 20)),
+                next_seq: 2,
+                positions: HashMap::new(),
+                paused: false,
+                first_message: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take_current(&self, state: &mut State) -> Batch {
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let capacity = self.batch_rows.min(1 << 20);
+        std::mem::replace(&mut state.current, Batch::with_capacity(seq, capacity))
+    }
+
+    /// Adds one message to the batch being filled.
+    fn accept(&self, state: &mut State, message: &BorrowedMessage<'_>) {
+        let (partition, offset) = (message.partition(), message.offset());
+        match state.positions.get(&partition) {
+            // Not ours (any more): a late message of a revoked partition.
+            None => return,
+            // Already read: a stale fetch from before a seek.
+            Some(&next) if next >= 0 && offset < next => return,
+            Some(_) => {}
+        }
+        state.positions.insert(partition, offset + 1);
+        if state.first_message.is_none() {
+            state.first_message = Some(Instant::now());
+        }
+        self.metrics.rows_consumed.inc();
+        let payload = message.payload().unwrap_or_default();
+        match decode(payload) {
+            Ok(trip) => state.current.push_row(partition, offset, trip),
+            Err(error) => {
+                tracing::debug!(partition, offset, error = %error, "Bad record, dead-lettering it");
+                state.current.push_dead_letter(DeadLetter {
+                    partition,
+                    offset,
+                    key: message.key().map(<[u8]>::to_vec),
+                    payload: message.payload().map(<[u8]>::to_vec),
+                    error,
+                });
+            }
+        }
+    }
+
+    /// Hands the batch over when it is full or old enough and the inserter is free; pauses
+    /// fetching while a full batch waits, resumes once it is gone.
+    fn maybe_flush(&self, consumer: &IngestConsumer, state: &mut State) {
+        let messages = state.current.messages();
+        let full = messages >= self.batch_rows;
+        let aged = state
+            .current
+            .started
+            .is_some_and(|t| t.elapsed() >= self.batch_time);
+        if !(full || aged) {
+            return;
+        }
+        if self.handoff.idle() {
+            let batch = self.take_current(state);
+            self.metrics.inflight_rows.set(batch.records.len() as i64);
+            if let Err(batch) = self.handoff.try_send(batch) {
+                // The inserter is gone (it failed); keep the rows, the loop is about to stop.
+                state.current = batch;
+                return;
+            }
+            if state.paused {
+                self.set_paused(consumer, state, false);
+            }
+        } else if full && !state.paused {
+            self.set_paused(consumer, state, true);
+        }
+    }
+
+    fn set_paused(&self, consumer: &IngestConsumer, state: &mut State, paused: bool) {
+        let assignment = match consumer.assignment() {
+            Ok(a) => a,
+            Err(err) => {
+                tracing::warn!(error = %err, "Cannot read the assignment to pause or resume it");
+                return;
+            }
+        };
+        let result = if paused {
+            consumer.pause(&assignment)
+        } else {
+            consumer.resume(&assignment)
+        };
+        match result {
+            Ok(()) => {
+                state.paused = paused;
+                self.metrics.fetch_paused.set(i64::from(paused));
+                tracing::debug!(
+                    paused,
+                    partitions = assignment.count(),
+                    "Fetching paused or resumed"
+                );
+            }
+            Err(err) => tracing::warn!(paused, error = %err, "Pause or resume failed"),
+        }
+    }
+
+    /// Commits where ClickHouse has got to, if that moved: a progress marker for lag tools and
+    /// the DAG's lag sensor (ClickHouse's offset records decide where partitions continue).
+    fn commit_progress(&self, consumer: &IngestConsumer, mode: CommitMode) {
+        let Some(acked) = self.handoff.take_commit() else {
+            return;
+        };
+        self.commit(consumer, &acked, mode);
+    }
+
+    fn commit(
+        &self,
+        consumer: &IngestConsumer,
+        positions: &std::collections::BTreeMap<i32, i64>,
+        mode: CommitMode,
+    ) {
+        let mut tpl = TopicPartitionList::new();
+        for (&p, &next) in positions {
+            if next >= 0 {
+                let _ = tpl.add_partition_offset(&self.topic, p, Offset::Offset(next));
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        if let Err(err) = consumer.commit(&tpl, mode) {
+            tracing::debug!(error = %err, "Kafka commit failed (progress marker only)");
+        }
+    }
+
+    /// Partitions were assigned: look up where ClickHouse has got to (retrying until it
+    /// answers or shutdown), start each partition there, and assign.
+    pub(super) fn on_assign(
+        &self,
+        consumer: &IngestConsumer,
+        tpl: &mut TopicPartitionList,
+        cooperative: bool,
+    ) {
+        self.metrics.rebalances.inc();
+        let known = match self.lookup_offsets() {
+            Some(known) => known,
+            None => {
+                // Shutting down before ClickHouse answered: take nothing.
+                if !cooperative {
+                    let _ = consumer.assign(&TopicPartitionList::new());
+                }
+                return;
+            }
+        };
+        let mut state = self.lock();
+        let mut started = Vec::new();
+        for mut elem in tpl.elements() {
+            let p = elem.partition();
+            let next = if elem.topic() == self.topic {
+                known.get(&p).copied()
+            } else {
+                None
+            };
+            let offset = next.map_or(Offset::Beginning, Offset::Offset);
+            if let Err(err) = elem.set_offset(offset) {
+                tracing::warn!(partition = p, error = %err, "Cannot set the start offset");
+            }
+            state.positions.insert(p, next.unwrap_or(-1));
+            self.handoff.start(p, next.unwrap_or(0));
+            started.push((p, next));
+        }
+        let assigned = if cooperative {
+            consumer.incremental_assign(tpl)
+        } else {
+            consumer.assign(tpl)
+        };
+        if let Err(err) = assigned {
+            tracing::error!(error = %err, "Assigning partitions failed");
+        }
+        if state.paused && tpl.count() > 0 {
+            let _ = consumer.pause(tpl);
+        }
+        drop(state);
+        let committed: std::collections::BTreeMap<i32, i64> = started
+            .iter()
+            .filter_map(|(p, n)| n.map(|n| (*p, n)))
+            .collect();
+        // Catch the group's commits up with ClickHouse at once: after a crash between the insert
+        // and the commit there may be nothing left to read, so no later commit would.
+        self.commit(consumer, &committed, CommitMode::Async);
+        self.metrics.assigned_partitions.set(started.len() as i64);
+        self.health.set_joined();
+        tracing::info!(
+            partitions = ?started.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            from_clickhouse = ?committed,
+            "Partitions assigned; each starts after the last offset ClickHouse has"
+        );
+    }
+
+    fn lookup_offsets(&self) -> Option<std::collections::BTreeMap<i32, i64>> {
+        let mut backoff = Backoff::new(self.max_backoff);
+        loop {
+            let attempt = self.runtime.block_on(async {
+                tokio::time::timeout(self.lookup_timeout, self.offsets.load()).await
+            });
+            let err = match attempt {
+                Ok(Ok(known)) => return Some(known),
+                Ok(Err(err)) => err.to_string(),
+                Err(_) => format!("no answer within {:?}", self.lookup_timeout),
+            };
+            let delay = backoff.next_delay();
+            tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "Cannot read the offset records from ClickHouse, retrying");
+            let deadline = Instant::now() + delay;
+            while Instant::now() < deadline {
+                if self.stop.is_cancelled() {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(20).min(delay));
+            }
+        }
+    }
+
+    /// Partitions are being revoked: their buffered rows go to ClickHouse (bounded by
+    /// `revoke_timeout`) so the next owner, which starts from ClickHouse's offset records,
+    /// does not read them again.
+    pub(super) fn on_revoke(&self, consumer: &IngestConsumer, tpl: &TopicPartitionList) {
+        let partitions: Vec<i32> = tpl
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == self.topic)
+            .map(|e| e.partition())
+            .collect();
+        let mut state = self.lock();
+        let deadline = Instant::now() + self.revoke_timeout;
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        let batch = state.current.split_off(seq, &partitions);
+        if !batch.is_empty() && !self.stop.is_cancelled() {
+            let rows = batch.records.len();
+            if let Err(batch) = self.handoff.send_blocking(batch, deadline) {
+                tracing::warn!(
+                    rows = batch.records.len(),
+                    "ClickHouse did not take the revoked partitions' rows in time; the next owner reads them again and FINAL removes any duplicate"
+                );
+            } else {
+                tracing::info!(rows, partitions = ?partitions, "Flushing revoked partitions");
+            }
+        }
+        if !self.stop.is_cancelled() && !self.handoff.wait_idle(deadline) {
+            tracing::warn!(
+                "Rows of revoked partitions still being inserted; the next owner may read them again"
+            );
+        }
+        self.commit_progress(consumer, CommitMode::Sync);
+        for p in &partitions {
+            state.positions.remove(p);
+            self.handoff.forget(*p);
+            self.metrics
+                .partition_lag
+                .remove(&Metrics::partition_labels(&self.topic, *p));
+        }
+        if state.positions.is_empty() {
+            state.paused = false;
+            self.metrics.fetch_paused.set(0);
+        }
+        self.metrics
+            .assigned_partitions
+            .set(state.positions.len() as i64);
+        tracing::info!(partitions = ?partitions, "Partitions revoked");
+    }
+
+    /// Per-partition lag from librdkafka's statistics: the high watermark (from Fetch
+    /// responses, right on every broker) minus the next offset not yet in ClickHouse.
+    pub(super) fn on_stats(&self, stats: &rdkafka::Statistics) {
+        let Some(topic) = stats.topics.get(&self.topic) else {
+            return;
+        };
+        let acked = self.handoff.acked();
+        for (p, part) in &topic.partitions {
+            let Some(&next) = acked.get(p) else {
+                continue;
+            };
+            if part.hi_offset < 0 {
+                continue;
+            }
+            let from = if next > 0 {
+                next
+            } else {
+                part.lo_offset.max(0)
+            };
+            self.metrics
+                .partition_lag
+                .get_or_create(&Metrics::partition_labels(&self.topic, *p))
+                .set((part.hi_offset - from).max(0));
+        }
+    }
+}
+
+/// Runs the loop until `ingest.stop` is cancelled, then flushes what was read and commits,
+/// within `grace`.
+pub fn run(consumer: &IngestConsumer, ingest: &Ingest, grace: Duration) -> IngestOutcome {
+    let poll_timeout =
+        Duration::from_millis(100).min(ingest.batch_time.max(Duration::from_millis(1)));
+    while !ingest.stop.is_cancelled() {
+        // Never hold the state lock across `poll`: rebalance callbacks run inside it and lock it.
+        let mut message = consumer.poll(poll_timeout);
+        let mut drained = 0;
+        loop {
+            match message {
+                None => break,
+                Some(Ok(m)) => {
+                    let mut state = ingest.lock();
+                    ingest.accept(&mut state, &m);
+                    if state.current.messages() >= ingest.batch_rows {
+                        break;
+                    }
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(error = %err, "Kafka consumer error");
+                    break;
+                }
+            }
+            // Drain what is already queued before looking at the clock again.
+            drained += 1;
+            if drained >= 4096 {
+                break;
+            }
+            message = consumer.poll(Duration::ZERO);
+        }
+        ingest.maybe_flush(consumer, &mut ingest.lock());
+        ingest.commit_progress(consumer, CommitMode::Async);
+    }
+    shutdown(consumer, ingest, grace)
+}
+
+fn shutdown(consumer: &IngestConsumer, ingest: &Ingest, grace: Duration) -> IngestOutcome {
+    let deadline = Instant::now() + grace;
+    ingest.health.set_stopping();
+    let mut state = ingest.lock();
+    let first_message = state.first_message;
+    let batch = ingest.take_current(&mut state);
+    drop(state);
+    let rows = batch.records.len();
+    let mut problem = ingest.handoff.failure();
+    if !batch.is_empty() {
+        tracing::info!(
+            rows,
+            messages = batch.messages(),
+            "Stopping: flushing the last batch"
+        );
+        if let Err(batch) = ingest.handoff.send_blocking(batch, deadline) {
+            problem.get_or_insert_with(|| {
+                format!(
+                    "{} rows not inserted within the shutdown grace period; nothing was committed for them",
+                    batch.messages()
+                )
+            });
+        }
+    }
+    if !ingest.handoff.wait_idle(deadline) {
+        problem.get_or_insert_with(|| {
+            "the last batch was not inserted within the shutdown grace period; nothing was committed for it".into()
+        });
+    }
+    let acked = ingest.handoff.acked();
+    ingest.commit(consumer, &acked, CommitMode::Sync);
+    if let Some(failure) = ingest.handoff.failure() {
+        problem = Some(failure);
+    }
+    IngestOutcome {
+        clean: problem.is_none(),
+        first_message,
+        problem,
+    }
+}

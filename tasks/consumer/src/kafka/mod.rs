@@ -1,0 +1,41 @@
+//! The Kafka side: the consumer (its configuration, the ingest loop and the rebalance and
+//! statistics callbacks) and the dead-letter producer.
+
+pub mod context;
+pub mod dead_letter;
+pub mod ingest;
+
+use rdkafka::ClientConfig;
+
+use crate::settings::Settings;
+
+/// The consumer's librdkafka configuration: manual commits (they are progress markers; where
+/// a partition continues comes from ClickHouse), a short session so the local broker lets it
+/// join quickly, a bounded prefetch queue, statistics every second for the lag metric; then
+/// the user's `--consumer-property` overrides.
+pub fn consumer_config(settings: &Settings) -> ClientConfig {
+    let mut config = velostream_common::kafka::client_config(&settings.brokers);
+    let session_ms = settings.session_timeout.as_millis().max(1000);
+    config
+        .set("group.id", &settings.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", session_ms.to_string())
+        .set(
+            "heartbeat.interval.ms",
+            (session_ms / 12).max(100).to_string(),
+        )
+        .set(
+            "queued.max.messages.kbytes",
+            settings.fetch_queue_kbytes.to_string(),
+        )
+        .set("queued.min.messages", "1000000")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "8388608")
+        .set("statistics.interval.ms", "1000");
+    for (key, value) in &settings.consumer_properties {
+        config.set(key, value);
+    }
+    config
+}

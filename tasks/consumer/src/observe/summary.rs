@@ -1,0 +1,72 @@
+//! The final summary line on stdout, in the `::velostream::` protocol of ARCHITECTURE.md, which
+//! the orchestrator turns into the task's outputs.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// Messages read from Kafka.
+    pub rows_consumed: u64,
+    /// Rows ClickHouse acknowledged.
+    pub rows_inserted: u64,
+    /// Bad records delivered to the dead-letter topic.
+    pub rows_dead_lettered: u64,
+    /// Batches inserted.
+    pub batches: u64,
+    /// Seconds from the first message read to the last batch acknowledged.
+    pub active_secs: f64,
+    /// `rows_inserted / active_secs`: the ingestion rate while there was work.
+    pub rows_per_sec: f64,
+    /// Seconds the process ran.
+    pub uptime_secs: f64,
+}
+
+impl Summary {
+    /// Fills in the rates from the counts and durations.
+    pub fn with_times(mut self, active: Duration, uptime: Duration) -> Self {
+        self.active_secs = round3(active.as_secs_f64());
+        self.uptime_secs = round3(uptime.as_secs_f64());
+        self.rows_per_sec = if active.is_zero() {
+            0.0
+        } else {
+            (self.rows_inserted as f64 / active.as_secs_f64()).round()
+        };
+        self
+    }
+
+    /// `::velostream:: {"output": {...}}`.
+    pub fn line(&self) -> String {
+        let output = serde_json::json!({ "output": self });
+        format!("::velostream:: {output}")
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_follows_the_protocol() {
+        let s = Summary {
+            rows_consumed: 10,
+            rows_inserted: 8,
+            rows_dead_lettered: 2,
+            batches: 1,
+            ..Summary::default()
+        }
+        .with_times(Duration::from_secs(2), Duration::from_secs(5));
+        let line = s.line();
+        let json: serde_json::Value =
+            serde_json::from_str(line.strip_prefix("::velostream:: ").unwrap()).unwrap();
+        assert_eq!(json["output"]["rows_inserted"], 8);
+        assert_eq!(json["output"]["rows_dead_lettered"], 2);
+        assert_eq!(json["output"]["rows_per_sec"], 4.0);
+    }
+}

@@ -1,0 +1,9 @@
+//! One taxi row: its JSON wire format decoded into the columns of the ClickHouse table.
+
+pub mod decode;
+mod scan;
+pub mod timestamp;
+pub mod trip;
+
+pub use decode::{DecodeError, ErrorKind, decode};
+pub use trip::{Flag, Record, TaxiRow, Trip};

@@ -1,0 +1,175 @@
+//! What a consumer run needs to know, validated: endpoints, names, batching, limits. The binary
+//! builds it from flags and environment (`cli`); tests and the bench build it directly.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use velostream_common::clickhouse::ClickHouseConfig;
+
+/// Settings of one consumer process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Kafka bootstrap servers.
+    pub brokers: String,
+    /// Where ClickHouse is.
+    pub clickhouse: ClickHouseConfig,
+    /// The topic to drain.
+    pub topic: String,
+    /// The consumer group.
+    pub group: String,
+    /// The target table (created from `infrastructure/clickhouse/taxi_trips.sql` if missing).
+    pub table: String,
+    /// Where bad records go.
+    pub dead_letter_topic: String,
+    /// Flush a batch at this many messages.
+    pub batch_rows: usize,
+    /// Flush a non-empty batch this long after its first message, if the previous insert is done.
+    pub batch_time: Duration,
+    /// `/health` and `/metrics`; `None` serves nothing.
+    pub http_addr: Option<SocketAddr>,
+    /// The group session timeout (`session.timeout.ms`). The local broker lets a member join
+    /// only after about half of it, so keep it short.
+    pub session_timeout: Duration,
+    /// librdkafka's bound on prefetched messages (`queued.max.messages.kbytes`).
+    pub fetch_queue_kbytes: u32,
+    /// How long one insert may take before it is abandoned and retried.
+    pub insert_timeout: Duration,
+    /// Longest pause between retries of a failed insert.
+    pub max_backoff: Duration,
+    /// After SIGTERM: how long flushing and committing may take before the process gives up.
+    pub shutdown_grace: Duration,
+    /// How long a revoked partition's last rows may take to reach ClickHouse before the
+    /// rebalance goes on without them (the next owner then reads them again; FINAL dedups).
+    pub revoke_timeout: Duration,
+    /// Extra librdkafka consumer properties.
+    pub consumer_properties: Vec<(String, String)>,
+}
+
+/// Settings that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A table name ClickHouse would need quoting for.
+    #[error("table name {0:?} is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)")]
+    BadTable(String),
+    /// An empty name.
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+    /// A zero batch size.
+    #[error("--batch-rows must be at least 1")]
+    ZeroBatch,
+    /// The dead-letter topic is the source topic: bad records would come back forever.
+    #[error("the dead-letter topic must differ from the source topic {0:?}")]
+    DeadLetterLoop(String),
+    /// An address that does not parse.
+    #[error("--http-addr {0:?} is not host:port (e.g. 127.0.0.1:9464) or \"off\"")]
+    BadAddr(String),
+    /// A `key=value` property without `=`.
+    #[error("consumer property {0:?} is not key=value")]
+    BadProperty(String),
+}
+
+/// Whether `name` is a plain ClickHouse identifier.
+pub fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Parses `key=value`.
+pub fn parse_property(text: &str) -> Result<(String, String), SettingsError> {
+    text.split_once('=')
+        .filter(|(k, _)| !k.trim().is_empty())
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .ok_or_else(|| SettingsError::BadProperty(text.to_string()))
+}
+
+impl Settings {
+    /// Defaults for everything but the names, which the caller sets.
+    pub fn new(brokers: &str, clickhouse: ClickHouseConfig, topic: &str, group: &str) -> Self {
+        Self {
+            brokers: brokers.to_string(),
+            clickhouse,
+            topic: topic.to_string(),
+            group: group.to_string(),
+            table: "taxi_trips".into(),
+            dead_letter_topic: format!("{topic}.dead-letter"),
+            batch_rows: 500_000,
+            batch_time: Duration::from_millis(1000),
+            http_addr: None,
+            session_timeout: Duration::from_millis(6000),
+            fetch_queue_kbytes: 65_536,
+            insert_timeout: Duration::from_secs(120),
+            max_backoff: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(25),
+            revoke_timeout: Duration::from_secs(15),
+            consumer_properties: Vec::new(),
+        }
+    }
+
+    /// Checks what can be checked without a server.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        for (what, value) in [
+            ("--topic", &self.topic),
+            ("--group", &self.group),
+            ("--dead-letter-topic", &self.dead_letter_topic),
+            ("KAFKA_BROKERS", &self.brokers),
+        ] {
+            if value.trim().is_empty() {
+                return Err(SettingsError::Empty(what));
+            }
+        }
+        if !is_identifier(&self.table) {
+            return Err(SettingsError::BadTable(self.table.clone()));
+        }
+        if self.batch_rows == 0 {
+            return Err(SettingsError::ZeroBatch);
+        }
+        if self.dead_letter_topic == self.topic {
+            return Err(SettingsError::DeadLetterLoop(self.topic.clone()));
+        }
+        Ok(())
+    }
+
+    /// The most memory the consumer holds, as stated in ARCHITECTURE.md: librdkafka's prefetch
+    /// queue plus two batches (one being inserted, one filling) of decoded rows, each row
+    /// [`crate::batch::BYTES_PER_ROW`] bytes.
+    pub fn memory_bound_bytes(&self) -> u64 {
+        u64::from(self.fetch_queue_kbytes) * 1024
+            + 2 * self.batch_rows as u64 * crate::batch::BYTES_PER_ROW as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_and_properties() {
+        assert!(is_identifier("taxi_trips") && is_identifier("_t1"));
+        assert!(!is_identifier("1t") && !is_identifier("t-1") && !is_identifier("db.t"));
+        assert!(!is_identifier("") && !is_identifier("t; DROP TABLE x"));
+        assert_eq!(
+            parse_property("fetch.min.bytes=1").unwrap(),
+            ("fetch.min.bytes".into(), "1".into())
+        );
+        assert!(parse_property("nonsense").is_err() && parse_property("=1").is_err());
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let ok = Settings::new("b:1", ClickHouseConfig::default(), "taxi", "g");
+        ok.validate().unwrap();
+        let mut s = ok.clone();
+        s.table = "bad-name".into();
+        assert!(s.validate().unwrap_err().to_string().contains("bad-name"));
+        let mut s = ok.clone();
+        s.dead_letter_topic = "taxi".into();
+        assert!(matches!(
+            s.validate(),
+            Err(SettingsError::DeadLetterLoop(_))
+        ));
+        let mut s = ok;
+        s.batch_rows = 0;
+        assert!(matches!(s.validate(), Err(SettingsError::ZeroBatch)));
+    }
+}

@@ -1,0 +1,89 @@
+//! The tables, created if missing from the DDL in `infrastructure/clickhouse/` (the same files
+//! a DAG's `clickhouse.sql` task can run), with the server-specific extras: the insert
+//! deduplication window on servers that have one.
+
+use velostream_common::clickhouse::Server;
+
+/// `infrastructure/clickhouse/taxi_trips.sql`: the taxi table, named `taxi_trips` there.
+pub const TAXI_TRIPS_DDL: &str =
+    include_str!("../../../../infrastructure/clickhouse/taxi_trips.sql");
+/// `infrastructure/clickhouse/consumer_offsets.sql`: the offset records.
+pub const OFFSETS_DDL: &str =
+    include_str!("../../../../infrastructure/clickhouse/consumer_offsets.sql");
+/// The offsets table's name.
+pub const OFFSETS_TABLE: &str = "velostream_consumer_offsets";
+
+const TAXI_CREATE: &str = "CREATE TABLE IF NOT EXISTS taxi_trips";
+
+/// The statement of a DDL file without its comment lines (the HTTP interface takes one statement).
+fn statement(ddl: &str) -> String {
+    ddl.lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The taxi table's `CREATE TABLE IF NOT EXISTS` for `table` (a plain identifier).
+pub fn taxi_table_ddl(table: &str) -> String {
+    statement(TAXI_TRIPS_DDL).replacen(
+        TAXI_CREATE,
+        &format!("CREATE TABLE IF NOT EXISTS {table}"),
+        1,
+    )
+}
+
+/// Creates the offsets table and `table` if they do not exist and, on servers that deduplicate
+/// inserts into plain MergeTree tables (20.9+), turns that on for `table`, so a retried batch
+/// with the same `insert_deduplication_token` is not stored twice.
+pub async fn ensure_tables(server: &Server, table: &str) -> Result<(), clickhouse::error::Error> {
+    server
+        .client
+        .query(&statement(OFFSETS_DDL))
+        .execute()
+        .await?;
+    server
+        .client
+        .query(&taxi_table_ddl(table))
+        .execute()
+        .await?;
+    if server.version.has_non_replicated_dedup() {
+        let alter = format!(
+            "ALTER TABLE {table} MODIFY SETTING non_replicated_deduplication_window = 1000"
+        );
+        if let Err(err) = server.client.query(&alter).execute().await {
+            tracing::warn!(table, error = %err, "Could not enable insert deduplication; FINAL still removes duplicates");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ddl_files_have_the_expected_shape() {
+        let ddl = taxi_table_ddl("trips_2");
+        assert!(
+            ddl.starts_with("CREATE TABLE IF NOT EXISTS trips_2\n"),
+            "{ddl}"
+        );
+        assert!(!ddl.contains("--") && !ddl.contains("taxi_trips"));
+        for column in [
+            "_topic",
+            "_partition",
+            "_offset",
+            "cbd_congestion_fee",
+            "Airport_fee",
+        ] {
+            assert!(
+                ddl.to_lowercase().contains(&column.to_lowercase()),
+                "{column} missing"
+            );
+        }
+        assert!(ddl.contains("ORDER BY (_topic, _partition, _offset)"));
+        assert!(!ddl.contains("DateTime64") && !ddl.contains("LowCardinality"));
+        let offsets = statement(OFFSETS_DDL);
+        assert!(offsets.starts_with(&format!("CREATE TABLE IF NOT EXISTS {OFFSETS_TABLE}")));
+    }
+}

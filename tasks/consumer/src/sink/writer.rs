@@ -1,0 +1,227 @@
+//! Writes one batch for good: inserts its rows (RowBinary through the clickhouse crate),
+//! delivers its dead letters, then records its offsets in ClickHouse, each step retried with
+//! backoff until it succeeds, fails for good, or the caller aborts. Only then is the batch done;
+//! nothing about it is committed anywhere before.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use velostream_common::clickhouse::Server;
+
+use super::offsets::OffsetStore;
+use super::retry::{Backoff, is_permanent};
+use crate::batch::Batch;
+use crate::kafka::dead_letter::DeadLetterProducer;
+use crate::observe::Metrics;
+use crate::record::TaxiRow;
+
+/// Why a batch was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// ClickHouse refused in a way no retry fixes.
+    #[error(
+        "{step} failed for good: {source}; check that table {table} has the columns of infrastructure/clickhouse/taxi_trips.sql and that the ClickHouse user may write to it"
+    )]
+    Permanent {
+        /// What was being done.
+        step: &'static str,
+        /// The table.
+        table: String,
+        /// ClickHouse's error.
+        #[source]
+        source: clickhouse::error::Error,
+    },
+    /// The caller gave up (shutdown deadline) while ClickHouse or Kafka was still failing.
+    #[error("gave up on batch {seq} ({rows} rows) at shutdown: {last_error}")]
+    Aborted {
+        /// The batch.
+        seq: u64,
+        /// Its rows.
+        rows: usize,
+        /// The last error seen, if any.
+        last_error: String,
+    },
+}
+
+/// Writes batches into one table.
+#[derive(Debug)]
+pub struct Writer {
+    server: Server,
+    table: String,
+    topic: String,
+    offsets: OffsetStore,
+    dead_letters: DeadLetterProducer,
+    metrics: Arc<Metrics>,
+    attempt_timeout: Duration,
+    max_backoff: Duration,
+}
+
+impl Writer {
+    /// A writer of `topic`'s rows into `table`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        server: Server,
+        table: &str,
+        topic: &str,
+        offsets: OffsetStore,
+        dead_letters: DeadLetterProducer,
+        metrics: Arc<Metrics>,
+        attempt_timeout: Duration,
+        max_backoff: Duration,
+    ) -> Self {
+        Self {
+            server,
+            table: table.to_string(),
+            topic: topic.to_string(),
+            offsets,
+            dead_letters,
+            metrics,
+            attempt_timeout,
+            max_backoff,
+        }
+    }
+
+    /// Inserts the rows, delivers the dead letters, records the offsets.
+    pub async fn write(&self, batch: &Batch, abort: &CancellationToken) -> Result<(), WriteError> {
+        if !batch.records.is_empty() {
+            let started = Instant::now();
+            self.retry(batch, "insert", abort, || self.insert_rows(batch))
+                .await?;
+            self.metrics
+                .insert_duration
+                .observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .rows_inserted
+                .inc_by(batch.records.len() as u64);
+            self.metrics.batch_rows.observe(batch.records.len() as f64);
+        }
+        if !batch.dead_letters.is_empty() {
+            self.deliver_dead_letters(batch, abort).await?;
+        }
+        let positions: Vec<(i32, i64)> = batch.spans.iter().map(|(p, s)| (*p, s.next)).collect();
+        self.retry(batch, "record offsets", abort, || {
+            self.offsets.save(&positions)
+        })
+        .await?;
+        self.metrics.batches.inc();
+        Ok(())
+    }
+
+    async fn insert_rows(&self, batch: &Batch) -> Result<(), clickhouse::error::Error> {
+        let mut insert = self
+            .server
+            .client
+            .insert::<TaxiRow<'_>>(&self.table)
+            .await?;
+        if self.server.version.has_insert_deduplication_token() {
+            insert =
+                insert.with_setting("insert_deduplication_token", batch.dedup_token(&self.topic));
+        }
+        if self.server.version.is_modern() {
+            // A batch of odd TLC rows can span many months; never refuse it for that.
+            insert = insert.with_setting("max_partitions_per_insert_block", "0");
+        }
+        for record in &batch.records {
+            insert.write(&TaxiRow::new(&self.topic, record)).await?;
+        }
+        insert.end().await
+    }
+
+    async fn retry<F, Fut>(
+        &self,
+        batch: &Batch,
+        step: &'static str,
+        abort: &CancellationToken,
+        mut attempt: F,
+    ) -> Result<(), WriteError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), clickhouse::error::Error>>,
+    {
+        let mut backoff = Backoff::new(self.max_backoff);
+        let mut last_error = String::new();
+        loop {
+            let outcome = tokio::select! {
+                biased;
+                () = abort.cancelled() => None,
+                r = tokio::time::timeout(self.attempt_timeout, attempt()) => Some(r),
+            };
+            let err = match outcome {
+                None => return Err(self.aborted(batch, last_error)),
+                Some(Ok(Ok(()))) => return Ok(()),
+                Some(Ok(Err(err))) if is_permanent(&err) => {
+                    return Err(WriteError::Permanent {
+                        step,
+                        table: self.table.clone(),
+                        source: err,
+                    });
+                }
+                Some(Ok(Err(err))) => err.to_string(),
+                Some(Err(_)) => format!("no answer within {:?}", self.attempt_timeout),
+            };
+            self.metrics.insert_failures.inc();
+            let delay = backoff.next_delay();
+            tracing::warn!(
+                batch = batch.seq,
+                rows = batch.records.len(),
+                step,
+                error = %err,
+                retry_in_ms = delay.as_millis() as u64,
+                "ClickHouse failed, retrying"
+            );
+            last_error = err;
+            tokio::select! {
+                () = abort.cancelled() => return Err(self.aborted(batch, last_error)),
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    fn aborted(&self, batch: &Batch, last_error: String) -> WriteError {
+        WriteError::Aborted {
+            seq: batch.seq,
+            rows: batch.records.len(),
+            last_error,
+        }
+    }
+
+    async fn deliver_dead_letters(
+        &self,
+        batch: &Batch,
+        abort: &CancellationToken,
+    ) -> Result<(), WriteError> {
+        let mut pending: Vec<_> = batch.dead_letters.iter().collect();
+        let mut backoff = Backoff::new(self.max_backoff);
+        loop {
+            let result = tokio::select! {
+                () = abort.cancelled() => return Err(self.aborted(batch, "dead-letter delivery".into())),
+                r = self.dead_letters.deliver(&pending) => r,
+            };
+            let failed = match result {
+                Ok(()) => Vec::new(),
+                Err((failed, err)) => {
+                    tracing::warn!(batch = batch.seq, failed = failed.len(), error = %err, "Dead-letter delivery failed, retrying");
+                    failed
+                }
+            };
+            for (i, letter) in pending.iter().enumerate() {
+                if !failed.contains(&i) {
+                    self.metrics
+                        .rows_dead_lettered
+                        .get_or_create(&vec![("reason", letter.error.kind.as_str())])
+                        .inc();
+                }
+            }
+            if failed.is_empty() {
+                return Ok(());
+            }
+            pending = failed.into_iter().map(|i| pending[i]).collect();
+            tokio::select! {
+                () = abort.cancelled() => return Err(self.aborted(batch, "dead-letter delivery".into())),
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    }
+}
