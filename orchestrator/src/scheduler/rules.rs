@@ -135,9 +135,13 @@ pub fn decide_counts(rule: TriggerRule, c: UpstreamCounts) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Decision::*;
-    use TaskState::*;
+    use Decision::{Run, Skip, Wait};
+    use TaskState::{Failed, Running, Skipped, Success, UpForRetry};
     use TriggerRule::*;
+
+    /// The decision (not the state) named upstream_failed.
+    const UF: Decision = Decision::UpstreamFailed;
+    const UPF: TaskState = TaskState::UpstreamFailed;
 
     #[test]
     fn each_rule_decides_as_airflow_does() {
@@ -145,24 +149,24 @@ mod tests {
             (AllSuccess, &[], Run),
             (AllSuccess, &[Success, Success], Run),
             (AllSuccess, &[Success, Running], Wait),
-            (AllSuccess, &[Running, Failed], UpstreamFailed),
-            (AllSuccess, &[Success, UpstreamFailed], UpstreamFailed),
+            (AllSuccess, &[Running, Failed], UF),
+            (AllSuccess, &[Success, UPF], UF),
             (AllSuccess, &[Success, Skipped], Skip),
             (AllDone, &[Success, Running], Wait),
-            (AllDone, &[Failed, Skipped, UpstreamFailed], Run),
-            (AllFailed, &[Failed, UpstreamFailed], Run),
+            (AllDone, &[Failed, Skipped, UPF], Run),
+            (AllFailed, &[Failed, UPF], Run),
             (AllFailed, &[Failed, Running], Wait),
             (AllFailed, &[Failed, Success], Skip),
             (OneSuccess, &[Running, Success], Run),
             (OneSuccess, &[Running, Failed], Wait),
-            (OneSuccess, &[Failed, Failed], UpstreamFailed),
+            (OneSuccess, &[Failed, Failed], UF),
             (OneSuccess, &[Skipped, Skipped], Skip),
             (OneFailed, &[Running, Failed], Run),
             (OneFailed, &[Running, Success], Wait),
             (OneFailed, &[Success, Skipped], Skip),
             (NoneFailed, &[Success, Skipped], Run),
             (NoneFailed, &[Success, Running], Wait),
-            (NoneFailed, &[Success, Failed], UpstreamFailed),
+            (NoneFailed, &[Success, Failed], UF),
             (NoneFailed, &[UpForRetry, Success], Wait),
         ];
         for (rule, ups, want) in cases {
