@@ -403,3 +403,30 @@ async fn a_cancelled_sensor_stops_promptly() {
         .unwrap_err();
     assert!(matches!(err, Error::Cancelled), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_stays_right_when_list_offsets_is_stale() {
+    // On the local broker ListOffsets(latest) lags behind the log right after a burst of
+    // messages. A group committed at that stale end still has messages to read: the sensor must
+    // see them, not 0.
+    let broker = Kafka::start();
+    create("burst", 1, IfExists::Fail)
+        .run(&broker.bootstrap, &CancellationToken::new(), &mut no_log())
+        .await
+        .unwrap();
+    let produced = 200_000;
+    produce(&broker.bootstrap, "burst", 1, produced);
+    let client: BaseConsumer = velostream_common::kafka::client_config(&broker.bootstrap)
+        .create()
+        .unwrap();
+    let (_, listed) = client
+        .fetch_watermarks("burst", 0, Duration::from_secs(10))
+        .unwrap();
+    eprintln!("ListOffsets(latest) says {listed} after {produced} messages");
+    commit(&broker.bootstrap, "stale", "burst", &[listed]);
+    let probe =
+        kafka::LagProbe::new(&broker.bootstrap, "stale", "burst", Duration::from_secs(10)).unwrap();
+    let reading = probe.read().await.unwrap();
+    assert_eq!(reading.partitions[0].high_watermark, produced as i64);
+    assert_eq!(reading.total, produced as i64 - listed);
+}
