@@ -97,7 +97,7 @@ pub struct ProduceArgs {
     #[arg(long, default_value_t = 1, env = "VELOSTREAM_REPEAT")]
     pub repeat: u64,
 
-    /// Stop after this many rows.
+    /// Stop after this many rows (0: no limit).
     #[arg(long, env = "VELOSTREAM_LIMIT")]
     pub limit: Option<u64>,
 
@@ -109,6 +109,11 @@ pub struct ProduceArgs {
     /// Rows per decoded Parquet record batch.
     #[arg(long, default_value_t = 65_536)]
     pub read_batch_rows: usize,
+
+    /// With --repeat, decode each file once and keep it in memory when the inputs' uncompressed
+    /// size is at most this many MiB (0: decode on every pass).
+    #[arg(long, default_value_t = 512)]
+    pub cache_mib: u64,
 
     /// Compression of message batches.
     #[arg(long, value_enum, default_value_t = Compression::Lz4, env = "VELOSTREAM_COMPRESSION")]
@@ -211,9 +216,10 @@ impl ProduceArgs {
                 time_shift_secs: 0,
             },
             repeat: self.repeat,
-            limit: self.limit,
+            limit: self.limit.filter(|&n| n > 0),
             repeat_shift: self.repeat_shift,
             read_batch_rows: self.read_batch_rows,
+            cache_bytes: self.cache_mib.saturating_mul(1 << 20),
             delivery,
         })
     }
