@@ -104,6 +104,7 @@ id = "pipeline"
 [dag.params]
 table = "trips"
 rows = 1234
+partitions = 3
 
 [connections.kafka]
 brokers = "{brokers}"
@@ -115,7 +116,7 @@ url = "{url}"
 id = "topic"
 kind = "kafka.create_topic"
 topic = "trips-{{{{ run_id }}}}"
-partitions = 3
+partitions = "{{{{ params.partitions }}}}"
 if_exists = "recreate"
 
 [[task]]

@@ -20,8 +20,8 @@ use velostream_testkit::Kafka;
 fn create(topic: &str, partitions: i32, if_exists: IfExists) -> CreateTopic {
     CreateTopic {
         topic: topic.into(),
-        partitions,
-        replication_factor: 1,
+        partitions: partitions.into(),
+        replication_factor: 1.into(),
         config: Default::default(),
         if_exists,
         timeout: Duration::from_secs(20),
@@ -127,10 +127,21 @@ async fn an_unreachable_broker_is_named_in_the_error() {
     assert!(matches!(err, Error::Unreachable { .. }), "{err}");
     assert!(err.to_string().contains(&brokers), "{err}");
 
+    let err = DeleteTopic {
+        topic: "t".into(),
+        if_missing: IfMissing::Ignore,
+        wait: true,
+        timeout: Duration::from_secs(3),
+    }
+    .run(&brokers, &CancellationToken::new(), &mut no_log())
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains(&brokers), "{err}");
+
     let err = WaitLag {
         group: "g".into(),
         topic: "t".into(),
-        max_lag: 0,
+        max_lag: 0.into(),
         interval: Duration::from_millis(200),
         timeout: Duration::from_secs(10),
         soft_fail: false,
@@ -241,7 +252,7 @@ async fn the_sensor_waits_until_the_last_message_is_committed() {
     let sensor = WaitLag {
         group: "loaders".into(),
         topic: "orders".into(),
-        max_lag: 0,
+        max_lag: 0.into(),
         interval: Duration::from_millis(200),
         timeout: Duration::from_secs(60),
         soft_fail: false,
@@ -300,7 +311,7 @@ async fn lag_that_never_reaches_zero_times_out() {
     let outcome = WaitLag {
         group: "slow".into(),
         topic: "stuck".into(),
-        max_lag: 10,
+        max_lag: 10.into(),
         interval: Duration::from_millis(200),
         timeout: Duration::from_secs(2),
         soft_fail: false,
@@ -384,7 +395,7 @@ async fn a_cancelled_sensor_stops_promptly() {
     let sensor = WaitLag {
         group: "never".into(),
         topic: "idle".into(),
-        max_lag: 0,
+        max_lag: 0.into(),
         interval: Duration::from_secs(1),
         timeout: Duration::from_secs(3600),
         soft_fail: false,

@@ -9,9 +9,13 @@ pub mod lag;
 pub mod topic;
 pub mod wait_lag;
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use serde::{Deserialize, Serialize};
 
 use crate::operators::OperatorError;
 
@@ -122,6 +126,14 @@ pub enum Error {
         /// How long we waited.
         waited: Duration,
     },
+    /// A field's value is unusable (a template that did not render to a number).
+    #[error("`{field}` is {value:?}, which is not a number")]
+    NotANumber {
+        /// The field.
+        field: &'static str,
+        /// What it held.
+        value: String,
+    },
     /// The task was cancelled (run cancelled or task timeout).
     #[error("cancelled")]
     Cancelled,
@@ -133,5 +145,83 @@ pub(crate) fn operator_error(error: Error) -> OperatorError {
     match error {
         Error::Cancelled => OperatorError::Cancelled,
         other => OperatorError::failed(other),
+    }
+}
+
+/// A number field that may also be written as a template rendering to one:
+/// `partitions = 6` or `partitions = "{{ params.partitions }}"`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Num<T> {
+    /// Written as a number.
+    Value(T),
+    /// Written as text: a template before rendering, digits after.
+    Text(String),
+}
+
+impl<T: FromStr + Copy> Num<T> {
+    /// The number if known: `Ok(None)` for a template not rendered yet, `Err` for other text.
+    pub fn known(&self) -> Result<Option<T>, String> {
+        match self {
+            Self::Value(v) => Ok(Some(*v)),
+            Self::Text(t) if t.contains("{{") => Ok(None),
+            Self::Text(t) => t
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("{t:?} is not a number")),
+        }
+    }
+
+    /// The number, once templates are rendered.
+    pub fn get(&self, field: &'static str) -> Result<T, Error> {
+        match self.known() {
+            Ok(Some(v)) => Ok(v),
+            _ => Err(Error::NotANumber {
+                field,
+                value: match self {
+                    Self::Text(t) => t.clone(),
+                    Self::Value(_) => String::new(),
+                },
+            }),
+        }
+    }
+}
+
+impl<T> From<T> for Num<T> {
+    fn from(v: T) -> Self {
+        Self::Value(v)
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for Num<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Value(v) => v.fmt(f),
+            Self::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+/// Load-time check of a number field: text must be a template or a number, and the number at
+/// least `min`.
+pub(crate) fn num_problems<T: FromStr + Copy + PartialOrd + fmt::Display>(
+    field: &'static str,
+    value: &Num<T>,
+    min: T,
+    what: &str,
+) -> Vec<crate::operators::ConfigProblem> {
+    match value.known() {
+        Ok(Some(v)) if v < min => vec![crate::operators::ConfigProblem::field(
+            field,
+            format!("`{field}` is {v}; {what}"),
+        )],
+        Ok(_) => Vec::new(),
+        Err(e) => vec![crate::operators::ConfigProblem::field(
+            field,
+            format!(
+                "`{field}` {e}; write a number or a template such as \"{{{{ params.{field} }}}}\""
+            ),
+        )],
     }
 }

@@ -13,7 +13,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::Error;
+use super::{Error, Num, num_problems};
 use crate::operators::{ConfigProblem, Operator, OperatorError, TaskContext, ValidateContext};
 
 /// Broker operations and metadata waits get this long unless the task says otherwise.
@@ -23,8 +23,8 @@ fn default_timeout() -> Duration {
     DEFAULT_TIMEOUT
 }
 
-fn one() -> i32 {
-    1
+fn one() -> Num<i32> {
+    Num::Value(1)
 }
 
 fn yes() -> bool {
@@ -87,11 +87,11 @@ impl fmt::Display for ConfigValue {
 pub struct CreateTopic {
     /// The topic's name (letters, digits, `.`, `_`, `-`; at most 249 characters).
     pub topic: String,
-    /// Number of partitions, at least 1.
-    pub partitions: i32,
+    /// Number of partitions, at least 1 (a number, or a template rendering to one).
+    pub partitions: Num<i32>,
     /// Replication factor, at least 1 (1 on a single broker such as the local one).
     #[serde(default = "one")]
-    pub replication_factor: i32,
+    pub replication_factor: Num<i32>,
     /// Topic config entries sent with the creation, e.g. `{ "retention.ms" = 3600000 }`.
     #[serde(default)]
     pub config: BTreeMap<String, ConfigValue>,
@@ -185,24 +185,18 @@ impl CreateTopic {
     /// Problems a DAG author can fix, found when the DAG loads.
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut problems = topic_name_problems("topic", &self.topic);
-        if self.partitions < 1 {
-            problems.push(ConfigProblem::field(
-                "partitions",
-                format!(
-                    "`partitions` is {}; a topic needs at least 1 partition",
-                    self.partitions
-                ),
-            ));
-        }
-        if self.replication_factor < 1 {
-            problems.push(ConfigProblem::field(
-                "replication_factor",
-                format!(
-                    "`replication_factor` is {}; it must be at least 1",
-                    self.replication_factor
-                ),
-            ));
-        }
+        problems.extend(num_problems(
+            "partitions",
+            &self.partitions,
+            1,
+            "a topic needs at least 1 partition",
+        ));
+        problems.extend(num_problems(
+            "replication_factor",
+            &self.replication_factor,
+            1,
+            "it must be at least 1",
+        ));
         if let Some(key) = self.config.keys().find(|k| k.trim().is_empty()) {
             problems.push(ConfigProblem::field(
                 "config",
@@ -220,6 +214,8 @@ impl CreateTopic {
         cancel: &CancellationToken,
         log: &mut (dyn FnMut(String) + Send),
     ) -> Result<CreateOutcome, Error> {
+        let wanted_partitions = self.partitions.get("partitions")?;
+        let replication_factor = self.replication_factor.get("replication_factor")?;
         let admin = Admin::new(brokers, self.timeout)?;
         let existing = cancellable(cancel, admin.partitions(&self.topic)).await?;
         let mut recreated = false;
@@ -230,10 +226,10 @@ impl CreateTopic {
                         "Topic {} already exists with {partitions} partition(s); keeping it (if_exists = \"keep\")",
                         self.topic
                     ));
-                    if partitions != self.partitions as usize {
+                    if partitions != wanted_partitions as usize {
                         log(format!(
                             "Topic {} has {partitions} partition(s), not the {} asked for; use if_exists = \"recreate\" to change that",
-                            self.topic, self.partitions
+                            self.topic, wanted_partitions
                         ));
                     }
                     return Ok(CreateOutcome {
@@ -278,8 +274,8 @@ impl CreateTopic {
             cancel,
             admin.create(
                 &self.topic,
-                self.partitions,
-                self.replication_factor,
+                wanted_partitions,
+                replication_factor,
                 &config,
                 recreated,
             ),
@@ -298,7 +294,7 @@ impl CreateTopic {
                 self.topic
             ));
         }
-        let wanted = self.partitions as usize;
+        let wanted = wanted_partitions as usize;
         let partitions = cancellable(
             cancel,
             admin.wait_until(
@@ -319,7 +315,7 @@ impl CreateTopic {
             } else {
                 "exists"
             },
-            self.replication_factor,
+            replication_factor,
             if config.is_empty() {
                 String::new()
             } else {
@@ -630,7 +626,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(spec.replication_factor, 1);
+        assert_eq!(spec.replication_factor, Num::Value(1));
         assert_eq!(spec.if_exists, IfExists::Keep);
         assert_eq!(spec.timeout, DEFAULT_TIMEOUT);
         assert_eq!(spec.config["retention.ms"].to_string(), "3600000");
@@ -651,9 +647,19 @@ mod tests {
     }
 
     #[test]
-    fn templated_topic_names_are_checked_after_rendering() {
-        let spec = create("topic = \"{{ params.topic }}\"\npartitions = 3").unwrap();
+    fn templated_topic_names_and_numbers_are_checked_after_rendering() {
+        let spec =
+            create("topic = \"{{ params.topic }}\"\npartitions = \"{{ params.n }}\"").unwrap();
         assert!(spec.problems().is_empty());
+        assert!(spec.partitions.get("partitions").is_err());
+        let rendered = create("topic = \"t\"\npartitions = \"12\"").unwrap();
+        assert_eq!(rendered.partitions.get("partitions").unwrap(), 12);
+        let bad = create("topic = \"t\"\npartitions = \"twelve\"").unwrap();
+        assert!(
+            bad.problems()[0].message.contains("not a number"),
+            "{:?}",
+            bad.problems()
+        );
         assert_eq!(topic_name_problems("topic", "").len(), 1);
         assert_eq!(topic_name_problems("topic", &"a".repeat(250)).len(), 1);
         assert!(topic_name_problems("topic", "taxi.trips_v1-x").is_empty());

@@ -7,10 +7,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::Error;
 use super::lag::{LagProbe, LagReading, PartitionLag};
 use super::topic::topic_name_problems;
+use super::{Error, Num, num_problems};
 use crate::operators::{ConfigProblem, Operator, OperatorError, TaskContext, ValidateContext};
+
+fn zero() -> Num<u64> {
+    Num::Value(0)
+}
 
 fn default_interval() -> Duration {
     Duration::from_secs(1)
@@ -37,8 +41,8 @@ pub struct WaitLag {
     /// The topic the group consumes.
     pub topic: String,
     /// The sensor succeeds once every partition's lag is at most this many messages (default 0).
-    #[serde(default)]
-    pub max_lag: u64,
+    #[serde(default = "zero")]
+    pub max_lag: Num<u64>,
     /// Time between two checks (humantime, default `1s`).
     #[serde(default = "default_interval", with = "humantime_serde")]
     pub interval: Duration,
@@ -76,6 +80,12 @@ impl WaitLag {
     /// Problems a DAG author can fix, found when the DAG loads.
     pub fn problems(&self) -> Vec<ConfigProblem> {
         let mut problems = topic_name_problems("topic", &self.topic);
+        problems.extend(num_problems(
+            "max_lag",
+            &self.max_lag,
+            0,
+            "it must be at least 0",
+        ));
         if self.group.trim().is_empty() {
             problems.push(ConfigProblem::field(
                 "group",
@@ -116,6 +126,7 @@ impl WaitLag {
         cancel: &CancellationToken,
         on_check: &mut (dyn FnMut(&LagReading, i64) + Send),
     ) -> Result<LagOutcome, Error> {
+        let max_lag = self.max_lag.get("max_lag")?;
         let probe = LagProbe::new(brokers, &self.group, &self.topic, self.request_timeout)?;
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut outcome = LagOutcome {
@@ -138,7 +149,7 @@ impl WaitLag {
             outcome.peak_lag = outcome.peak_lag.max(reading.total);
             push_point(&mut outcome.lag_series, [reading.unix_ms, reading.total]);
             on_check(&reading, outcome.peak_lag);
-            let caught_up = reading.max_partition_lag() <= self.max_lag as i64;
+            let caught_up = reading.max_partition_lag() <= max_lag as i64;
             outcome.partitions = reading.partitions;
             if caught_up {
                 outcome.caught_up = true;
@@ -162,6 +173,7 @@ impl Operator for WaitLag {
     }
 
     async fn execute(&self, ctx: &TaskContext) -> Result<(), OperatorError> {
+        let max_lag = self.max_lag.get("max_lag").map_err(super::operator_error)?;
         let brokers = ctx.connections().kafka.brokers.clone();
         ctx.log(format!(
             "Waiting until group {} lags at most {} message(s) per partition on topic {} (checking every {}, for up to {})",
@@ -215,7 +227,7 @@ impl Operator for WaitLag {
         let worst = outcome
             .partitions
             .iter()
-            .filter(|p| p.lag > self.max_lag as i64)
+            .filter(|p| p.lag > max_lag as i64)
             .map(|p| {
                 format!(
                     "partition {} lags {} (high watermark {}, committed {})",
@@ -263,7 +275,7 @@ mod tests {
     #[test]
     fn fields_parse_with_defaults_and_are_checked() {
         let spec: WaitLag = toml::from_str("group = \"g\"\ntopic = \"t\"").unwrap();
-        assert_eq!(spec.max_lag, 0);
+        assert_eq!(spec.max_lag, Num::Value(0));
         assert_eq!(spec.interval, Duration::from_secs(1));
         assert!(!spec.soft_fail);
         assert!(spec.problems().is_empty());
