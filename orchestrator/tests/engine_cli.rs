@@ -350,3 +350,43 @@ fn max_active_runs_refuses_a_second_run() {
     let out = first.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// The DAGs in docs/dag-format.md: the complete example is `dags/examples/hello.toml` verbatim
+/// (run above), the broken one fails exactly as the page shows, and every other one loads.
+#[test]
+fn the_documented_examples_are_true() {
+    let doc = std::fs::read_to_string(repo().join("docs/dag-format.md")).unwrap();
+    let blocks: Vec<&str> = doc
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    let hello = std::fs::read_to_string(repo().join("dags/examples/hello.toml")).unwrap();
+    assert!(
+        blocks.contains(&hello.as_str()),
+        "the page's complete example differs from hello.toml"
+    );
+    let shown: Vec<&str> = doc
+        .split("$ orchestrator validate broken.toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("broken.toml:"))
+        .collect();
+    let mut checked = 0;
+    for block in blocks.iter().filter(|b| b.contains("[dag]")) {
+        match orchestrator::dag::parse_str(block, "broken.toml") {
+            Ok(_) => checked += 1,
+            Err(e) => {
+                assert!(
+                    block.contains("id = \"broken\""),
+                    "a documented DAG is invalid:\n{e}"
+                );
+                assert_eq!(e.to_string().lines().collect::<Vec<_>>(), shown);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 2);
+}

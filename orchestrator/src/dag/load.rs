@@ -217,7 +217,10 @@ impl<'t> Problems<'t> {
     }
 
     fn toml(&mut self, e: &toml::de::Error, fallback: Option<Range<usize>>) {
-        let message = e.message().trim().to_owned();
+        let mut message = e.message().trim().to_owned();
+        if message.ends_with("expected a duration") {
+            message.push_str(" such as \"500ms\", \"30s\", \"2m\" or \"1h 30m\"");
+        }
         self.at(e.span().or(fallback), message);
     }
 
