@@ -232,3 +232,35 @@ topic = "{{{{ tasks.topic.output.topic }}}}"
     });
     assert!(gone, "the bystander process outlived its run");
 }
+
+/// The `[[task]]` snippets of the "Pipeline task kinds" section of docs/dag-format.md, loaded as
+/// one DAG with the `produce` task and params they refer to.
+#[test]
+fn the_documented_pipeline_snippets_load_as_one_dag() {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/dag-format.md"),
+    )
+    .unwrap();
+    let section = doc
+        .split("## Pipeline task kinds\n")
+        .nth(1)
+        .expect("docs/dag-format.md has a \"Pipeline task kinds\" section");
+    let section = section.split("\n## ").next().unwrap();
+    let blocks: Vec<&str> = section
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    assert!(blocks.len() >= 8, "{} snippets", blocks.len());
+    let text = format!(
+        "[dag]\nid = \"doc\"\n\n[dag.params]\ntable = \"taxi_trips\"\ntoken = \"t\"\n\n\
+         [[task]]\nid = \"produce\"\nkind = \"noop\"\n\n{}",
+        blocks.join("\n")
+    );
+    // Relative paths in the snippets are written for a DAG in dags/; tests run in orchestrator/,
+    // a sibling, so `../infrastructure/...` resolves the same.
+    let dag = orchestrator::dag::parse_str_with_env(&text, "doc.toml", &|_| None);
+    if let Err(e) = &dag {
+        panic!("the documented snippets do not load:\n{e}\n\n{text}");
+    }
+}
