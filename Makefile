@@ -4,11 +4,19 @@
 .PHONY: run test install up down status lint bench
 
 CARGO ?= cargo
+# Extra arguments for `make run`, e.g. ARGS="--param repeat=440" for the reference run's 44M rows.
+ARGS ?=
 
 install:
 	./infrastructure/local/velostream-local install
 
+run:
+	$(CARGO) build --release --workspace --bins
+	./target/release/orchestrator run dags/velostream_benchmark.toml $(ARGS)
+
 test: install
+	# The end-to-end tests spawn the producer and consumer binaries: build them first.
+	$(CARGO) build --workspace --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --all-targets --no-tests=fail; \
 	else \
