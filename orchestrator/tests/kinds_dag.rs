@@ -138,7 +138,7 @@ id = "consumer"
 kind = "process.spawn"
 depends_on = ["topic"]
 program = "sh"
-args = ["-c", "echo consumer for $KAFKA_BROKERS; echo ready; trap 'echo \"::velostream:: {{\\\"output\\\": {{\\\"rows\\\": 1234}}}}\"; exit 0' TERM; while true; do sleep 0.05; done"]
+args = ["-c", "trap 'echo \"::velostream:: {{\\\"output\\\": {{\\\"rows\\\": 1234}}}}\"; exit 0' TERM; echo consumer for $KAFKA_BROKERS; echo ready; while true; do sleep 0.05; done"]
 ready = {{ log_line = "ready", timeout = "10s" }}
 
 [[task]]

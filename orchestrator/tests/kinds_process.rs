@@ -62,8 +62,8 @@ async fn until(mut condition: impl FnMut() -> bool) {
 }
 
 /// A consumer-like program: ready after a moment, flushes and reports on SIGTERM.
-const GRACEFUL: &str = r#"echo starting; sleep 0.2; echo "consumer ready";
-trap 'echo flushing last batch; echo "::velostream:: {\"output\": {\"rows\": 42}}"; exit 0' TERM;
+const GRACEFUL: &str = r#"trap 'echo flushing last batch; echo "::velostream:: {\"output\": {\"rows\": 42}}"; exit 0' TERM;
+echo starting; sleep 0.2; echo "consumer ready";
 while true; do sleep 0.05; done"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
