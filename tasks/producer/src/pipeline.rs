@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use arrow::array::RecordBatch;
+
 use crate::encode::{EncodeOptions, EncodedRows, RowEncoder};
 use crate::input::{self, InputError, InputErrors, InputFile, SchemaCheck};
 use crate::kafka::{DeliveryConfig, Sender, SetupError};
@@ -38,6 +40,9 @@ pub struct ProduceConfig {
     pub repeat_shift: Duration,
     /// Rows per decoded record batch.
     pub read_batch_rows: usize,
+    /// With several passes, keep decoded batches in memory up to this many bytes (about the
+    /// files' uncompressed size) and decode each file once; 0 decodes on every pass.
+    pub cache_bytes: u64,
     /// Where and how to deliver.
     pub delivery: DeliveryConfig,
 }
@@ -148,6 +153,7 @@ pub fn run(
         limit: plan.total_rows,
         shift_secs: config.repeat_shift.as_secs() as i64,
         batch_rows: config.read_batch_rows,
+        cache_bytes: config.cache_bytes,
         encode: config.encode.clone(),
         stop: Arc::clone(stop),
     };
@@ -222,6 +228,9 @@ pub struct Reader {
     pub shift_secs: i64,
     /// Rows per decoded batch.
     pub batch_rows: usize,
+    /// Decode each file once and keep its batches for later passes when all files fit in this
+    /// many (uncompressed) bytes.
+    pub cache_bytes: u64,
     /// Key column.
     pub encode: EncodeOptions,
     /// Set to stop early.
@@ -253,42 +262,77 @@ impl Reader {
         out: &mpsc::SyncSender<Chunk>,
         pool: &mpsc::Receiver<EncodedRows>,
     ) -> Result<(), InputError> {
-        let mut left = self.limit;
+        let size: u64 = self.files.iter().map(InputFile::uncompressed_bytes).sum();
+        let cache = self.passes > 1 && size <= self.cache_bytes;
+        if cache {
+            tracing::debug!(bytes = size, "Decoding each file once for all passes");
+        }
+        let mut cached: Vec<Vec<RecordBatch>> = vec![Vec::new(); self.files.len()];
+        let mut sink = ChunkSink {
+            out,
+            pool,
+            left: self.limit,
+            stop: &self.stop,
+        };
         for pass in 0..self.passes {
-            for file in &self.files {
-                if left == 0 {
-                    return Ok(());
-                }
+            for (i, file) in self.files.iter().enumerate() {
                 let mut options = self.encode.clone();
                 options.time_shift_secs = self.shift_secs.saturating_mul(pass as i64);
                 let mut encoder =
                     RowEncoder::new(&file.schema, &options).map_err(|e| file.error(e.into()))?;
+                if cache && pass > 0 {
+                    for batch in &cached[i] {
+                        if !sink.send(&mut encoder, batch) {
+                            return Ok(());
+                        }
+                    }
+                    continue;
+                }
                 for batch in file.reader(self.batch_rows)? {
                     let batch = batch.map_err(|e| file.error(input::Problem::Decode(e)))?;
-                    let mut offset = 0;
-                    while offset < batch.num_rows() && left > 0 {
-                        if self.stop.load(Ordering::Relaxed) {
-                            return Ok(());
-                        }
-                        let len = CHUNK_ROWS
-                            .min(batch.num_rows() - offset)
-                            .min(usize::try_from(left).unwrap_or(usize::MAX));
-                        let mut rows = pool.try_recv().unwrap_or_default();
-                        rows.clear();
-                        encoder.encode(&batch.slice(offset, len), &mut rows);
-                        if out.send(Ok(rows)).is_err() {
-                            return Ok(());
-                        }
-                        offset += len;
-                        left -= len as u64;
-                    }
-                    if left == 0 {
+                    if !sink.send(&mut encoder, &batch) {
                         return Ok(());
+                    }
+                    if cache {
+                        cached[i].push(batch);
                     }
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Where the reader's encoded chunks go, and how many rows may still go.
+struct ChunkSink<'a> {
+    out: &'a mpsc::SyncSender<Chunk>,
+    pool: &'a mpsc::Receiver<EncodedRows>,
+    left: u64,
+    stop: &'a AtomicBool,
+}
+
+impl ChunkSink<'_> {
+    /// Encodes `batch` in chunks and sends them; `false` when reading should end (limit reached,
+    /// stopped, or the receiver gone).
+    fn send(&mut self, encoder: &mut RowEncoder, batch: &RecordBatch) -> bool {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            if self.left == 0 || self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            let len = CHUNK_ROWS
+                .min(batch.num_rows() - offset)
+                .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+            let mut rows = self.pool.try_recv().unwrap_or_default();
+            rows.clear();
+            encoder.encode(&batch.slice(offset, len), &mut rows);
+            if self.out.send(Ok(rows)).is_err() {
+                return false;
+            }
+            offset += len;
+            self.left -= len as u64;
+        }
+        self.left > 0
     }
 }
 
@@ -328,16 +372,19 @@ mod tests {
     fn passes_shift_timestamps_and_the_limit_cuts_mid_pass() {
         let dir = tempfile::tempdir().unwrap();
         let file = sample(dir.path(), 10_000);
-        let rows = read_all(Reader {
-            files: vec![file],
+        let reader = |cache_bytes| Reader {
+            files: vec![file.clone()],
             passes: 3,
             limit: 25_000,
             shift_secs: 1,
             batch_rows: 4_000,
+            cache_bytes,
             encode: EncodeOptions::default(),
             stop: Arc::new(AtomicBool::new(false)),
-        });
+        };
+        let rows = read_all(reader(0));
         assert_eq!(rows.len(), 25_000);
+        assert_eq!(read_all(reader(u64::MAX)), rows, "decoded once, same rows");
         let pickup = |i: usize| rows[i]["tpep_pickup_datetime"].as_str().unwrap().to_string();
         let plus = |s: &str, secs: i64| {
             let base = s.split(':').next_back().unwrap().parse::<i64>().unwrap();
@@ -371,6 +418,7 @@ mod tests {
             limit: u64::MAX,
             shift_secs: 0,
             batch_rows: 4_000,
+            cache_bytes: 0,
             encode: EncodeOptions::default(),
             stop,
         });

@@ -85,6 +85,21 @@ struct Figure {
     rows: u64,
     bytes: u64,
     seconds: f64,
+    /// CPU seconds of this process during the phase (other processes share the machine).
+    cpu_seconds: f64,
+}
+
+/// CPU time of this process so far (all threads), from /proc/self/stat (user + system ticks).
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 impl Figure {
@@ -98,12 +113,14 @@ impl Figure {
 
     fn print(&self) {
         println!(
-            "{:<34} {:>12} rows {:>8.2} s {:>12.0} rows/s {:>8.1} MB/s",
+            "{:<34} {:>10} rows {:>7.2} s {:>10.0} rows/s {:>7.1} MB/s   cpu {:>6.2} s ({:>9.0} rows per cpu-s)",
             self.name,
             self.rows,
             self.seconds,
             self.rows_per_sec(),
-            self.mb_per_sec()
+            self.mb_per_sec(),
+            self.cpu_seconds,
+            self.rows as f64 / self.cpu_seconds.max(0.01),
         );
     }
 }
@@ -137,15 +154,15 @@ fn main() -> anyhow::Result<()> {
     let mut figures = Vec::new();
 
     if want("decode") {
-        figures.push(decode_only(&file, args.rows)?);
+        figures.push(timed_cpu(|| decode_only(&file, args.rows))?);
         figures.last().map(Figure::print);
     }
     if want("encode") {
-        figures.push(encode_only(&file, &key, args.rows)?);
+        figures.push(timed_cpu(|| encode_only(&file, &key, args.rows))?);
         figures.last().map(Figure::print);
     }
     if want("read") {
-        figures.push(decode_and_encode(&file, &key, args.rows));
+        figures.push(timed_cpu(|| Ok(decode_and_encode(&file, &key, args.rows)))?);
         figures.last().map(Figure::print);
     }
     if !args.no_broker {
@@ -229,9 +246,17 @@ fn with_broker(
     config.message_timeout = Duration::from_secs(120);
     config.properties = args.properties.clone();
     velostream_producer::kafka::ensure_topic(&config)?;
-    let figure = phase(&config);
+    let figure = timed_cpu(|| phase(&config));
     drop(broker);
     figure
+}
+
+/// Runs a phase and records this process's CPU time during it.
+fn timed_cpu(phase: impl FnOnce() -> anyhow::Result<Figure>) -> anyhow::Result<Figure> {
+    let before = process_cpu_seconds();
+    let mut figure = phase()?;
+    figure.cpu_seconds = process_cpu_seconds() - before;
+    Ok(figure)
 }
 
 fn decode_only(file: &input::InputFile, rows: u64) -> anyhow::Result<Figure> {
@@ -252,6 +277,7 @@ fn decode_only(file: &input::InputFile, rows: u64) -> anyhow::Result<Figure> {
         rows: done,
         bytes,
         seconds: start.elapsed().as_secs_f64(),
+        cpu_seconds: 0.0,
     })
 }
 
@@ -286,6 +312,7 @@ fn encode_only(
         rows: done,
         bytes,
         seconds: start.elapsed().as_secs_f64(),
+        cpu_seconds: 0.0,
     })
 }
 
@@ -296,6 +323,7 @@ fn decode_and_encode(file: &input::InputFile, key: &EncodeOptions, rows: u64) ->
         limit: rows,
         shift_secs: 1,
         batch_rows: 65_536,
+        cache_bytes: 0,
         encode: key.clone(),
         stop: Arc::new(AtomicBool::new(false)),
     };
@@ -315,6 +343,7 @@ fn decode_and_encode(file: &input::InputFile, key: &EncodeOptions, rows: u64) ->
         rows: done,
         bytes,
         seconds: start.elapsed().as_secs_f64(),
+        cpu_seconds: 0.0,
     }
 }
 
@@ -412,6 +441,7 @@ fn flood(
         rows: ctx.ok.load(Ordering::Relaxed),
         bytes: ctx.bytes.load(Ordering::Relaxed),
         seconds,
+        cpu_seconds: 0.0,
     })
 }
 
@@ -433,6 +463,7 @@ fn ours(
         limit: Some(rows),
         repeat_shift: Duration::from_secs(1),
         read_batch_rows: 65_536,
+        cache_bytes: 512 << 20,
         delivery: config.clone(),
     };
     let plan = pipeline::plan(&produce)?;
@@ -447,5 +478,6 @@ fn ours(
         rows: summary.delivered,
         bytes: summary.bytes,
         seconds: summary.elapsed.as_secs_f64(),
+        cpu_seconds: 0.0,
     })
 }

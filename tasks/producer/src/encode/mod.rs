@@ -7,22 +7,25 @@
 //! `"YYYY-MM-DD"`.
 //!
 //! Encoding is column-wise: each column of a chunk of rows is written by a loop specialised for
-//! its type into a reusable buffer ([`column`]), then rows are stitched together from the column
-//! buffers and the precomputed `"name":` prefixes. No per-row allocation, no `serde_json::Value`.
+//! its type into fixed-size slots ([`column`], [`slot`]), then rows are stitched together from
+//! the slots and the precomputed `"name":` prefixes with constant-size copies. No per-row
+//! allocation, no `serde_json::Value`.
 
 pub mod column;
 pub mod number;
+pub mod slot;
 pub mod text;
 pub mod time;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Schema};
 
-use column::Kind;
+use column::{Kind, Values};
+use slot::{SLOT, Slot};
 
-/// Rows encoded per pass over the columns: small enough that the column buffers of a chunk stay
-/// in the CPU cache while rows are stitched together.
-const CHUNK_ROWS: usize = 4096;
+/// Rows encoded per pass over the columns: small enough that the slots of a chunk (32 bytes per
+/// value) stay in the CPU cache while rows are stitched together.
+const CHUNK_ROWS: usize = 1024;
 
 /// A column the encoder cannot write.
 #[derive(Debug, thiserror::Error)]
@@ -62,10 +65,9 @@ struct Column {
     kind: Kind,
     /// `"name":`, with a leading comma for every column but the first.
     prefix: Vec<u8>,
-    values: Vec<u8>,
-    /// `ends[i]` is where value `i` ends in `values`; `ends[0]` is 0 (value `i` is
-    /// `values[ends[i]..ends[i + 1]]`).
-    ends: Vec<u32>,
+    /// The prefix padded to a slot, for constant-size copies (when it fits one).
+    prefix_slot: Option<Slot>,
+    values: Values,
 }
 
 /// Encodes the batches of one file (one schema) into [`EncodedRows`].
@@ -73,6 +75,7 @@ pub struct RowEncoder {
     columns: Vec<Column>,
     key: Option<usize>,
     shift_secs: i64,
+    spill_next: Vec<usize>,
 }
 
 impl std::fmt::Debug for RowEncoder {
@@ -101,11 +104,16 @@ impl RowEncoder {
             }
             text::write_str(&mut prefix, field.name());
             prefix.push(b':');
+            let prefix_slot = (prefix.len() <= SLOT).then(|| {
+                let mut slot = [0u8; SLOT];
+                slot[..prefix.len()].copy_from_slice(&prefix);
+                slot
+            });
             columns.push(Column {
                 kind,
                 prefix,
-                values: Vec::new(),
-                ends: Vec::new(),
+                prefix_slot,
+                values: Values::default(),
             });
         }
         let key = match &options.key_column {
@@ -126,6 +134,7 @@ impl RowEncoder {
             columns,
             key,
             shift_secs: options.time_shift_secs,
+            spill_next: Vec::new(),
         })
     }
 
@@ -149,27 +158,50 @@ impl RowEncoder {
         let rows = batch.num_rows();
         let mut total = 2 * rows;
         for (column, array) in self.columns.iter_mut().zip(batch.columns()) {
-            column.values.clear();
-            column.ends.clear();
-            column.ends.push(0);
             column
                 .kind
-                .encode(array, self.shift_secs, &mut column.values, &mut column.ends);
-            total += column.values.len() + column.prefix.len() * rows;
+                .encode(array, self.shift_secs, &mut column.values);
+            total += column.values.total_bytes() + column.prefix.len() * rows;
         }
 
-        out.data.reserve(total);
+        // Room for every byte, plus a slot of slack for the constant-size over-copies.
+        let mut pos = out.len_bytes;
+        let needed = pos + total + SLOT;
+        if out.data.len() < needed {
+            out.data.resize(needed, 0);
+        }
+        let data = &mut out.data[..];
+        // Per column, the next spilled value to take.
+        self.spill_next.clear();
+        self.spill_next.resize(self.columns.len(), 0);
         out.ends.reserve(rows);
         for row in 0..rows {
-            out.data.push(b'{');
-            for column in &self.columns {
-                out.data.extend_from_slice(&column.prefix);
-                let (start, end) = (column.ends[row] as usize, column.ends[row + 1] as usize);
-                out.data.extend_from_slice(&column.values[start..end]);
+            data[pos] = b'{';
+            pos += 1;
+            for (c, column) in self.columns.iter().enumerate() {
+                match &column.prefix_slot {
+                    Some(prefix) => copy_slot(data, pos, prefix),
+                    None => data[pos..pos + column.prefix.len()].copy_from_slice(&column.prefix),
+                }
+                pos += column.prefix.len();
+                match column.values.slot(row) {
+                    Some((slot, len)) => {
+                        copy_slot(data, pos, slot);
+                        pos += len;
+                    }
+                    None => {
+                        let value = column.values.spilled(self.spill_next[c]);
+                        self.spill_next[c] += 1;
+                        data[pos..pos + value.len()].copy_from_slice(value);
+                        pos += value.len();
+                    }
+                }
             }
-            out.data.push(b'}');
-            out.ends.push(out.data.len());
+            data[pos] = b'}';
+            pos += 1;
+            out.ends.push(pos);
         }
+        out.len_bytes = pos;
 
         if let Some(key) = self.key {
             let column = &self.columns[key];
@@ -177,9 +209,9 @@ impl RowEncoder {
             let quoted = usize::from(column.kind.is_string());
             for row in 0..rows {
                 if array.is_valid(row) {
-                    let (start, end) = (column.ends[row] as usize, column.ends[row + 1] as usize);
+                    let value = column.values.value(row);
                     out.keys
-                        .extend_from_slice(&column.values[start + quoted..end - quoted]);
+                        .extend_from_slice(&value[quoted..value.len() - quoted]);
                     out.key_valid.push(true);
                 } else {
                     out.key_valid.push(false);
@@ -188,6 +220,16 @@ impl RowEncoder {
             }
         }
     }
+}
+
+/// Copies a whole slot to `data[pos..]` (a constant-size copy the compiler turns into a couple of
+/// vector moves); only the value's real length counts, the rest is overwritten next.
+#[inline]
+fn copy_slot(data: &mut [u8], pos: usize, slot: &Slot) {
+    let dst: &mut Slot = (&mut data[pos..pos + SLOT])
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("a slot is SLOT bytes"));
+    *dst = *slot;
 }
 
 /// Finds a column by name: the exact name first, then ignoring ASCII case.
@@ -203,7 +245,9 @@ pub fn find_column(schema: &Schema, name: &str) -> Option<usize> {
 /// Encoded rows, ready to send: the JSON of every row back to back, and each row's key.
 #[derive(Debug, Default)]
 pub struct EncodedRows {
+    /// Row bytes in `data[..len_bytes]`; the rest is scratch kept between uses (no re-zeroing).
     data: Vec<u8>,
+    len_bytes: usize,
     ends: Vec<usize>,
     keys: Vec<u8>,
     key_ends: Vec<usize>,
@@ -213,7 +257,7 @@ pub struct EncodedRows {
 impl EncodedRows {
     /// Empties the rows, keeping the memory for reuse.
     pub fn clear(&mut self) {
-        self.data.clear();
+        self.len_bytes = 0;
         self.ends.clear();
         self.keys.clear();
         self.key_ends.clear();
@@ -232,7 +276,7 @@ impl EncodedRows {
 
     /// Total JSON bytes of all rows.
     pub fn bytes(&self) -> usize {
-        self.data.len()
+        self.len_bytes
     }
 
     /// The JSON object of row `i`.

@@ -1,6 +1,8 @@
-//! Numbers as JSON: integers through `itoa`, floats through a fast path for values with at most
-//! two decimals (money and distances, most of a taxi row) and `ryu` for the rest; non-finite
+//! Numbers as JSON into a growable buffer (the slow path and the reference for [`super::slot`]):
+//! integers through `itoa`, floats through the exact two-decimal fast path or `ryu`; non-finite
 //! floats become `null`, decimals keep their scale.
+
+use super::slot::{SLOT, put_f64_cents};
 
 /// Writes an `f64` as a JSON number that parses back to the same value, or `null` when it is NaN
 /// or infinite.
@@ -14,23 +16,11 @@ pub fn write_f64(out: &mut Vec<u8>, x: f64) {
         out.extend_from_slice(b"null");
         return;
     }
-    let cents = (x * 100.0).round();
-    if cents.abs() < 9_007_199_254_740_992.0 && cents / 100.0 == x {
-        let negative = x.is_sign_negative();
-        let cents = cents.abs() as u64;
-        if negative {
-            out.push(b'-');
-        }
-        out.extend_from_slice(itoa::Buffer::new().format(cents / 100).as_bytes());
-        let frac = (cents % 100) as u8;
-        out.push(b'.');
-        out.push(b'0' + frac / 10);
-        if frac % 10 != 0 {
-            out.push(b'0' + frac % 10);
-        }
-        return;
+    let mut slot = [0u8; SLOT];
+    match put_f64_cents(&mut slot, x) {
+        Some(n) => out.extend_from_slice(&slot[..n]),
+        None => out.extend_from_slice(ryu::Buffer::new().format_finite(x).as_bytes()),
     }
-    out.extend_from_slice(ryu::Buffer::new().format_finite(x).as_bytes());
 }
 
 /// Writes an `f32` in its own shortest form (`0.1`, not `0.10000000149011612`), `null` when not

@@ -391,3 +391,67 @@ fn unsupported_types_are_named() {
         "{err}"
     );
 }
+
+#[test]
+fn long_values_and_names_spill_without_losing_order() {
+    let n = 3_000usize;
+    let long_name = "a_column_name_much_longer_than_one_slot_of_thirty_two_bytes";
+    let text = |i: usize| {
+        if i % 3 == 0 {
+            format!("short{i}")
+        } else {
+            format!("a long value number {i} that does not fit in a slot \"quoted\"")
+        }
+    };
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            long_name,
+            Arc::new(StringArray::from_iter_values((0..n).map(text))) as ArrayRef,
+        ),
+        (
+            "f",
+            Arc::new(Float64Array::from_iter_values(
+                (0..n).map(|i| i as f64 / 3.0),
+            )),
+        ),
+        (
+            "big",
+            Arc::new(Int64Array::from_iter_values(
+                (0..n).map(|i| i64::MIN + i as i64),
+            )),
+        ),
+    ])
+    .unwrap();
+    let options = EncodeOptions {
+        key_column: Some(long_name.into()),
+        ..Default::default()
+    };
+    let mut encoder = RowEncoder::new(&batch.schema(), &options).unwrap();
+    let mut out = EncodedRows::default();
+    encoder.encode(&batch, &mut out);
+    assert_eq!(out.len(), n);
+    for (i, (key, row)) in out.iter().enumerate() {
+        let mut v: Value = serde_json::from_slice(row).unwrap();
+        // serde_json's default float parsing may be off by an ulp: check the text with std's.
+        let row_text = std::str::from_utf8(row).unwrap();
+        let f_text = row_text
+            .split("\"f\":")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap();
+        assert_eq!(f_text.parse::<f64>().unwrap(), i as f64 / 3.0, "{f_text}");
+        v["f"] = Value::Null;
+        assert_eq!(
+            v,
+            json!({long_name: text(i), "f": null, "big": i64::MIN + i as i64})
+        );
+        // String keys are the raw JSON string content (escapes kept).
+        let expected_key = serde_json::to_string(&text(i)).unwrap();
+        assert_eq!(
+            key.unwrap(),
+            &expected_key.as_bytes()[1..expected_key.len() - 1]
+        );
+    }
+}

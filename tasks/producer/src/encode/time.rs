@@ -3,16 +3,11 @@
 
 use arrow::datatypes::TimeUnit;
 
+use super::slot::{DIGITS2, Slot, put2};
+
 const SECONDS_PER_DAY: i64 = 86_400;
 
-/// Two ASCII digits for every number below 100.
-const DIGITS2: &[u8; 200] = b"\
-0001020304050607080910111213141516171819\
-2021222324252627282930313233343536373839\
-4041424344454647484950515253545556575859\
-6061626364656667686970717273747576777879\
-8081828384858687888990919293949596979899";
-
+/// Appends the two digits of `n % 100`.
 fn push2(out: &mut Vec<u8>, n: u32) {
     let i = (n as usize % 100) * 2;
     out.extend_from_slice(&DIGITS2[i..i + 2]);
@@ -59,8 +54,11 @@ pub struct TimestampFormatter {
     /// Microseconds per sub-second unit (ms: 1000), used when the unit is coarser than 1 µs.
     micros_per_unit: i64,
     cached_day: i64,
-    cached_prefix: [u8; 11],
+    cached_prefix: [u8; SLOT_PREFIX],
 }
+
+/// `YYYY-MM-DD ` is 11 bytes.
+const SLOT_PREFIX: usize = 11;
 
 impl TimestampFormatter {
     /// A formatter for values counted in `unit` since 1970-01-01 00:00:00 UTC.
@@ -76,13 +74,63 @@ impl TimestampFormatter {
             per_micro,
             micros_per_unit,
             cached_day: i64::MIN,
-            cached_prefix: [0; 11],
+            cached_prefix: [0; SLOT_PREFIX],
         }
     }
 
     /// How many units make one second.
     pub fn units_per_second(&self) -> i64 {
         self.per_second
+    }
+
+    /// Writes `value` quoted, `"YYYY-MM-DD HH:MM:SS[.ffffff]"`, into a slot; `None` when the year
+    /// has not four digits (the caller then takes the slow path, [`TimestampFormatter::write`]).
+    #[inline]
+    pub fn put_quoted(&mut self, slot: &mut Slot, value: i64) -> Option<usize> {
+        let secs = value.div_euclid(self.per_second);
+        let sub = value.rem_euclid(self.per_second);
+        let day = secs.div_euclid(SECONDS_PER_DAY);
+        if day != self.cached_day {
+            let (y, m, d) = civil_from_days(day);
+            if !(0..=9999).contains(&y) {
+                return None;
+            }
+            let mut prefix = [0u8; SLOT_PREFIX];
+            let mut tmp: Slot = [0; super::slot::SLOT];
+            put2(&mut tmp, 0, (y / 100) as u32);
+            put2(&mut tmp, 2, (y % 100) as u32);
+            tmp[4] = b'-';
+            put2(&mut tmp, 5, m);
+            tmp[7] = b'-';
+            put2(&mut tmp, 8, d);
+            tmp[10] = b' ';
+            prefix.copy_from_slice(&tmp[..SLOT_PREFIX]);
+            self.cached_prefix = prefix;
+            self.cached_day = day;
+        }
+        let sod = secs.rem_euclid(SECONDS_PER_DAY) as u32;
+        slot[0] = b'"';
+        slot[1..12].copy_from_slice(&self.cached_prefix);
+        put2(slot, 12, sod / 3600);
+        slot[14] = b':';
+        put2(slot, 15, sod / 60 % 60);
+        slot[17] = b':';
+        put2(slot, 18, sod % 60);
+        let micros = match self.per_micro {
+            0 => sub * self.micros_per_unit,
+            1 => sub,
+            n => sub / n,
+        } as u32;
+        if micros == 0 {
+            slot[20] = b'"';
+            return Some(21);
+        }
+        slot[20] = b'.';
+        put2(slot, 21, micros / 10_000);
+        put2(slot, 23, micros / 100 % 100);
+        put2(slot, 25, micros % 100);
+        slot[27] = b'"';
+        Some(28)
     }
 
     /// Writes `value` as `YYYY-MM-DD HH:MM:SS`, then `.ffffff` when the microseconds are not zero
@@ -122,6 +170,24 @@ impl TimestampFormatter {
             push2(out, micros % 100);
         }
     }
+}
+
+/// Writes `"YYYY-MM-DD"` (quoted) for a day count into a slot, or returns `None` when the year
+/// has not four digits (the caller then takes the slow path).
+pub fn put_date_quoted(slot: &mut Slot, days: i64) -> Option<usize> {
+    let (y, m, d) = civil_from_days(days);
+    if !(0..=9999).contains(&y) {
+        return None;
+    }
+    slot[0] = b'"';
+    put2(slot, 1, (y / 100) as u32);
+    put2(slot, 3, (y % 100) as u32);
+    slot[5] = b'-';
+    put2(slot, 6, m);
+    slot[8] = b'-';
+    put2(slot, 9, d);
+    slot[11] = b'"';
+    Some(12)
 }
 
 #[cfg(test)]

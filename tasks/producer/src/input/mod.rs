@@ -138,6 +138,16 @@ impl InputFile {
             .map_err(|e| self.error(Problem::Metadata(e)))
     }
 
+    /// Uncompressed size of the file's column data: about its size decoded in memory.
+    pub fn uncompressed_bytes(&self) -> u64 {
+        self.metadata
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.total_byte_size().max(0) as u64)
+            .sum()
+    }
+
     /// Row groups in the file.
     pub fn row_groups(&self) -> usize {
         self.metadata.metadata().num_row_groups()
