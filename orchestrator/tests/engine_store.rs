@@ -182,7 +182,10 @@ fn contract(store: &dyn Store) {
         host: me.host.clone(),
     };
     store.record_process(&proc_).unwrap();
-    assert_eq!(store.processes(&orphan.run_id).unwrap(), std::slice::from_ref(&proc_));
+    assert_eq!(
+        store.processes(&orphan.run_id).unwrap(),
+        std::slice::from_ref(&proc_)
+    );
     let recovered = store.fail_orphaned_runs(&|o| o.pid != dead.pid).unwrap();
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0].0.run_id, orphan.run_id);
