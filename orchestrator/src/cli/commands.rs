@@ -131,6 +131,7 @@ pub fn run(files: &StateFiles, args: RunArgs) -> anyhow::Result<ExitCode> {
         let _ = shown.await;
         signals.abort();
         print_summary(&outcome);
+        print_leaf_outputs(&dag, &outcome, engine.store().as_ref());
         Ok(if outcome.state == RunState::Success {
             ExitCode::SUCCESS
         } else {
@@ -180,6 +181,34 @@ fn print_summary(outcome: &RunOutcome) {
             outcome.run_id, outcome.state
         ),
         None => println!("\nRun {} {} in {took}", outcome.run_id, outcome.state),
+    }
+}
+
+/// The outputs of the DAG's successful leaf tasks (a benchmark's report task, say): the run's
+/// results, shown under the summary so a user need not look them up with `orchestrator runs`.
+fn print_leaf_outputs(dag: &crate::dag::Dag, outcome: &RunOutcome, store: &dyn Store) {
+    let Ok(instances) = store.task_instances(&outcome.run_id) else {
+        return;
+    };
+    for task in dag.tasks.iter().filter(|t| t.downstream.is_empty()) {
+        let Some(instance) = instances
+            .iter()
+            .find(|i| i.task_id == task.id && i.state == crate::store::TaskState::Success)
+        else {
+            continue;
+        };
+        if instance.outputs.is_empty() {
+            continue;
+        }
+        println!("\nOutputs of {}:", task.id);
+        let width = instance.outputs.keys().map(String::len).max().unwrap_or(0);
+        for (key, value) in &instance.outputs {
+            let shown = match value {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            println!("  {key:<width$}  {shown}");
+        }
     }
 }
 
