@@ -1,0 +1,305 @@
+//! The UI in a real browser: headless Chromium driven through chromedriver (WebDriver, with
+//! fantoccini) clicks the trigger button of the example DAG, sees the run appear and succeed
+//! without reloading the page, opens the run, triggers again with params from the DAG page's
+//! form, follows a task log, toggles the pause switch, and saves the screenshots the README shows
+//! (`docs/screenshots/ui.png`, `docs/screenshots/run.png`).
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`apt-get install -y chromium chromium-driver`,
+//! or `infrastructure/local/velostream-local install`); fails with that hint when they are
+//! missing. `VELOSTREAM_CHROMIUM` and `VELOSTREAM_CHROMEDRIVER` point elsewhere.
+
+mod web_common;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use web_common::Env;
+
+const INSTALL_HINT: &str = "the browser test needs Debian's chromium and chromium-driver: run `apt-get install -y chromium chromium-driver` (or `infrastructure/local/velostream-local install`), or set VELOSTREAM_CHROMIUM and VELOSTREAM_CHROMEDRIVER";
+
+fn find(env: &str, names: &[&str]) -> PathBuf {
+    if let Ok(p) = std::env::var(env) {
+        let p = PathBuf::from(p);
+        assert!(
+            p.is_file(),
+            "{env}={} does not exist; {INSTALL_HINT}",
+            p.display()
+        );
+        return p;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path).chain([
+        PathBuf::from("/usr/bin"),
+        PathBuf::from("/usr/lib/chromium"),
+    ]) {
+        for name in names {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    panic!("{} not found; {INSTALL_HINT}", names.join(" or "));
+}
+
+/// chromedriver in its own process group, killed with everything it started on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start(chromedriver: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(chromedriver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e}; {INSTALL_HINT}",
+                    chromedriver.display()
+                )
+            });
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not listen on {port} within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, url }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let pgid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+async fn browser(driver: &Driver, chromium: &Path, profile: &Path) -> Client {
+    let caps = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": [
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-dev-shm-usage",
+                format!("--user-data-dir={}", profile.display()),
+                "--window-size=1280,1000",
+            ]
+        }
+    });
+    let serde_json::Value::Object(caps) = caps else {
+        unreachable!()
+    };
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("cannot start headless Chromium through chromedriver: {e}; {INSTALL_HINT}")
+        })
+}
+
+/// Waits up to `secs` for an element matching `css`.
+async fn wait_css(c: &Client, css: &str, secs: u64) -> fantoccini::elements::Element {
+    match c
+        .wait()
+        .at_most(Duration::from_secs(secs))
+        .every(Duration::from_millis(50))
+        .for_element(Locator::Css(css))
+        .await
+    {
+        Ok(e) => e,
+        Err(e) => {
+            let source = c.source().await.unwrap_or_default();
+            panic!("no element {css} within {secs} s ({e}); page:\n{source}");
+        }
+    }
+}
+
+fn screenshot_path(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trigger_a_run_in_the_browser_and_watch_it_succeed() {
+    let chromium = find("VELOSTREAM_CHROMIUM", &["chromium", "chromium-browser"]);
+    let chromedriver = find("VELOSTREAM_CHROMEDRIVER", &["chromedriver"]);
+    let hello = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../dags/examples/hello.toml"),
+    )
+    .unwrap();
+    let env = Env::new(&[("hello.toml", &hello)]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(orchestrator::web::serve_on(
+        listener,
+        env.state.clone(),
+        true,
+        Duration::from_millis(500),
+    ));
+    let driver = Driver::start(&chromedriver);
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&driver, &chromium, profile.path()).await;
+
+    // The DAG list: click Trigger, the run shows up without a reload.
+    c.goto(&format!("{base}/")).await.unwrap();
+    wait_css(&c, "#dag-hello button.trigger", 10)
+        .await
+        .click()
+        .await
+        .unwrap();
+    let clicked = Instant::now();
+    let flash = wait_css(&c, "#flash.ok", 5).await;
+    assert!(flash.text().await.unwrap().contains("Started run manual__"));
+    let square = wait_css(&c, "#dag-hello .sq[data-state]", 10).await;
+    eprintln!(
+        "run shown in the list {:?} after the click",
+        clicked.elapsed()
+    );
+    let run_id = square.attr("data-run").await.unwrap().unwrap();
+    let done = wait_css(
+        &c,
+        &format!("#dag-hello .sq[data-run=\"{run_id}\"][data-state=\"success\"]"),
+        60,
+    )
+    .await;
+    eprintln!(
+        "run shown as succeeded {:?} after the click",
+        clicked.elapsed()
+    );
+
+    // Its page: every task succeeded, check_total on its second try.
+    done.click().await.unwrap();
+    wait_css(&c, "#run-state[data-state=\"success\"]", 20).await;
+    for task in ["prepare", "count_a", "count_b", "check_total", "cleanup"] {
+        wait_css(
+            &c,
+            &format!("tr[data-task=\"{task}\"][data-state=\"success\"]"),
+            5,
+        )
+        .await;
+    }
+    let row = c
+        .find(Locator::Css("tr[data-task=\"check_total\"]"))
+        .await
+        .unwrap();
+    assert!(
+        row.text().await.unwrap().contains("#2"),
+        "check_total retried once"
+    );
+    assert_eq!(
+        c.find_all(Locator::Css("svg.gantt rect.bar"))
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    std::fs::write(screenshot_path("run.png"), c.screenshot().await.unwrap()).unwrap();
+
+    // The DAG page: trigger again with a param from the form.
+    c.goto(&format!("{base}/dags/hello")).await.unwrap();
+    let rows = wait_css(&c, "input[name=\"params.rows\"]", 10).await;
+    rows.clear().await.unwrap();
+    rows.send_keys("600").await.unwrap();
+    c.find(Locator::Css(".trigger-form button.trigger"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let flash = wait_css(&c, "#flash.ok", 5).await;
+    let text = flash.text().await.unwrap();
+    let second = text
+        .trim_start_matches("Started run ")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    wait_css(
+        &c,
+        &format!("table.grid .sq[data-run=\"{second}\"][data-state=\"success\"]"),
+        60,
+    )
+    .await;
+    let cells = c
+        .find_all(Locator::Css("table.grid a.cell.s-success"))
+        .await
+        .unwrap();
+    assert_eq!(cells.len(), 10, "two runs of five tasks in the grid");
+    let nodes = c
+        .find_all(Locator::Css("svg.graph g.node[data-state=\"success\"]"))
+        .await
+        .unwrap();
+    assert_eq!(nodes.len(), 5, "the graph is coloured by the latest run");
+
+    // Pause and unpause with the toggle.
+    let toggle = "form[action=\"/api/dags/hello/pause\"] button.toggle";
+    wait_css(&c, toggle, 5).await.click().await.unwrap();
+    wait_css(
+        &c,
+        "form[action=\"/api/dags/hello/unpause\"] button.toggle",
+        10,
+    )
+    .await
+    .click()
+    .await
+    .unwrap();
+    wait_css(&c, toggle, 10).await;
+    assert!(env.state.store().paused_dags().unwrap().is_empty());
+    let run = env.state.store().run(&second).unwrap().unwrap();
+    assert_eq!(run.params["rows"], 600);
+    c.execute("document.getElementById('flash').textContent = ''", vec![])
+        .await
+        .unwrap();
+    std::fs::write(screenshot_path("ui.png"), c.screenshot().await.unwrap()).unwrap();
+
+    // The log of check_total's second try: total = 600 / 2 + 600.
+    c.goto(&format!(
+        "{base}/runs/{}/tasks/check_total/log",
+        enc(&second)
+    ))
+    .await
+    .unwrap();
+    let log = wait_css(&c, "#log", 10).await;
+    assert!(log.text().await.unwrap().contains("total rows: 900"));
+
+    c.close().await.unwrap();
+    env.shutdown.cancel();
+    server.await.unwrap().unwrap();
+    drop(driver);
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
