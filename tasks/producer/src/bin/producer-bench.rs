@@ -71,6 +71,9 @@ struct Args {
     /// Run only these phases (decode, encode, read, flood200, flood, ours); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Also write the figures to this file as JSON (velostream-bench reads it).
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 fn parse_property(s: &str) -> Result<(String, String), String> {
@@ -212,7 +215,36 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    if let Some(path) = &args.json {
+        write_json(path, file.rows, &figures)?;
+    }
     Ok(())
+}
+
+/// The figures as JSON: `{"rows_per_pass": n, "phases": [{"name", "rows", "bytes", "seconds",
+/// "cpu_seconds", "rows_per_sec", "mb_per_sec"}]}`.
+fn write_json(
+    path: &std::path::Path,
+    rows_per_pass: u64,
+    figures: &[Figure],
+) -> anyhow::Result<()> {
+    let phases: Vec<serde_json::Value> = figures
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "name": f.name,
+                "rows": f.rows,
+                "bytes": f.bytes,
+                "seconds": f.seconds,
+                "cpu_seconds": f.cpu_seconds,
+                "rows_per_sec": f.rows_per_sec(),
+                "mb_per_sec": f.mb_per_sec(),
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({ "rows_per_pass": rows_per_pass, "phases": phases });
+    std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Runs `phase` against `--brokers`, or a fresh broker started for it, on a fresh topic.
