@@ -125,7 +125,8 @@ impl Handoff {
         self.lock().failed.clone()
     }
 
-    /// A partition was assigned, continuing at `next` (what ClickHouse has).
+    /// A partition was assigned, continuing at `next` (what ClickHouse has; -1 if it has
+    /// nothing, which is never committed).
     pub fn start(&self, partition: i32, next: i64) {
         self.lock().acked.insert(partition, next);
     }

@@ -280,7 +280,7 @@ impl Ingest {
                 tracing::warn!(partition = p, error = %err, "Cannot set the start offset");
             }
             state.positions.insert(p, next.unwrap_or(-1));
-            self.handoff.start(p, next.unwrap_or(0));
+            self.handoff.start(p, next.unwrap_or(-1));
             started.push((p, next));
         }
         let assigned = if cooperative {
