@@ -5,7 +5,8 @@
 //! [`store::Store`] (SQLite by default). The `orchestrator` binary is a thin shell over [`cli`].
 //!
 //! Data flows one way: `dag` -> `scheduler` -> `operators` -> `process` / `store`, and the front ends
-//! (`cli`, later `web`) sit on top.
+//! sit on top: [`cli`], and `orchestrator serve` ([`web`]: UI, JSON API, metrics) with its cron
+//! scheduler ([`cron`]).
 
 pub mod cli;
 pub mod cron;
