@@ -19,6 +19,17 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use web_common::Env;
 
+/// A task that writes a line every 150 ms for a couple of seconds.
+const TICKER: &str = r#"
+[dag]
+id = "ticker"
+
+[[task]]
+id = "tick"
+kind = "command"
+shell = "for i in $(seq 1 15); do echo tick $i; sleep 0.15; done"
+"#;
+
 const INSTALL_HINT: &str = "the browser test needs Debian's chromium and chromium-driver: run `apt-get install -y chromium chromium-driver` (or `infrastructure/local/velostream-local install`), or set VELOSTREAM_CHROMIUM and VELOSTREAM_CHROMEDRIVER";
 
 fn find(env: &str, names: &[&str]) -> PathBuf {
@@ -151,7 +162,7 @@ async fn trigger_a_run_in_the_browser_and_watch_it_succeed() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../dags/examples/hello.toml"),
     )
     .unwrap();
-    let env = Env::new(&[("hello.toml", &hello)]);
+    let env = Env::new(&[("hello.toml", &hello), ("ticker.toml", TICKER)]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(orchestrator::web::serve_on(
@@ -285,6 +296,32 @@ async fn trigger_a_run_in_the_browser_and_watch_it_succeed() {
     .unwrap();
     let log = wait_css(&c, "#log", 10).await;
     assert!(log.text().await.unwrap().contains("total rows: 900"));
+
+    // A running task's log is followed: lines written after the page loaded appear.
+    let (_, v) = env.post_json("/api/dags/ticker/runs", json!({})).await;
+    let ticker = v["run_id"].as_str().unwrap().to_owned();
+    c.goto(&format!("{base}/runs/{}/tasks/tick/log", enc(&ticker)))
+        .await
+        .unwrap();
+    let log = wait_css(&c, "#log[data-running=\"true\"]", 10).await;
+    let followed = Instant::now();
+    let deadline = followed + Duration::from_secs(30);
+    while !log.text().await.unwrap().contains("tick 15") {
+        assert!(
+            Instant::now() < deadline,
+            "the log was not followed: {}",
+            log.text().await.unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = wait_css(&c, "#log-status", 5).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status.text().await.unwrap() != "try finished" {
+        assert!(Instant::now() < deadline, "the follower did not stop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = log.text().await.unwrap();
+    assert_eq!(text.matches("tick ").count(), 15, "each line once: {text}");
 
     c.close().await.unwrap();
     env.shutdown.cancel();
