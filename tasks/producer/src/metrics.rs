@@ -118,7 +118,10 @@ mod tests {
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         assert!(response.starts_with("HTTP/1.0 200"), "{response}");
-        assert!(response.contains("velostream_producer_rows_total 42"), "{response}");
+        assert!(
+            response.contains("velostream_producer_rows_total 42"),
+            "{response}"
+        );
         assert!(response.contains("velostream_producer_bytes_total 4200"));
         assert!(response.contains("velostream_producer_errors_total 1"));
         assert_eq!(stats.first_error().as_deref(), Some("boom"));

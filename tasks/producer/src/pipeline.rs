@@ -385,7 +385,12 @@ mod tests {
         let rows = read_all(reader(0));
         assert_eq!(rows.len(), 25_000);
         assert_eq!(read_all(reader(u64::MAX)), rows, "decoded once, same rows");
-        let pickup = |i: usize| rows[i]["tpep_pickup_datetime"].as_str().unwrap().to_string();
+        let pickup = |i: usize| {
+            rows[i]["tpep_pickup_datetime"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
         let plus = |s: &str, secs: i64| {
             let base = s.split(':').next_back().unwrap().parse::<i64>().unwrap();
             (base + secs) % 60

@@ -49,7 +49,11 @@ fn truncated(dir: &Path) -> PathBuf {
 /// A CSV file with a .parquet name.
 fn not_parquet(dir: &Path) -> PathBuf {
     let path = dir.join("trips.parquet");
-    std::fs::write(&path, "VendorID,tpep_pickup_datetime\n1,2023-01-01 00:00:00\n").unwrap();
+    std::fs::write(
+        &path,
+        "VendorID,tpep_pickup_datetime\n1,2023-01-01 00:00:00\n",
+    )
+    .unwrap();
     path
 }
 
@@ -133,8 +137,14 @@ fn missing_paths_and_empty_globs_are_reported_together() {
         .arg(&glob));
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&format!("{}: no such file or directory", missing.display())), "{stderr}");
-    assert!(stderr.contains(&format!("`{glob}` matches no Parquet file")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}: no such file or directory", missing.display())),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("`{glob}` matches no Parquet file")),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -167,7 +177,13 @@ fn a_directory_and_a_glob_of_several_tlc_years_go_out_in_one_run() {
     write_parquet(&lower.join("yellow_lower.parquet"), &lowered);
 
     let output = run(producer()
-        .args(["--brokers", &kafka.bootstrap, "--topic", "years", "--create-topic"])
+        .args([
+            "--brokers",
+            &kafka.bootstrap,
+            "--topic",
+            "years",
+            "--create-topic",
+        ])
         .arg(&years)
         .arg(format!("{}/yellow_*.parquet", lower.display())));
     assert!(output.status.success(), "exit {:?}", output.status);
@@ -185,14 +201,30 @@ fn a_directory_and_a_glob_of_several_tlc_years_go_out_in_one_run() {
     assert_eq!(with("airport_fee"), 3_000, "2023 spelling");
     assert_eq!(with("Airport_fee"), 3_000, "2024 and 2025 spelling");
     assert_eq!(with("cbd_congestion_fee"), 1_000, "2025 only");
-    assert_eq!(with("pulocationid"), 500, "lower-cased copy keeps its names");
+    assert_eq!(
+        with("pulocationid"),
+        500,
+        "lower-cased copy keeps its names"
+    );
     // Keys come from PULocationID whatever its case or integer width.
     for ((key, _), v) in messages.iter().zip(&rows) {
-        let id = v.get("PULocationID").or_else(|| v.get("pulocationid")).unwrap();
+        let id = v
+            .get("PULocationID")
+            .or_else(|| v.get("pulocationid"))
+            .unwrap();
         assert_eq!(key.as_deref(), Some(id.to_string().as_bytes()));
     }
     // 2024+ passenger counts are integers (or null), 2023's are floats.
-    assert!(rows.iter().any(|v| v.get("cbd_congestion_fee").is_some() && v["passenger_count"].is_i64()));
-    assert!(rows.iter().any(|v| v.get("cbd_congestion_fee").is_some() && v["passenger_count"].is_null()));
-    assert!(rows.iter().any(|v| v.get("airport_fee").is_some() && v["passenger_count"].is_f64()));
+    assert!(
+        rows.iter()
+            .any(|v| v.get("cbd_congestion_fee").is_some() && v["passenger_count"].is_i64())
+    );
+    assert!(
+        rows.iter()
+            .any(|v| v.get("cbd_congestion_fee").is_some() && v["passenger_count"].is_null())
+    );
+    assert!(
+        rows.iter()
+            .any(|v| v.get("airport_fee").is_some() && v["passenger_count"].is_f64())
+    );
 }

@@ -178,21 +178,35 @@ fn repeat_and_limit_set_the_volume() {
         "--progress none prints no progress"
     );
 
-    let messages = consume(&kafka.bootstrap, "volume", 250_000, Duration::from_secs(120));
+    let messages = consume(
+        &kafka.bootstrap,
+        "volume",
+        250_000,
+        Duration::from_secs(120),
+    );
     assert_eq!(messages.len(), 250_000);
     assert!(messages.iter().all(|(k, _)| k.is_none()), "--no-key");
     // The first trip appears once per pass, each pass a second later.
     let mut pickups: Vec<String> = messages
         .iter()
         .map(|(_, p)| serde_json::from_slice::<Value>(p).unwrap())
-        .filter(|v| v["PULocationID"] == 161 && v["DOLocationID"] == 141 && v["total_amount"] == 14.3 && v["trip_distance"] == 0.97)
+        .filter(|v| {
+            v["PULocationID"] == 161
+                && v["DOLocationID"] == 141
+                && v["total_amount"] == 14.3
+                && v["trip_distance"] == 0.97
+        })
         .map(|v| v["tpep_pickup_datetime"].as_str().unwrap().to_string())
         .filter(|t| t.starts_with("2023-01-01 00:32:1"))
         .collect();
     pickups.sort();
     assert_eq!(
         pickups,
-        ["2023-01-01 00:32:10", "2023-01-01 00:32:11", "2023-01-01 00:32:12"]
+        [
+            "2023-01-01 00:32:10",
+            "2023-01-01 00:32:11",
+            "2023-01-01 00:32:12"
+        ]
     );
 }
 
@@ -207,7 +221,9 @@ fn an_unreachable_broker_fails_fast_and_sends_nothing() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains(&format!("cannot reach the Kafka brokers at 127.0.0.1:{port}")),
+        stderr.contains(&format!(
+            "cannot reach the Kafka brokers at 127.0.0.1:{port}"
+        )),
         "{stderr}"
     );
     assert!(start.elapsed() < Duration::from_secs(30));
@@ -280,7 +296,12 @@ fn a_broker_dying_mid_stream_fails_with_the_count() {
     let mut child = start_long_run(
         &kafka,
         "doomed",
-        &["--message-timeout", "5s", "--producer-property", "retry.backoff.max.ms=500"],
+        &[
+            "--message-timeout",
+            "5s",
+            "--producer-property",
+            "retry.backoff.max.ms=500",
+        ],
     );
     kafka.kill();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -315,6 +336,11 @@ fn sigterm_stops_reading_and_reports_what_was_delivered() {
     assert_eq!(out["failed"], 0);
     assert!(rows > 0 && rows < out["planned"].as_u64().unwrap(), "{out}");
     // Everything reported delivered is in the topic, nothing more.
-    let messages = consume(&kafka.bootstrap, "stopped", rows as usize, Duration::from_secs(60));
+    let messages = consume(
+        &kafka.bootstrap,
+        "stopped",
+        rows as usize,
+        Duration::from_secs(60),
+    );
     assert_eq!(messages.len() as u64, rows);
 }

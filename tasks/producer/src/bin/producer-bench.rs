@@ -50,15 +50,15 @@ struct Args {
     /// Compression of message batches.
     #[arg(long, value_enum, default_value_t = Compression::Lz4)]
     compression: Compression,
-    /// linger.ms for all phases.
-    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
-    linger: Duration,
-    /// batch.num.messages for all phases.
-    #[arg(long, default_value_t = 10_000)]
-    batch_messages: u64,
-    /// batch.size (bytes) for all phases.
-    #[arg(long, default_value_t = 1_000_000)]
-    batch_bytes: u64,
+    /// linger.ms of our phases (default: the producer's).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    linger: Option<Duration>,
+    /// batch.num.messages of our phases (default: the producer's).
+    #[arg(long)]
+    batch_messages: Option<u64>,
+    /// batch.size (bytes) of our phases (default: the producer's).
+    #[arg(long)]
+    batch_bytes: Option<u64>,
     /// Extra librdkafka properties for all phases (KEY=VALUE, repeatable).
     #[arg(long = "producer-property", value_parser = parse_property)]
     properties: Vec<(String, String)>,
@@ -68,9 +68,13 @@ struct Args {
     /// Only the phases without a broker (decode, encode).
     #[arg(long)]
     no_broker: bool,
-    /// Run only these phases (decode, encode, read, flood200, flood, ours); all by default.
+    /// Run only these phases (decode, encode, read, flood200, flood, floodtuned, ours); all by
+    /// default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Rounds of the broker phases (alternating); medians are compared.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     /// Also write the figures to this file as JSON (velostream-bench reads it).
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -100,7 +104,12 @@ fn process_cpu_seconds() -> f64 {
         .rsplit_once(')')
         .map(|(_, rest)| rest.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -137,7 +146,10 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    let path = args.file.clone().unwrap_or_else(velostream_testkit::taxi_sample);
+    let path = args
+        .file
+        .clone()
+        .unwrap_or_else(velostream_testkit::taxi_sample);
     let key = EncodeOptions {
         key_column: Some("PULocationID".into()),
         time_shift_secs: 0,
@@ -146,13 +158,13 @@ fn main() -> anyhow::Result<()> {
         .with_context(|| format!("opening {}", path.display()))?;
     let want = |phase: &str| args.only.is_empty() || args.only.iter().any(|p| p == phase);
     println!(
-        "producer-bench: {} ({} rows/pass), {} rows per phase, {} partitions, {:?}, linger {:?}",
+        "producer-bench: {} ({} rows/pass), {} rows per phase, {} partitions, {:?}, our linger {:?}",
         path.display(),
         file.rows,
         args.rows,
         args.partitions,
         args.compression,
-        args.linger
+        args.linger.unwrap_or(DeliveryConfig::new("", "").linger)
     );
     let mut figures = Vec::new();
 
@@ -169,48 +181,79 @@ fn main() -> anyhow::Result<()> {
         figures.last().map(Figure::print);
     }
     if !args.no_broker {
-        if want("flood200") {
-            let payload = vec![b'x'; args.flood_bytes];
-            let messages = vec![(None, payload)];
-            let fig = with_broker(&args, "flood200", |config| {
-                flood(
-                    config,
-                    &messages,
-                    args.rows,
-                    "baseline A: flood, 200 B messages",
-                )
-            })?;
-            fig.print();
-            figures.push(fig);
-        }
-        if want("flood") {
-            let messages = encode_sample(&file, &key)?;
-            let fig = with_broker(&args, "flood", |config| {
-                flood(
-                    config,
-                    &messages,
-                    args.rows,
-                    "baseline B: flood, our messages",
-                )
-            })?;
-            fig.print();
-            figures.push(fig);
-        }
-        if want("ours") {
-            let fig = with_broker(&args, "ours", |config| ours(config, &path, file.rows, args.rows))?;
-            fig.print();
-            figures.push(fig);
+        // Broker phases alternate over the rounds, so that load from elsewhere on the machine
+        // hits baselines and ours alike; medians are compared.
+        let flood200 = vec![(None, vec![b'x'; args.flood_bytes])];
+        let ours_messages = if want("flood") || want("floodtuned") {
+            encode_sample(&file, &key)?
+        } else {
+            Vec::new()
+        };
+        for round in 1..=args.rounds {
+            println!("round {round} of {}", args.rounds);
+            if want("flood200") {
+                let fig = with_broker(&args, "flood200", Settings::Plain, |config| {
+                    flood(
+                        config,
+                        &flood200,
+                        args.rows,
+                        "baseline A: plain flood, 200 B",
+                    )
+                })?;
+                fig.print();
+                figures.push(fig);
+            }
+            if want("flood") {
+                let fig = with_broker(&args, "flood", Settings::Plain, |config| {
+                    flood(
+                        config,
+                        &ours_messages,
+                        args.rows,
+                        "baseline B: plain flood, ours",
+                    )
+                })?;
+                fig.print();
+                figures.push(fig);
+            }
+            if want("floodtuned") {
+                let fig = with_broker(&args, "floodtuned", Settings::Ours, |config| {
+                    flood(
+                        config,
+                        &ours_messages,
+                        args.rows,
+                        "baseline C: tuned flood, ours",
+                    )
+                })?;
+                fig.print();
+                figures.push(fig);
+            }
+            if want("ours") {
+                let fig = with_broker(&args, "ours", Settings::Ours, |config| {
+                    ours(config, &path, file.rows, args.rows)
+                })?;
+                fig.print();
+                figures.push(fig);
+            }
         }
     }
 
-    let find = |name: &str| figures.iter().find(|f| f.name.starts_with(name));
-    if let Some(ours) = find("ours") {
-        for base in ["baseline A", "baseline B"] {
-            if let Some(b) = find(base) {
+    let medians: Vec<(&str, f64, f64)> = ["baseline A", "baseline B", "baseline C", "ours"]
+        .into_iter()
+        .filter_map(|name| median(&figures, name).map(|(rows, mb)| (name, rows, mb)))
+        .collect();
+    if args.rounds > 1 && !medians.is_empty() {
+        println!("medians over {} rounds:", args.rounds);
+        for (name, rows, mb) in &medians {
+            println!("  {name:<12} {rows:>10.0} rows/s {mb:>7.1} MB/s");
+        }
+    }
+    if let Some((ours_rows, ours_mb)) = median(&figures, "ours") {
+        for base in ["baseline A", "baseline B", "baseline C"] {
+            if let Some((rows, mb)) = median(&figures, base) {
                 println!(
                     "ours / {base}: {:.1}% of rows/s, {:.1}% of MB/s",
-                    100.0 * ours.rows_per_sec() / b.rows_per_sec(),
-                    100.0 * ours.mb_per_sec() / b.mb_per_sec()
+                    100.0 * ours_rows / rows,
+                    100.0 * ours_mb / mb
                 );
             }
         }
@@ -247,10 +290,25 @@ fn write_json(
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// The median rows/s and MB/s of the phases whose name starts with `name`.
+fn median(figures: &[Figure], name: &str) -> Option<(f64, f64)> {
+    let mut runs: Vec<&Figure> = figures
+        .iter()
+        .filter(|f| f.name.starts_with(name))
+        .collect();
+    if runs.is_empty() {
+        return None;
+    }
+    runs.sort_by(|a, b| a.rows_per_sec().total_cmp(&b.rows_per_sec()));
+    let m = runs[runs.len() / 2];
+    Some((m.rows_per_sec(), m.mb_per_sec()))
+}
+
 /// Runs `phase` against `--brokers`, or a fresh broker started for it, on a fresh topic.
 fn with_broker(
     args: &Args,
     name: &str,
+    settings: Settings,
     phase: impl FnOnce(&DeliveryConfig) -> anyhow::Result<Figure>,
 ) -> anyhow::Result<Figure> {
     let broker = args
@@ -271,17 +329,46 @@ fn with_broker(
     );
     let mut config = DeliveryConfig::new(brokers, topic);
     config.compression = args.compression;
-    config.linger = args.linger;
-    config.batch_messages = args.batch_messages;
-    config.batch_bytes = args.batch_bytes;
     config.create_partitions = Some(args.partitions);
     config.message_timeout = Duration::from_secs(120);
-    config.properties = args.properties.clone();
+    match settings {
+        Settings::Plain => {
+            // librdkafka's own defaults for everything but acks, idempotence and compression.
+            config.properties = PLAIN_DEFAULTS
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        }
+        Settings::Ours => {
+            config.linger = args.linger.unwrap_or(config.linger);
+            config.batch_messages = args.batch_messages.unwrap_or(config.batch_messages);
+            config.batch_bytes = args.batch_bytes.unwrap_or(config.batch_bytes);
+        }
+    }
+    config.properties.extend(args.properties.iter().cloned());
     velostream_producer::kafka::ensure_topic(&config)?;
     let figure = timed_cpu(|| phase(&config));
     drop(broker);
     figure
 }
+
+/// Which producer settings a phase uses.
+#[derive(Debug, Clone, Copy)]
+enum Settings {
+    /// A plain rdkafka producer: acks=all, idempotent, the chosen compression, all else default.
+    Plain,
+    /// velostream-producer's settings.
+    Ours,
+}
+
+/// librdkafka's defaults of the settings velostream-producer changes.
+const PLAIN_DEFAULTS: &[(&str, &str)] = &[
+    ("linger.ms", "5"),
+    ("batch.size", "1000000"),
+    ("batch.num.messages", "10000"),
+    ("queue.buffering.max.messages", "100000"),
+    ("queue.buffering.max.kbytes", "1048576"),
+];
 
 /// Runs a phase and records this process's CPU time during it.
 fn timed_cpu(phase: impl FnOnce() -> anyhow::Result<Figure>) -> anyhow::Result<Figure> {
@@ -313,11 +400,7 @@ fn decode_only(file: &input::InputFile, rows: u64) -> anyhow::Result<Figure> {
     })
 }
 
-fn encode_only(
-    file: &input::InputFile,
-    key: &EncodeOptions,
-    rows: u64,
-) -> anyhow::Result<Figure> {
+fn encode_only(file: &input::InputFile, key: &EncodeOptions, rows: u64) -> anyhow::Result<Figure> {
     let batches = file.reader(65_536)?.collect::<Result<Vec<_>, _>>()?;
     let mut encoder = RowEncoder::new(&file.schema, key)?;
     let mut out = EncodedRows::default();
@@ -501,10 +584,7 @@ fn ours(
     let plan = pipeline::plan(&produce)?;
     let stats = Stats::default();
     let summary = pipeline::run(&produce, &plan, &stats, &Arc::new(AtomicBool::new(false)))?;
-    anyhow::ensure!(
-        summary.is_complete(),
-        "our run was incomplete: {summary:?}"
-    );
+    anyhow::ensure!(summary.is_complete(), "our run was incomplete: {summary:?}");
     Ok(Figure {
         name: "ours: velostream-producer pipeline",
         rows: summary.delivered,

@@ -1,154 +1,27 @@
-//! One Arrow column encoded as JSON values: the type is resolved once per file ([`Kind`]), then
-//! each chunk of rows is written by a loop specialised for that type into fixed-size slots
-//! ([`Values`], see [`super::slot`]), values too long for a slot spilling to a side buffer.
+//! One Arrow column as JSON values: the type is resolved once per file ([`Kind`]); for each batch
+//! the column's values are viewed as a typed slice ([`View`]), and each value is formatted
+//! straight into the output at its place in the row ([`Kind::write`]), through the fixed-size
+//! window writers of [`super::slot`]. Values that do not fit a window take a slow path.
 
-use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, GenericStringArray, RecordBatch, StringViewArray,
+};
+use arrow::buffer::NullBuffer;
+use arrow::datatypes::ArrowPrimitiveType;
 use arrow::datatypes::{
-    ArrowPrimitiveType, DataType, Date32Type, Date64Type, Decimal128Type, Float16Type, Float32Type,
-    Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+    DataType, Date32Type, Date64Type, Decimal128Type, Float16Type, Float32Type, Float64Type,
+    Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
     TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type,
     UInt32Type, UInt64Type,
 };
+
+/// Arrow's half float.
+type F16 = <Float16Type as ArrowPrimitiveType>::Native;
 
 use super::number::{write_decimal, write_f32, write_f64};
 use super::slot::{SLOT, Slot, put_bytes, put_f64_cents, put_i64, put_u64};
 use super::text::write_str;
 use super::time::{TimestampFormatter, put_date_quoted, write_date};
-
-/// Marks a value that did not fit its slot and sits in [`Values::spill`].
-const SPILLED: u8 = u8::MAX;
-
-/// The encoded values of one column for one chunk of rows.
-#[derive(Debug, Default)]
-pub struct Values {
-    /// `SLOT` bytes per row; a value occupies the start of its slot.
-    slots: Vec<u8>,
-    /// Length of each row's value, or [`SPILLED`].
-    lens: Vec<u8>,
-    /// Values longer than a slot, back to back.
-    spill: Vec<u8>,
-    /// `(start, end)` in `spill` of each spilled value, in row order.
-    spills: Vec<(usize, usize)>,
-}
-
-impl Values {
-    /// Prepares for `rows` values; keeps the memory.
-    fn reset(&mut self, rows: usize) {
-        if self.slots.len() < rows * SLOT {
-            self.slots.resize(rows * SLOT, 0);
-        }
-        self.lens.clear();
-        self.spill.clear();
-        self.spills.clear();
-    }
-
-    /// Number of values.
-    pub fn len(&self) -> usize {
-        self.lens.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.lens.is_empty()
-    }
-
-    /// Total bytes of all values.
-    pub fn total_bytes(&self) -> usize {
-        let short: usize = self
-            .lens
-            .iter()
-            .filter(|&&l| l != SPILLED)
-            .map(|&l| l as usize)
-            .sum();
-        short + self.spill.len()
-    }
-
-    /// Row `row`'s slot and length, or `None` when it spilled (see [`Values::spilled`]).
-    #[inline]
-    pub fn slot(&self, row: usize) -> Option<(&Slot, usize)> {
-        let len = self.lens[row];
-        if len == SPILLED {
-            return None;
-        }
-        let start = row * SLOT;
-        let slot = self.slots[start..start + SLOT]
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("a slot is SLOT bytes"));
-        Some((slot, len as usize))
-    }
-
-    /// The `n`-th spilled value.
-    #[inline]
-    pub fn spilled(&self, n: usize) -> &[u8] {
-        let (start, end) = self.spills[n];
-        &self.spill[start..end]
-    }
-
-    /// The value of `row` as bytes (slow: finds its spill index by counting).
-    pub fn value(&self, row: usize) -> &[u8] {
-        match self.slot(row) {
-            Some((slot, len)) => &slot[..len],
-            None => {
-                let n = self.lens[..row].iter().filter(|&&l| l == SPILLED).count();
-                self.spilled(n)
-            }
-        }
-    }
-
-    /// Writes the next value: `short` formats into the slot and returns the length, or `None`
-    /// when the value is too long; then `long` appends it to the spill buffer.
-    #[inline]
-    fn push(
-        &mut self,
-        short: impl FnOnce(&mut Slot) -> Option<usize>,
-        long: impl FnOnce(&mut Vec<u8>),
-    ) {
-        let row = self.lens.len();
-        let start = row * SLOT;
-        let slot: &mut Slot = (&mut self.slots[start..start + SLOT])
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("a slot is SLOT bytes"));
-        match short(slot) {
-            Some(len) if len < SLOT => self.lens.push(len as u8),
-            _ => {
-                let start = self.spill.len();
-                long(&mut self.spill);
-                self.spills.push((start, self.spill.len()));
-                self.lens.push(SPILLED);
-            }
-        }
-    }
-
-    /// Writes the next value as a copy of the value of `row` (which must not have spilled).
-    #[inline]
-    fn repeat(&mut self, row: usize) {
-        let next = self.lens.len();
-        // Through a local array: a constant-size copy, not a `memmove` call.
-        let src: Slot = self.slots[row * SLOT..(row + 1) * SLOT]
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("a slot is SLOT bytes"));
-        let dst: &mut Slot = (&mut self.slots[next * SLOT..(next + 1) * SLOT])
-            .try_into()
-            .unwrap_or_else(|_| unreachable!("a slot is SLOT bytes"));
-        *dst = src;
-        self.lens.push(self.lens[row]);
-    }
-
-    /// Writes a short constant (`null`, `true`, `false`).
-    #[inline]
-    fn push_const<const N: usize>(&mut self, text: &'static [u8; N]) {
-        self.push(
-            |s| {
-                let dst: &mut [u8; N] = (&mut s[..N])
-                    .try_into()
-                    .unwrap_or_else(|_| unreachable!("N bytes"));
-                *dst = *text;
-                Some(N)
-            },
-            |v| v.extend_from_slice(text),
-        );
-    }
-}
 
 /// How a column's values are written. Resolved from the Arrow type once per file.
 #[derive(Debug, Clone)]
@@ -177,8 +50,10 @@ pub enum Kind {
     Float16,
     /// Single floats in their shortest form.
     Float32,
-    /// Double floats.
-    Float64,
+    /// Double floats. Many taxi amounts repeat row after row (taxes, surcharges, fees, counts),
+    /// so the last value formatted is remembered: its bits, and where its text is in the output
+    /// and how long it is.
+    Float64(Option<(u64, usize, usize)>),
     /// Decimal numbers with this scale.
     Decimal128(i8),
     /// `string` (32-bit offsets).
@@ -187,7 +62,7 @@ pub enum Kind {
     LargeUtf8,
     /// `string_view`.
     Utf8View,
-    /// A dictionary of strings, decoded to plain strings chunk by chunk.
+    /// A dictionary of strings, decoded to plain strings batch by batch.
     DictionaryUtf8,
     /// Timestamps of any unit, with or without a time zone: the stored value is UTC.
     Timestamp(TimestampFormatter),
@@ -214,7 +89,7 @@ impl Kind {
             DataType::UInt64 => Self::UInt64,
             DataType::Float16 => Self::Float16,
             DataType::Float32 => Self::Float32,
-            DataType::Float64 => Self::Float64,
+            DataType::Float64 => Self::Float64(None),
             DataType::Decimal128(_, scale) => Self::Decimal128(*scale),
             DataType::Utf8 => Self::Utf8,
             DataType::LargeUtf8 => Self::LargeUtf8,
@@ -242,139 +117,291 @@ impl Kind {
         )
     }
 
-    /// Encodes every value of `array` into `out` (reset first). Timestamps are moved by
-    /// `shift_secs` seconds.
-    pub fn encode(&mut self, array: &ArrayRef, shift_secs: i64, out: &mut Values) {
-        out.reset(array.len());
-        match self {
-            Self::Null => {
-                for _ in 0..array.len() {
-                    out.push_const(b"null");
-                }
-            }
-            Self::Bool => {
-                let arr = array.as_boolean();
-                for i in 0..arr.len() {
-                    match (arr.is_valid(i), arr.value(i)) {
-                        (false, _) => out.push_const(b"null"),
-                        (true, true) => out.push_const(b"true"),
-                        (true, false) => out.push_const(b"false"),
-                    }
-                }
-            }
-            Self::Int8 => ints::<Int8Type>(array, out, i64::from),
-            Self::Int16 => ints::<Int16Type>(array, out, i64::from),
-            Self::Int32 => ints::<Int32Type>(array, out, i64::from),
-            Self::Int64 => ints::<Int64Type>(array, out, |v| v),
-            Self::UInt8 => ints::<UInt8Type>(array, out, i64::from),
-            Self::UInt16 => ints::<UInt16Type>(array, out, i64::from),
-            Self::UInt32 => ints::<UInt32Type>(array, out, i64::from),
-            Self::UInt64 => primitive::<UInt64Type>(
-                array,
-                out,
-                |s, v| Some(put_u64(s, 0, v)),
-                |b, v| {
-                    b.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-                },
-            ),
-            Self::Float16 => primitive::<Float16Type>(
-                array,
-                out,
-                |s, v| short_f32(s, v.to_f32()),
-                |b, v| write_f32(b, v.to_f32()),
-            ),
-            Self::Float32 => primitive::<Float32Type>(array, out, short_f32, write_f32),
-            Self::Float64 => floats(array, out),
-            Self::Decimal128(scale) => {
-                let scale = *scale;
-                primitive::<Decimal128Type>(
-                    array,
-                    out,
-                    |_, _| None,
-                    |b, v| {
-                        write_decimal(b, v, scale);
-                    },
-                );
-            }
-            Self::Utf8 => strings(array.as_string::<i32>().iter(), out),
-            Self::LargeUtf8 => strings(array.as_string::<i64>().iter(), out),
-            Self::Utf8View => strings(array.as_string_view().iter(), out),
-            Self::DictionaryUtf8 => match arrow::compute::cast(array, &DataType::Utf8) {
-                Ok(plain) => strings(plain.as_string::<i32>().iter(), out),
-                // A dictionary of strings always casts to strings; keep the row count regardless.
-                Err(_) => (0..array.len()).for_each(|_| out.push_const(b"null")),
-            },
-            Self::Timestamp(formatter) => {
-                let shift = shift_secs.saturating_mul(formatter.units_per_second());
-                match array.data_type() {
-                    DataType::Timestamp(TimeUnit::Second, _) => {
-                        timestamps::<TimestampSecondType>(array, out, formatter, shift);
-                    }
-                    DataType::Timestamp(TimeUnit::Millisecond, _) => {
-                        timestamps::<TimestampMillisecondType>(array, out, formatter, shift);
-                    }
-                    DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                        timestamps::<TimestampMicrosecondType>(array, out, formatter, shift);
-                    }
-                    _ => timestamps::<TimestampNanosecondType>(array, out, formatter, shift),
-                }
-            }
-            Self::Date32 | Self::Date64 => dates(array, out),
+    /// Forgets output positions remembered from an earlier output buffer.
+    pub fn reset(&mut self) {
+        if let Self::Float64(last) = self {
+            *last = None;
         }
     }
-}
 
-/// The loop for primitive columns: `short` formats into the slot (or gives up with `None`),
-/// `long` appends to the spill buffer. Nulls are `null`.
-#[inline]
-fn primitive<T: ArrowPrimitiveType>(
-    array: &ArrayRef,
-    out: &mut Values,
-    mut short: impl FnMut(&mut Slot, T::Native) -> Option<usize>,
-    mut long: impl FnMut(&mut Vec<u8>, T::Native),
-) {
-    let arr = array.as_primitive::<T>();
-    match arr.nulls().filter(|n| n.null_count() > 0) {
-        None => {
-            for &v in arr.values().iter() {
-                out.push(|s| short(s, v), |b| long(b, v));
-            }
+    /// Writes value `row` of `view` at `pos` in `data` and returns the new end. `data` must hold
+    /// at least one [`SLOT`] past `pos`; a longer value grows it, keeping `slack` bytes after it
+    /// for the rest of the row. Timestamps are moved by `shift` units of their own.
+    #[inline]
+    pub fn write(
+        &mut self,
+        view: &View<'_>,
+        row: usize,
+        shift: i64,
+        data: &mut Vec<u8>,
+        pos: usize,
+        slack: usize,
+        scratch: &mut Vec<u8>,
+    ) -> usize {
+        // A short value formatted into the window at `pos`, or the slow path through `scratch`.
+        macro_rules! short_or_long {
+            ($short:expr, $long:expr) => {{
+                match $short(window(data, pos)) {
+                    Some(len) => pos + len,
+                    None => {
+                        scratch.clear();
+                        $long(&mut *scratch);
+                        put_long(data, pos, scratch, slack)
+                    }
+                }
+            }};
         }
-        Some(nulls) => {
-            for (i, &v) in arr.values().iter().enumerate() {
-                if nulls.is_null(i) {
-                    out.push_const(b"null");
+        match (self, view) {
+            (_, View::Null) => put_null(data, pos),
+            (_, View::Bool(a)) => {
+                let w = window(data, pos);
+                if a.value(row) {
+                    w[..4].copy_from_slice(b"true");
+                    pos + 4
                 } else {
-                    out.push(|s| short(s, v), |b| long(b, v));
+                    w[..5].copy_from_slice(b"false");
+                    pos + 5
                 }
+            }
+            (_, View::I8(v)) => pos + put_i64(window(data, pos), i64::from(v[row])),
+            (_, View::I16(v)) => pos + put_i64(window(data, pos), i64::from(v[row])),
+            (_, View::I32(v)) => pos + put_i64(window(data, pos), i64::from(v[row])),
+            (_, View::I64(v)) => pos + put_i64(window(data, pos), v[row]),
+            (_, View::U8(v)) => pos + put_i64(window(data, pos), i64::from(v[row])),
+            (_, View::U16(v)) => pos + put_i64(window(data, pos), i64::from(v[row])),
+            (_, View::U32(v)) => pos + put_i64(window(data, pos), i64::from(v[row])),
+            (_, View::U64(v)) => put_u64(window(data, pos), 0, v[row]) + pos,
+            (_, View::F16(v)) => {
+                let x = v[row].to_f32();
+                short_or_long!(|w| short_f32(w, x), |b: &mut Vec<u8>| write_f32(b, x))
+            }
+            (_, View::F32(v)) => {
+                let x = v[row];
+                short_or_long!(|w| short_f32(w, x), |b: &mut Vec<u8>| write_f32(b, x))
+            }
+            (Self::Float64(last), View::F64(v)) => {
+                let x = v[row];
+                let bits = x.to_bits();
+                if let Some((b, at, len)) = *last
+                    && b == bits
+                {
+                    // The same text as at `at`, in an earlier row: copy its window.
+                    let prev: Slot = data[at..at + SLOT]
+                        .try_into()
+                        .unwrap_or_else(|_| unreachable!("a window is SLOT bytes"));
+                    *window(data, pos) = prev;
+                    return pos + len;
+                }
+                let end = short_or_long!(|w| short_f64(w, x), |b: &mut Vec<u8>| write_f64(b, x));
+                if end - pos < SLOT {
+                    *last = Some((bits, pos, end - pos));
+                }
+                end
+            }
+            (_, View::F64(v)) => {
+                let x = v[row];
+                short_or_long!(|w| short_f64(w, x), |b: &mut Vec<u8>| write_f64(b, x))
+            }
+            (Self::Decimal128(scale), View::Dec(v)) => {
+                let (x, scale) = (v[row], *scale);
+                scratch.clear();
+                write_decimal(scratch, x, scale);
+                put_long(data, pos, scratch, slack)
+            }
+            (_, View::Dec(v)) => {
+                scratch.clear();
+                write_decimal(scratch, v[row], 0);
+                put_long(data, pos, scratch, slack)
+            }
+            (_, View::Str(a)) => {
+                let s = a.value(row);
+                short_or_long!(|w| short_string(w, s), |b: &mut Vec<u8>| write_str(b, s))
+            }
+            (_, View::LargeStr(a)) => {
+                let s = a.value(row);
+                short_or_long!(|w| short_string(w, s), |b: &mut Vec<u8>| write_str(b, s))
+            }
+            (_, View::StrView(a)) => {
+                let s = a.value(row);
+                short_or_long!(|w| short_string(w, s), |b: &mut Vec<u8>| write_str(b, s))
+            }
+            (Self::Timestamp(f), View::Ts(v)) => {
+                let x = v[row].saturating_add(shift);
+                match f.put_quoted(window(data, pos), x) {
+                    Some(len) => pos + len,
+                    None => {
+                        scratch.clear();
+                        scratch.push(b'"');
+                        f.write(scratch, x);
+                        scratch.push(b'"');
+                        put_long(data, pos, scratch, slack)
+                    }
+                }
+            }
+            (_, View::Ts(v)) => {
+                // A timestamp view always comes with a timestamp kind; stay total anyway.
+                pos + put_i64(window(data, pos), v[row])
+            }
+            (_, View::Date32(v)) => {
+                let days = i64::from(v[row]);
+                short_or_long!(|w| put_date_quoted(w, days), |b: &mut Vec<u8>| quoted_date(
+                    b, days
+                ))
+            }
+            (_, View::Date64(v)) => {
+                let days = v[row].div_euclid(86_400_000);
+                short_or_long!(|w| put_date_quoted(w, days), |b: &mut Vec<u8>| quoted_date(
+                    b, days
+                ))
             }
         }
     }
 }
 
-/// Doubles. Many taxi amounts repeat row after row (taxes, surcharges, fees, counts), so a value
-/// equal to the last one formatted is copied from its slot instead of formatted again.
-fn floats(array: &ArrayRef, out: &mut Values) {
-    let arr = array.as_primitive::<Float64Type>();
-    let nulls = arr.nulls().filter(|n| n.null_count() > 0);
-    let mut last: Option<(u64, usize)> = None;
-    for (i, &v) in arr.values().iter().enumerate() {
-        if nulls.is_some_and(|n| n.is_null(i)) {
-            out.push_const(b"null");
-            continue;
-        }
-        let bits = v.to_bits();
-        match last {
-            Some((b, row)) if b == bits => out.repeat(row),
-            _ => {
-                let row = out.len();
-                out.push(|s| short_f64(s, v), |b| write_f64(b, v));
-                if out.lens[row] != SPILLED {
-                    last = Some((bits, row));
-                }
+/// A column's values in one batch, typed once so that writing a value is an index.
+#[derive(Debug)]
+pub enum View<'a> {
+    /// Every value null.
+    Null,
+    /// Booleans.
+    Bool(&'a BooleanArray),
+    /// Integers.
+    I8(&'a [i8]),
+    /// Integers.
+    I16(&'a [i16]),
+    /// Integers.
+    I32(&'a [i32]),
+    /// Integers.
+    I64(&'a [i64]),
+    /// Integers.
+    U8(&'a [u8]),
+    /// Integers.
+    U16(&'a [u16]),
+    /// Integers.
+    U32(&'a [u32]),
+    /// Integers.
+    U64(&'a [u64]),
+    /// Half floats.
+    F16(&'a [F16]),
+    /// Floats.
+    F32(&'a [f32]),
+    /// Doubles.
+    F64(&'a [f64]),
+    /// Decimals (unscaled).
+    Dec(&'a [i128]),
+    /// Strings.
+    Str(&'a GenericStringArray<i32>),
+    /// Large strings.
+    LargeStr(&'a GenericStringArray<i64>),
+    /// String views.
+    StrView(&'a StringViewArray),
+    /// Timestamps in their unit.
+    Ts(&'a [i64]),
+    /// Days.
+    Date32(&'a [i32]),
+    /// Milliseconds.
+    Date64(&'a [i64]),
+}
+
+impl<'a> View<'a> {
+    /// Views `array` (a dictionary must have been decoded by [`decode_dictionaries`]).
+    pub fn of(array: &'a ArrayRef) -> Self {
+        match array.data_type() {
+            DataType::Boolean => Self::Bool(array.as_boolean()),
+            DataType::Int8 => Self::I8(array.as_primitive::<Int8Type>().values()),
+            DataType::Int16 => Self::I16(array.as_primitive::<Int16Type>().values()),
+            DataType::Int32 => Self::I32(array.as_primitive::<Int32Type>().values()),
+            DataType::Int64 => Self::I64(array.as_primitive::<Int64Type>().values()),
+            DataType::UInt8 => Self::U8(array.as_primitive::<UInt8Type>().values()),
+            DataType::UInt16 => Self::U16(array.as_primitive::<UInt16Type>().values()),
+            DataType::UInt32 => Self::U32(array.as_primitive::<UInt32Type>().values()),
+            DataType::UInt64 => Self::U64(array.as_primitive::<UInt64Type>().values()),
+            DataType::Float16 => Self::F16(array.as_primitive::<Float16Type>().values()),
+            DataType::Float32 => Self::F32(array.as_primitive::<Float32Type>().values()),
+            DataType::Float64 => Self::F64(array.as_primitive::<Float64Type>().values()),
+            DataType::Decimal128(..) => Self::Dec(array.as_primitive::<Decimal128Type>().values()),
+            DataType::Utf8 => Self::Str(array.as_string::<i32>()),
+            DataType::LargeUtf8 => Self::LargeStr(array.as_string::<i64>()),
+            DataType::Utf8View => Self::StrView(array.as_string_view()),
+            DataType::Timestamp(TimeUnit::Second, _) => {
+                Self::Ts(array.as_primitive::<TimestampSecondType>().values())
             }
+            DataType::Timestamp(TimeUnit::Millisecond, _) => {
+                Self::Ts(array.as_primitive::<TimestampMillisecondType>().values())
+            }
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                Self::Ts(array.as_primitive::<TimestampMicrosecondType>().values())
+            }
+            DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+                Self::Ts(array.as_primitive::<TimestampNanosecondType>().values())
+            }
+            DataType::Date32 => Self::Date32(array.as_primitive::<Date32Type>().values()),
+            DataType::Date64 => Self::Date64(array.as_primitive::<Date64Type>().values()),
+            // Null, and anything [`Kind::for_type`] refused (never reached).
+            _ => Self::Null,
         }
     }
+}
+
+/// The nulls of `array` when it has any.
+pub fn nulls_of(array: &ArrayRef) -> Option<&NullBuffer> {
+    array.nulls().filter(|n| n.null_count() > 0)
+}
+
+/// Replaces dictionary-encoded string columns of `batch` with plain strings (rare in TLC data).
+pub fn decode_dictionaries(batch: &RecordBatch) -> Vec<ArrayRef> {
+    batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Dictionary(..) => {
+                arrow::compute::cast(c, &DataType::Utf8).unwrap_or_else(|_| {
+                    // A dictionary of strings always casts; keep the row count regardless.
+                    arrow::array::new_null_array(&DataType::Null, c.len())
+                })
+            }
+            _ => c.clone(),
+        })
+        .collect()
+}
+
+/// The fixed-size window at `pos` (the caller keeps a slot of room past every position).
+#[inline(always)]
+pub fn window(data: &mut [u8], pos: usize) -> &mut Slot {
+    (&mut data[pos..pos + SLOT])
+        .try_into()
+        .unwrap_or_else(|_| unreachable!("a window is SLOT bytes"))
+}
+
+#[inline(always)]
+fn put_null(data: &mut [u8], pos: usize) -> usize {
+    window(data, pos)[..4].copy_from_slice(b"null");
+    pos + 4
+}
+
+/// Writes `null` for value `row` when the column has a null there.
+#[inline(always)]
+pub fn write_null_if(
+    nulls: Option<&NullBuffer>,
+    row: usize,
+    data: &mut [u8],
+    pos: usize,
+) -> Option<usize> {
+    match nulls {
+        Some(n) if n.is_null(row) => Some(put_null(data, pos)),
+        _ => None,
+    }
+}
+
+/// Copies a value longer than a window to `pos`, growing `data` to keep `slack` bytes after it.
+#[inline(never)]
+fn put_long(data: &mut Vec<u8>, pos: usize, bytes: &[u8], slack: usize) -> usize {
+    let end = pos + bytes.len();
+    if data.len() < end + slack {
+        data.resize(end + slack, 0);
+    }
+    data[pos..end].copy_from_slice(bytes);
+    end
 }
 
 #[inline]
@@ -387,74 +414,6 @@ fn short_f64(slot: &mut Slot, v: f64) -> Option<usize> {
     }
 }
 
-/// Integers up to 64 bits (signed) always fit a slot.
-#[inline]
-fn ints<T: ArrowPrimitiveType>(
-    array: &ArrayRef,
-    out: &mut Values,
-    widen: impl Fn(T::Native) -> i64,
-) {
-    primitive::<T>(
-        array,
-        out,
-        |s, v| Some(put_i64(s, widen(v))),
-        |b, v| b.extend_from_slice(itoa::Buffer::new().format(widen(v)).as_bytes()),
-    );
-}
-
-#[inline]
-fn timestamps<T: ArrowPrimitiveType<Native = i64>>(
-    array: &ArrayRef,
-    out: &mut Values,
-    formatter: &mut TimestampFormatter,
-    shift: i64,
-) {
-    // Two closures need the formatter; the slow path clones it (it only holds a cache).
-    let mut slow = formatter.clone();
-    primitive::<T>(
-        array,
-        out,
-        |s, v| formatter.put_quoted(s, v.saturating_add(shift)),
-        |b, v| {
-            b.push(b'"');
-            slow.write(b, v.saturating_add(shift));
-            b.push(b'"');
-        },
-    );
-}
-
-fn dates(array: &ArrayRef, out: &mut Values) {
-    match array.data_type() {
-        DataType::Date32 => primitive::<Date32Type>(
-            array,
-            out,
-            |s, v| put_date_quoted(s, i64::from(v)),
-            |b, v| quoted_date(b, i64::from(v)),
-        ),
-        _ => primitive::<Date64Type>(
-            array,
-            out,
-            |s, v| put_date_quoted(s, v.div_euclid(86_400_000)),
-            |b, v| quoted_date(b, v.div_euclid(86_400_000)),
-        ),
-    }
-}
-
-fn quoted_date(b: &mut Vec<u8>, days: i64) {
-    b.push(b'"');
-    write_date(b, days);
-    b.push(b'"');
-}
-
-fn strings<'a>(iter: impl Iterator<Item = Option<&'a str>>, out: &mut Values) {
-    for value in iter {
-        match value {
-            Some(s) => out.push(|slot| short_string(slot, s), |b| write_str(b, s)),
-            None => out.push_const(b"null"),
-        }
-    }
-}
-
 #[inline]
 fn short_f32(slot: &mut Slot, v: f32) -> Option<usize> {
     if v.is_finite() {
@@ -462,6 +421,12 @@ fn short_f32(slot: &mut Slot, v: f32) -> Option<usize> {
     } else {
         put_bytes(slot, b"null")
     }
+}
+
+fn quoted_date(b: &mut Vec<u8>, days: i64) {
+    b.push(b'"');
+    write_date(b, days);
+    b.push(b'"');
 }
 
 /// A short string without characters to escape, quoted, in a slot.

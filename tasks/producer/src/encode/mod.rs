@@ -6,10 +6,11 @@
 //! `"YYYY-MM-DD HH:MM:SS"` with a `.ffffff` fraction only when it is not zero, dates
 //! `"YYYY-MM-DD"`.
 //!
-//! Encoding is column-wise: each column of a chunk of rows is written by a loop specialised for
-//! its type into fixed-size slots ([`column`], [`slot`]), then rows are stitched together from
-//! the slots and the precomputed `"name":` prefixes with constant-size copies. No per-row
-//! allocation, no `serde_json::Value`.
+//! Encoding reads the Arrow columns directly: each column's type is resolved once per file and
+//! its values are viewed as a typed slice once per batch ([`column`]); each row is then written
+//! straight into the output buffer, the precomputed `"name":` prefix and every value through
+//! fixed-size windows ([`slot`]) that compile to a few vector moves and table lookups. No
+//! intermediate buffer, no per-row allocation, no `serde_json::Value`.
 
 pub mod column;
 pub mod number;
@@ -20,12 +21,8 @@ pub mod time;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Schema};
 
-use column::{Kind, Values};
+use column::{Kind, View, decode_dictionaries, nulls_of, window, write_null_if};
 use slot::{SLOT, Slot};
-
-/// Rows encoded per pass over the columns: small enough that the slots of a chunk (32 bytes per
-/// value) stay in the CPU cache while rows are stitched together.
-const CHUNK_ROWS: usize = 1024;
 
 /// A column the encoder cannot write.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +64,8 @@ struct Column {
     prefix: Vec<u8>,
     /// The prefix padded to a slot, for constant-size copies (when it fits one).
     prefix_slot: Option<Slot>,
-    values: Values,
+    /// Timestamp shift in the column's own unit (0 for other types).
+    shift_units: i64,
 }
 
 /// Encodes the batches of one file (one schema) into [`EncodedRows`].
@@ -75,7 +73,9 @@ pub struct RowEncoder {
     columns: Vec<Column>,
     key: Option<usize>,
     shift_secs: i64,
-    spill_next: Vec<usize>,
+    /// Upper bound of a row's bytes when every value fits a window, plus a window of slack.
+    row_room: usize,
+    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for RowEncoder {
@@ -113,7 +113,7 @@ impl RowEncoder {
                 kind,
                 prefix,
                 prefix_slot,
-                values: Values::default(),
+                shift_units: 0,
             });
         }
         let key = match &options.key_column {
@@ -130,106 +130,98 @@ impl RowEncoder {
                 }
             })?),
         };
-        Ok(Self {
+        let row_room = 2 + SLOT + columns.iter().map(|c| c.prefix.len() + SLOT).sum::<usize>();
+        let mut encoder = Self {
             columns,
             key,
-            shift_secs: options.time_shift_secs,
-            spill_next: Vec::new(),
-        })
+            shift_secs: 0,
+            row_room,
+            scratch: Vec::new(),
+        };
+        encoder.set_time_shift_secs(options.time_shift_secs);
+        Ok(encoder)
     }
 
     /// Sets the shift added to timestamps from now on (each repeated pass over a file has its own).
     pub fn set_time_shift_secs(&mut self, secs: i64) {
         self.shift_secs = secs;
+        for column in &mut self.columns {
+            column.shift_units = match &column.kind {
+                Kind::Timestamp(f) => secs.saturating_mul(f.units_per_second()),
+                _ => 0,
+            };
+        }
     }
 
     /// Appends every row of `batch` to `out`. The batch must have the schema given to
     /// [`RowEncoder::new`].
     pub fn encode(&mut self, batch: &RecordBatch, out: &mut EncodedRows) {
-        let mut offset = 0;
-        while offset < batch.num_rows() {
-            let len = CHUNK_ROWS.min(batch.num_rows() - offset);
-            self.encode_chunk(&batch.slice(offset, len), out);
-            offset += len;
+        let decoded;
+        let arrays = if batch
+            .columns()
+            .iter()
+            .any(|c| matches!(c.data_type(), arrow::datatypes::DataType::Dictionary(..)))
+        {
+            decoded = decode_dictionaries(batch);
+            decoded.as_slice()
+        } else {
+            batch.columns()
+        };
+        let views: Vec<(View<'_>, _)> = arrays.iter().map(|a| (View::of(a), nulls_of(a))).collect();
+        for column in &mut self.columns {
+            // Remembered positions refer to the buffer the last batch went to.
+            column.kind.reset();
         }
-    }
-
-    fn encode_chunk(&mut self, batch: &RecordBatch, out: &mut EncodedRows) {
         let rows = batch.num_rows();
-        let mut total = 2 * rows;
-        for (column, array) in self.columns.iter_mut().zip(batch.columns()) {
-            column
-                .kind
-                .encode(array, self.shift_secs, &mut column.values);
-            total += column.values.total_bytes() + column.prefix.len() * rows;
-        }
-
-        // Room for every byte, plus a slot of slack for the constant-size over-copies.
-        let mut pos = out.len_bytes;
-        let needed = pos + total + SLOT;
-        if out.data.len() < needed {
-            out.data.resize(needed, 0);
-        }
-        let data = &mut out.data[..];
-        // Per column, the next spilled value to take.
-        self.spill_next.clear();
-        self.spill_next.resize(self.columns.len(), 0);
+        let quoted = self
+            .key
+            .map(|k| usize::from(self.columns[k].kind.is_string()));
         out.ends.reserve(rows);
+        let mut pos = out.len_bytes;
         for row in 0..rows {
-            data[pos] = b'{';
+            if out.data.len() < pos + self.row_room {
+                let grown = (pos + self.row_room).max(out.data.len() * 2);
+                out.data.resize(grown, 0);
+            }
+            out.data[pos] = b'{';
             pos += 1;
-            for (c, column) in self.columns.iter().enumerate() {
+            for (c, column) in self.columns.iter_mut().enumerate() {
                 match &column.prefix_slot {
-                    Some(prefix) => copy_slot(data, pos, prefix),
-                    None => data[pos..pos + column.prefix.len()].copy_from_slice(&column.prefix),
+                    Some(prefix) => *window(&mut out.data, pos) = *prefix,
+                    None => {
+                        out.data[pos..pos + column.prefix.len()].copy_from_slice(&column.prefix)
+                    }
                 }
                 pos += column.prefix.len();
-                match column.values.slot(row) {
-                    Some((slot, len)) => {
-                        copy_slot(data, pos, slot);
-                        pos += len;
-                    }
-                    None => {
-                        let value = column.values.spilled(self.spill_next[c]);
-                        self.spill_next[c] += 1;
-                        data[pos..pos + value.len()].copy_from_slice(value);
-                        pos += value.len();
+                let (view, nulls) = &views[c];
+                let start = pos;
+                pos = match write_null_if(*nulls, row, &mut out.data, pos) {
+                    Some(end) => end,
+                    None => column.kind.write(
+                        view,
+                        row,
+                        column.shift_units,
+                        &mut out.data,
+                        pos,
+                        self.row_room,
+                        &mut self.scratch,
+                    ),
+                };
+                if self.key == Some(c) {
+                    if pos - start == 4 && nulls.is_some_and(|n| n.is_null(row)) {
+                        out.keys.push(None);
+                    } else {
+                        let q = quoted.unwrap_or(0);
+                        out.keys.push(Some((start + q, pos - q)));
                     }
                 }
             }
-            data[pos] = b'}';
+            out.data[pos] = b'}';
             pos += 1;
             out.ends.push(pos);
         }
         out.len_bytes = pos;
-
-        if let Some(key) = self.key {
-            let column = &self.columns[key];
-            let array = batch.column(key);
-            let quoted = usize::from(column.kind.is_string());
-            for row in 0..rows {
-                if array.is_valid(row) {
-                    let value = column.values.value(row);
-                    out.keys
-                        .extend_from_slice(&value[quoted..value.len() - quoted]);
-                    out.key_valid.push(true);
-                } else {
-                    out.key_valid.push(false);
-                }
-                out.key_ends.push(out.keys.len());
-            }
-        }
     }
-}
-
-/// Copies a whole slot to `data[pos..]` (a constant-size copy the compiler turns into a couple of
-/// vector moves); only the value's real length counts, the rest is overwritten next.
-#[inline]
-fn copy_slot(data: &mut [u8], pos: usize, slot: &Slot) {
-    let dst: &mut Slot = (&mut data[pos..pos + SLOT])
-        .try_into()
-        .unwrap_or_else(|_| unreachable!("a slot is SLOT bytes"));
-    *dst = *slot;
 }
 
 /// Finds a column by name: the exact name first, then ignoring ASCII case.
@@ -242,16 +234,17 @@ pub fn find_column(schema: &Schema, name: &str) -> Option<usize> {
     })
 }
 
-/// Encoded rows, ready to send: the JSON of every row back to back, and each row's key.
+/// Encoded rows, ready to send: the JSON of every row back to back, and each row's key (a range
+/// of the row's own bytes: the key column's value).
 #[derive(Debug, Default)]
 pub struct EncodedRows {
     /// Row bytes in `data[..len_bytes]`; the rest is scratch kept between uses (no re-zeroing).
     data: Vec<u8>,
     len_bytes: usize,
+    /// End of each row in `data`.
     ends: Vec<usize>,
-    keys: Vec<u8>,
-    key_ends: Vec<usize>,
-    key_valid: Vec<bool>,
+    /// Each row's key as a range of `data`, `None` when null; empty without a key column.
+    keys: Vec<Option<(usize, usize)>>,
 }
 
 impl EncodedRows {
@@ -260,8 +253,6 @@ impl EncodedRows {
         self.len_bytes = 0;
         self.ends.clear();
         self.keys.clear();
-        self.key_ends.clear();
-        self.key_valid.clear();
     }
 
     /// Number of rows.
@@ -287,11 +278,8 @@ impl EncodedRows {
 
     /// The key of row `i`: `None` when there is no key column or its value is null.
     pub fn key(&self, i: usize) -> Option<&[u8]> {
-        if !*self.key_valid.get(i)? {
-            return None;
-        }
-        let start = if i == 0 { 0 } else { self.key_ends[i - 1] };
-        Some(&self.keys[start..self.key_ends[i]])
+        let (start, end) = (*self.keys.get(i)?)?;
+        Some(&self.data[start..end])
     }
 
     /// Iterates over `(key, json)` pairs.

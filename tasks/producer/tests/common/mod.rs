@@ -67,12 +67,8 @@ pub fn output_of(stdout: &[u8]) -> Value {
 
 /// Writes `batch` to a Parquet file at `path`.
 pub fn write_parquet(path: &Path, batch: &RecordBatch) {
-    let mut writer = ArrowWriter::try_new(
-        std::fs::File::create(path).unwrap(),
-        batch.schema(),
-        None,
-    )
-    .unwrap();
+    let mut writer =
+        ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
     writer.write(batch).unwrap();
     writer.close().unwrap();
 }
@@ -84,7 +80,11 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
         .create()
         .unwrap();
     let results = futures::executor::block_on(admin.create_topics(
-        [&NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+        [&NewTopic::new(
+            topic,
+            partitions,
+            TopicReplication::Fixed(1),
+        )],
         &AdminOptions::new(),
     ))
     .unwrap();
@@ -105,7 +105,12 @@ pub fn send_marker(bootstrap: &str, topic: &str, payload: &str) {
 
 /// Reads messages of every partition of `topic` from the beginning until `count` arrived (then 2 s
 /// more, to catch extras) or `timeout` passed. No consumer group (assignment), so no join delay.
-pub fn consume(bootstrap: &str, topic: &str, count: usize, timeout: Duration) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+pub fn consume(
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+    timeout: Duration,
+) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
     let consumer: BaseConsumer = velostream_common::kafka::client_config(bootstrap)
         .set("group.id", "velostream-producer-tests")
         .set("enable.auto.commit", "false")
@@ -119,7 +124,8 @@ pub fn consume(bootstrap: &str, topic: &str, count: usize, timeout: Duration) ->
     assert!(partitions > 0, "topic {topic} has no partitions");
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let mut deadline = Instant::now() + timeout;
