@@ -162,6 +162,9 @@ async fn trigger_a_run_in_the_browser_and_watch_it_succeed() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../dags/examples/hello.toml"),
     )
     .unwrap();
+    // Daily instead of every 30 minutes, so the cron cannot add a run in the middle of the test.
+    assert!(hello.contains("schedule = \"*/30 * * * *\""));
+    let hello = hello.replace("schedule = \"*/30 * * * *\"", "schedule = \"@daily\"");
     let env = Env::new(&[("hello.toml", &hello), ("ticker.toml", TICKER)]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
