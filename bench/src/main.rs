@@ -1,0 +1,250 @@
+//! `velostream-bench`: runs the pipeline at a given size beside its baselines (a plain rdkafka
+//! flood, a raw ClickHouse insert, a small-batch consumer, direct process spawns), all in the same
+//! run, and writes `docs/BENCHMARKS.md`.
+//!
+//! ```text
+//! cargo run --release -p velostream-bench -- --rows 10000000
+//! ```
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use anyhow::Context as _;
+use clap::Parser;
+use velostream_bench::phases::Context;
+use velostream_bench::programs::Programs;
+use velostream_bench::run::{Config, Phase};
+use velostream_common::clickhouse::ClickHouseConfig;
+
+/// Runs the pipeline benchmark and its baselines in one go and writes docs/BENCHMARKS.md.
+///
+/// By default every server is started fresh from the test harness (a broker per phase, since the
+/// local broker keeps every message in memory; one ClickHouse), and the workspace binaries are
+/// built first with the profile of this binary.
+#[derive(Debug, Parser)]
+#[command(name = "velostream-bench", version, about, long_about = None)]
+struct Args {
+    /// Rows per measurement (the sample is repeated with shifted timestamps to reach it).
+    #[arg(long, env = "VELOSTREAM_BENCH_ROWS", default_value_t = 10_000_000)]
+    rows: u64,
+    /// Partitions of every topic.
+    #[arg(long, env = "VELOSTREAM_BENCH_PARTITIONS", default_value_t = 6)]
+    partitions: u32,
+    /// Rows per ClickHouse insert of our consumer.
+    #[arg(long, env = "VELOSTREAM_BENCH_BATCH_ROWS", default_value_t = 500_000)]
+    batch_rows: u64,
+    /// The Parquet input [default: the NYC taxi sample of the test harness].
+    #[arg(long, env = "VELOSTREAM_BENCH_INPUT")]
+    input: Option<PathBuf>,
+    /// Where to write the report [default: docs/BENCHMARKS.md of the repository].
+    #[arg(long, short, env = "VELOSTREAM_BENCH_OUTPUT")]
+    output: Option<PathBuf>,
+    /// Also write every figure as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Run only these phases (comma-separated); all by default.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Phase>,
+    /// Use this broker instead of fresh ones (topics bench-* are recreated on it).
+    #[arg(long, env = "VELOSTREAM_BENCH_BROKERS")]
+    brokers: Option<String>,
+    /// Use this ClickHouse instead of a fresh one (the DAG drops and recreates bench_trips and
+    /// velostream_consumer_offsets there).
+    #[arg(long, env = "VELOSTREAM_BENCH_CLICKHOUSE_URL")]
+    clickhouse_url: Option<String>,
+    /// ClickHouse user, with --clickhouse-url.
+    #[arg(
+        long,
+        env = "VELOSTREAM_BENCH_CLICKHOUSE_USER",
+        default_value = "velostream"
+    )]
+    clickhouse_user: String,
+    /// ClickHouse password, with --clickhouse-url.
+    #[arg(
+        long,
+        env = "VELOSTREAM_BENCH_CLICKHOUSE_PASSWORD",
+        default_value = "velostream",
+        hide_env_values = true
+    )]
+    clickhouse_password: String,
+    /// ClickHouse database, with --clickhouse-url.
+    #[arg(
+        long,
+        env = "VELOSTREAM_BENCH_CLICKHOUSE_DATABASE",
+        default_value = "default"
+    )]
+    clickhouse_database: String,
+    /// Tasks in the `command` chain of the overhead phase.
+    #[arg(long, default_value_t = 200)]
+    command_tasks: usize,
+    /// Tasks in the `noop` chain of the overhead phase.
+    #[arg(long, default_value_t = 1000)]
+    noop_tasks: usize,
+    /// Skip the 200-byte reference flood.
+    #[arg(long)]
+    no_flood200: bool,
+    /// Do not build the workspace binaries first (they must be built already).
+    #[arg(long)]
+    no_build: bool,
+    /// Scratch folder for logs, state databases and results [default: a new temporary folder,
+    /// kept when a phase fails].
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// A note for the report (e.g. what else was running).
+    #[arg(long)]
+    note: Option<String>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("velostream-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(args.rows > 0, "--rows must be at least 1");
+    let programs = Programs::beside_current_exe()?;
+    let repo = velostream_testkit::repo_root();
+    if !args.no_build {
+        build(&programs, &repo)?;
+    }
+    let (work, temp) = match &args.work_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the work folder {}", dir.display()))?;
+            (dir.clone(), None)
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("velostream-bench-")
+                .tempdir()
+                .context("creating a temporary work folder")?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let config = Config {
+        context: Context {
+            programs,
+            repo: repo.clone(),
+            work: work.clone(),
+            input: args
+                .input
+                .clone()
+                .unwrap_or_else(velostream_testkit::taxi_sample),
+            rows: args.rows,
+            partitions: args.partitions,
+            batch_rows: args.batch_rows,
+            brokers: args.brokers.clone(),
+            clickhouse: args.clickhouse_url.as_ref().map(|url| ClickHouseConfig {
+                url: url.clone(),
+                user: args.clickhouse_user.clone(),
+                password: args.clickhouse_password.clone(),
+                database: args.clickhouse_database.clone(),
+            }),
+        },
+        phases: if args.only.is_empty() {
+            Phase::ALL.to_vec()
+        } else {
+            Phase::ALL
+                .into_iter()
+                .filter(|p| args.only.contains(p))
+                .collect()
+        },
+        command_tasks: args.command_tasks,
+        noop_tasks: args.noop_tasks,
+        flood200: !args.no_flood200,
+        command: command_line(),
+        note: args.note.clone(),
+    };
+    let report = match velostream_bench::run::run(&config) {
+        Ok(r) => r,
+        Err(e) => {
+            // Keep the logs and state databases for a look.
+            if let Some(t) = temp {
+                let kept = t.keep();
+                eprintln!("velostream-bench: logs kept in {}", kept.display());
+            }
+            return Err(e.into());
+        }
+    };
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| repo.join("docs/BENCHMARKS.md"));
+    std::fs::write(&output, report.markdown())
+        .with_context(|| format!("writing {}", output.display()))?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("velostream-bench: wrote {}", output.display());
+    Ok(())
+}
+
+/// `cargo build` of the workspace binaries with this binary's profile.
+fn build(programs: &Programs, repo: &std::path::Path) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(repo).args([
+        "build",
+        "--bins",
+        "-p",
+        "orchestrator",
+        "-p",
+        "velostream-producer",
+        "-p",
+        "velostream-consumer",
+    ]);
+    match programs.profile().as_str() {
+        "debug" => {}
+        "release" => {
+            cmd.arg("--release");
+        }
+        other => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    tracing::info!("Building the workspace binaries (--no-build skips this)");
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", cargo.to_string_lossy()))?;
+    anyhow::ensure!(
+        status.success(),
+        "building the workspace binaries failed ({status}); fix the build or pass --no-build"
+    );
+    Ok(())
+}
+
+/// How to run this again, for the report.
+fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let exe = std::env::current_exe().ok();
+    let profile = exe
+        .as_ref()
+        .and_then(|e| e.parent())
+        .and_then(|d| d.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let release = if profile == "release" {
+        " --release"
+    } else {
+        ""
+    };
+    format!(
+        "cargo run{release} -p velostream-bench -- {}",
+        args.join(" ")
+    )
+    .trim_end()
+    .to_string()
+}

@@ -1,0 +1,79 @@
+//! The benchmark's phases, each measuring ours beside its baseline in the same run:
+//! [`producer`] (a plain rdkafka flood vs the producer alone), [`consumer`] (a raw ClickHouse
+//! insert and a small-batch consumer vs the consumer alone), [`overhead`] (a chain of tasks
+//! through the orchestrator vs spawning the same program directly) and [`pipeline`] (the
+//! benchmark DAG end to end).
+
+pub mod consumer;
+pub mod overhead;
+pub mod pipeline;
+pub mod producer;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use velostream_common::clickhouse::ClickHouseConfig;
+
+use crate::programs::Programs;
+
+/// What every phase needs.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The workspace binaries.
+    pub programs: Programs,
+    /// The repository (for `dags/`).
+    pub repo: PathBuf,
+    /// Scratch folder: logs, state databases, JSON results.
+    pub work: PathBuf,
+    /// The Parquet input.
+    pub input: PathBuf,
+    /// Rows per measurement.
+    pub rows: u64,
+    /// Partitions of every topic.
+    pub partitions: u32,
+    /// Rows per ClickHouse insert in the pipeline and the consumer's own measurement.
+    pub batch_rows: u64,
+    /// The broker to use; `None` starts a fresh one from the test harness per phase.
+    pub brokers: Option<String>,
+    /// The ClickHouse server to use; `None` starts one from the test harness.
+    pub clickhouse: Option<ClickHouseConfig>,
+}
+
+/// Rows moved in some time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Rate {
+    /// Rows.
+    pub rows: u64,
+    /// Payload bytes (0 where not measured).
+    pub bytes: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// CPU seconds of the measuring process, where measured.
+    pub cpu_seconds: Option<f64>,
+}
+
+impl Rate {
+    /// Rows per second.
+    pub fn rows_per_sec(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.rows as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// Megabytes (10^6) per second.
+    pub fn mb_per_sec(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.bytes as f64 / 1e6 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// Seconds this rate takes for `rows`.
+    pub fn seconds_for(&self, rows: u64) -> f64 {
+        let r = self.rows_per_sec();
+        if r > 0.0 { rows as f64 / r } else { f64::NAN }
+    }
+}

@@ -1,0 +1,738 @@
+//! The benchmark's result ([`Report`]) and its rendering as `docs/BENCHMARKS.md`: every figure of
+//! ours beside its baseline from the same run and the ratio, the estimate for 44M rows, the
+//! machine, the versions and the date.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::machine::{Machine, Versions};
+use crate::phases::Rate;
+use crate::phases::consumer::ConsumerFigures;
+use crate::phases::overhead::OverheadFigures;
+use crate::phases::pipeline::PipelineFigures;
+use crate::phases::producer::ProducerFigures;
+
+/// Rows of the reference run the estimate is for.
+pub const REFERENCE_ROWS: u64 = 44_000_000;
+
+/// How a benchmark was run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    /// Rows per measurement.
+    pub rows: u64,
+    /// Partitions of every topic.
+    pub partitions: u32,
+    /// Rows per ClickHouse insert of our consumer.
+    pub batch_rows: u64,
+    /// The Parquet input.
+    pub input: String,
+    /// The cargo profile of the measured binaries.
+    pub profile: String,
+    /// Where the servers came from.
+    pub servers: String,
+    /// The command line that produced the report.
+    pub command: String,
+    /// A free-text note (e.g. what else ran on the machine).
+    pub note: Option<String>,
+}
+
+/// Everything one benchmark run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// When it started.
+    pub date: DateTime<Utc>,
+    /// How it ran.
+    pub settings: Settings,
+    /// The machine.
+    pub machine: Machine,
+    /// Load averages when it ended.
+    pub load_at_end: [f64; 3],
+    /// Versions.
+    pub versions: Versions,
+    /// The producer against its flood baseline.
+    pub producer: Option<ProducerFigures>,
+    /// The consumer against its insert and small-batch baselines.
+    pub consumer: Option<ConsumerFigures>,
+    /// The orchestrator's overhead per task against direct spawns.
+    pub overhead: Option<OverheadFigures>,
+    /// The benchmark DAG end to end.
+    pub pipeline: Option<PipelineFigures>,
+    /// Seconds the whole benchmark took.
+    pub total_seconds: f64,
+}
+
+/// `1234567` -> `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn rate(r: f64) -> String {
+    if r.is_finite() {
+        thousands(r.round() as u64)
+    } else {
+        "n/a".into()
+    }
+}
+
+/// `ours / base` as a percentage.
+fn percent(ours: f64, base: f64) -> String {
+    if base > 0.0 && ours.is_finite() {
+        format!("{:.0}%", 100.0 * ours / base)
+    } else {
+        "n/a".into()
+    }
+}
+
+/// `ours / base` as a factor.
+fn times(ours: f64, base: f64) -> String {
+    if base > 0.0 && ours.is_finite() {
+        format!("{:.2}x", ours / base)
+    } else {
+        "n/a".into()
+    }
+}
+
+/// Seconds, with a unit that fits.
+pub fn duration(s: f64) -> String {
+    if !s.is_finite() {
+        "n/a".into()
+    } else if s < 0.001 {
+        format!("{:.0} µs", s * 1e6)
+    } else if s < 1.0 {
+        format!("{:.1} ms", s * 1e3)
+    } else if s < 120.0 {
+        format!("{s:.1} s")
+    } else {
+        let whole = s.round() as u64;
+        format!("{} min {} s", whole / 60, whole % 60)
+    }
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+impl Report {
+    /// The end-to-end baseline: the flood and the raw insert of the same rows, one after the other.
+    fn e2e_baseline(&self) -> Option<(f64, f64)> {
+        let p = self.producer.as_ref()?;
+        let c = self.consumer.as_ref()?;
+        let rows = self
+            .pipeline
+            .as_ref()
+            .map_or(self.settings.rows, |r| r.rows_produced);
+        Some((p.flood.seconds_for(rows), c.raw_insert.seconds_for(rows)))
+    }
+
+    /// The estimated time of a 44M-row run, with how it was derived.
+    pub fn estimate_reference(&self) -> Option<Estimate> {
+        let run = self.pipeline.as_ref()?;
+        if run.rows_produced == 0 || run.data_seconds <= 0.0 {
+            return None;
+        }
+        let scale = REFERENCE_ROWS as f64 / run.rows_produced as f64;
+        let data = run.data_seconds * scale;
+        let slowest_stage = run
+            .producer
+            .seconds_for(REFERENCE_ROWS)
+            .max(run.consumer.seconds_for(REFERENCE_ROWS));
+        Some(Estimate {
+            data_seconds: data,
+            total_seconds: data + run.fixed_seconds(),
+            slowest_stage_seconds: slowest_stage,
+            broker_rss: run
+                .broker_peak_rss
+                .map(|b| (b as f64 * scale).round() as u64),
+        })
+    }
+
+    /// `docs/BENCHMARKS.md`.
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        self.write_markdown(&mut md);
+        md
+    }
+
+    fn write_markdown(&self, md: &mut String) {
+        let s = &self.settings;
+        let rows = thousands(s.rows);
+        let _ = writeln!(md, "# Benchmarks\n");
+        let _ = writeln!(
+            md,
+            "Generated by `velostream-bench` on {} (UTC); do not edit by hand, run it again:\n\n```text\n{}\n```\n",
+            self.date.format("%Y-%m-%d %H:%M"),
+            s.command
+        );
+        let _ = writeln!(
+            md,
+            "Every figure of ours stands beside its baseline measured **in the same run, on the same machine**, \
+             and the ratio. {rows} rows of the real NYC taxi sample (`{}`, repeated with shifted timestamps), \
+             {} partitions, {} rows per ClickHouse insert, {} binaries, {}. The whole benchmark took {}.\n",
+            s.input,
+            s.partitions,
+            thousands(s.batch_rows),
+            s.profile,
+            s.servers,
+            duration(self.total_seconds)
+        );
+        if let Some(note) = &s.note {
+            let _ = writeln!(md, "> {note}\n");
+        }
+        self.write_summary(md);
+        self.write_estimate(md);
+        self.write_machine(md);
+        self.write_details(md);
+        let _ = writeln!(md, "## How each figure is measured\n");
+        let _ = writeln!(md, "{}", METHOD.trim());
+    }
+
+    fn write_summary(&self, md: &mut String) {
+        let _ = writeln!(md, "## Summary ({} rows)\n", thousands(self.settings.rows));
+        let _ = writeln!(md, "| Figure | velostream | Baseline (same run) | Ratio |");
+        let _ = writeln!(md, "|---|---:|---|---:|");
+        let run = self.pipeline.as_ref();
+        if let Some(p) = &self.producer {
+            let flood = p.flood.rows_per_sec();
+            let base = format!("plain rdkafka flood of the same messages: {}", rate(flood));
+            if let Some(run) = run {
+                let ours = run.producer.rows_per_sec();
+                let _ = writeln!(
+                    md,
+                    "| Producer rows/s, in the pipeline | {} | {base} | {} |",
+                    rate(ours),
+                    percent(ours, flood)
+                );
+            }
+            let ours = p.alone.rows_per_sec();
+            let _ = writeln!(
+                md,
+                "| Producer rows/s, alone | {} | {base} | {} |",
+                rate(ours),
+                percent(ours, flood)
+            );
+        }
+        if let Some(c) = &self.consumer {
+            let raw = c.raw_insert.rows_per_sec();
+            let small = c.small_batch.rows_per_sec();
+            let mut line = |what: &str, ours: f64| {
+                let _ = writeln!(
+                    md,
+                    "| Consumer rows/s, {what} | {} | raw ClickHouse insert of the same rows from memory: {} | {} |",
+                    rate(ours),
+                    rate(raw),
+                    percent(ours, raw)
+                );
+                let _ = writeln!(
+                    md,
+                    "| | | small-batch consumer (each poll's messages, {} rows per insert on average): {} | {} |",
+                    c.small_batch_rows_per_insert
+                        .map_or("?".into(), |r| thousands(r.round() as u64)),
+                    rate(small),
+                    times(ours, small)
+                );
+            };
+            if let Some(run) = run {
+                line("in the pipeline", run.consumer.rows_per_sec());
+            }
+            line("alone (pre-filled topic)", c.alone.rows_per_sec());
+        }
+        if let Some(run) = run {
+            match self.e2e_baseline() {
+                Some((flood, insert)) => {
+                    let _ = writeln!(
+                        md,
+                        "| End-to-end time, first row produced to lag 0 | {} | flood then raw insert of the same rows, one after the other: {} + {} = {} | {} |",
+                        duration(run.data_seconds),
+                        duration(flood),
+                        duration(insert),
+                        duration(flood + insert),
+                        times(run.data_seconds, flood + insert)
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        md,
+                        "| End-to-end time, first row produced to lag 0 | {} | (baselines not run) | |",
+                        duration(run.data_seconds)
+                    );
+                }
+            }
+            let _ = writeln!(
+                md,
+                "| Whole DAG run, provisioning to validated count | {} | the data moving alone (row above): {} | {} |",
+                duration(run.run_seconds),
+                duration(run.data_seconds),
+                times(run.run_seconds, run.data_seconds)
+            );
+            let _ = writeln!(
+                md,
+                "| Peak consumer lag | {} rows | a consumer that starts after the producer: {} rows | {} |",
+                thousands(run.peak_lag_sensor),
+                thousands(run.rows_produced),
+                percent(run.peak_lag_sensor as f64, run.rows_produced as f64)
+            );
+        }
+        if let Some(o) = &self.overhead {
+            let _ = writeln!(
+                md,
+                "| Orchestrator time per `command` task (chain of {}) | {} | spawning the same program from a plain loop: {} | {} |",
+                o.command_tasks,
+                duration(o.command_per_task),
+                duration(o.direct_spawn),
+                times(o.command_per_task, o.direct_spawn)
+            );
+            let _ = writeln!(
+                md,
+                "| Orchestrator overhead per task (the difference) | {} | 0 (no orchestrator) | |",
+                duration(o.overhead_per_task())
+            );
+        }
+        if let Some(run) = run {
+            let _ = writeln!(
+                md,
+                "| Scheduler gap per task in the benchmark DAG (upstream end to start) | mean {}, max {} | the tasks' own work: {} in all | {} |",
+                duration(run.mean_gap()),
+                duration(run.max_gap()),
+                duration(run.tasks.iter().map(|t| t.seconds).sum()),
+                percent(
+                    run.tasks.iter().filter_map(|t| t.gap).sum(),
+                    run.tasks.iter().map(|t| t.seconds).sum()
+                )
+            );
+            let _ = writeln!(
+                md,
+                "\nRows produced {}, rows in ClickHouse (`count() FINAL`) {}, dead-lettered {}.\n",
+                thousands(run.rows_produced),
+                thousands(run.rows_in_clickhouse),
+                thousands(run.rows_dead_lettered)
+            );
+        } else {
+            let _ = writeln!(md);
+        }
+    }
+
+    fn write_estimate(&self, md: &mut String) {
+        let Some(e) = self.estimate_reference() else {
+            return;
+        };
+        let run = self.pipeline.as_ref();
+        let _ = writeln!(md, "## How long 44M rows take\n");
+        let _ = writeln!(
+            md,
+            "Estimated from this run's measured rates (the reference Airflow run moved 44M rows): \
+             the data moving scales with the rows, the rest of the DAG (provisioning, consumer start, \
+             stop, validation: {}) does not.\n",
+            duration(run.map_or(0.0, PipelineFigures::fixed_seconds))
+        );
+        let _ = writeln!(md, "| | 44,000,000 rows |");
+        let _ = writeln!(md, "|---|---:|");
+        let _ = writeln!(
+            md,
+            "| Data moving (first row produced to lag 0), scaled from this run | {} |",
+            duration(e.data_seconds)
+        );
+        let _ = writeln!(
+            md,
+            "| **Whole DAG run** | **{}** |",
+            duration(e.total_seconds)
+        );
+        let _ = writeln!(
+            md,
+            "| Lower bound: the slower of producer and consumer at their pipeline rates | {} |",
+            duration(e.slowest_stage_seconds)
+        );
+        if let Some(rss) = e.broker_rss {
+            let _ = writeln!(
+                md,
+                "| Local broker memory (it keeps every message in memory), scaled from this run's peak | {} of {} |",
+                gib(rss),
+                gib(self.machine.memory_bytes)
+            );
+        }
+        let _ = writeln!(md);
+    }
+
+    fn write_machine(&self, md: &mut String) {
+        let m = &self.machine;
+        let v = &self.versions;
+        let _ = writeln!(md, "## Machine and versions\n");
+        let _ = writeln!(md, "| | |");
+        let _ = writeln!(md, "|---|---|");
+        let _ = writeln!(
+            md,
+            "| Date | {} UTC |",
+            self.date.format("%Y-%m-%d %H:%M:%S")
+        );
+        let _ = writeln!(md, "| CPU | {} cores (nproc), {} |", m.cores, m.cpu_model);
+        let _ = writeln!(md, "| Memory | {} |", gib(m.memory_bytes));
+        let _ = writeln!(md, "| Kernel | Linux {} |", m.kernel);
+        let _ = writeln!(
+            md,
+            "| Load average (1/5/15 min) | {:.2} / {:.2} / {:.2} at start, {:.2} / {:.2} / {:.2} at end |",
+            m.load_at_start[0],
+            m.load_at_start[1],
+            m.load_at_start[2],
+            self.load_at_end[0],
+            self.load_at_end[1],
+            self.load_at_end[2]
+        );
+        let _ = writeln!(md, "| ClickHouse | {} |", v.clickhouse);
+        let _ = writeln!(md, "| Broker | {} |", v.broker);
+        let _ = writeln!(md, "| librdkafka | {} |", v.librdkafka);
+        let _ = writeln!(md, "| Rust | {} |", v.rustc);
+        let _ = writeln!(md, "| velostream | {} |", v.velostream);
+        let _ = writeln!(md);
+    }
+
+    fn write_details(&self, md: &mut String) {
+        let _ = writeln!(md, "## Details\n");
+        let line = |md: &mut String, name: &str, r: &Rate| {
+            let _ = writeln!(
+                md,
+                "| {name} | {} | {} | {} | {} | {} |",
+                thousands(r.rows),
+                duration(r.seconds),
+                rate(r.rows_per_sec()),
+                if r.bytes > 0 {
+                    format!("{:.1}", r.mb_per_sec())
+                } else {
+                    "".into()
+                },
+                r.cpu_seconds.map_or(String::new(), duration)
+            );
+        };
+        let header = |md: &mut String, title: &str| {
+            let _ = writeln!(md, "### {title}\n");
+            let _ = writeln!(
+                md,
+                "| | rows | time | rows/s | MB/s | CPU of the measuring process |"
+            );
+            let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+        };
+        if let Some(p) = &self.producer {
+            header(md, "Producer");
+            if let Some(f) = &p.flood200 {
+                line(md, "Reference: plain rdkafka flood, 200-byte messages", f);
+            }
+            line(md, "Baseline: plain rdkafka flood, our messages", &p.flood);
+            line(md, "velostream-producer alone", &p.alone);
+            if let Some(run) = &self.pipeline {
+                line(
+                    md,
+                    "velostream-producer in the pipeline (consumer and ClickHouse busy too)",
+                    &run.producer,
+                );
+            }
+            let _ = writeln!(md);
+        }
+        if let Some(c) = &self.consumer {
+            header(md, "Consumer");
+            line(
+                md,
+                "Ceiling: raw ClickHouse insert of the rows from memory",
+                &c.raw_insert,
+            );
+            line(md, "Baseline: small-batch consumer", &c.small_batch);
+            line(
+                md,
+                "velostream-consumer alone, from a pre-filled topic",
+                &c.alone,
+            );
+            if let Some(run) = &self.pipeline {
+                line(
+                    md,
+                    "velostream-consumer in the pipeline (active time)",
+                    &run.consumer,
+                );
+            }
+            let _ = writeln!(md);
+        }
+        if let Some(run) = &self.pipeline {
+            let _ = writeln!(md, "### The benchmark DAG run `{}`\n", run.run_id);
+            let _ = writeln!(
+                md,
+                "| task | starts at | duration | gap after its upstreams |"
+            );
+            let _ = writeln!(md, "|---|---:|---:|---:|");
+            for t in &run.tasks {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} |",
+                    t.id,
+                    duration(t.start),
+                    duration(t.seconds),
+                    t.gap.map_or("(root)".into(), duration)
+                );
+            }
+            let _ = writeln!(md);
+            let mut facts = Vec::new();
+            if let Some(p) = run.peak_lag_metrics {
+                facts.push(format!(
+                    "peak lag in the consumer's own metrics {} rows",
+                    thousands(p)
+                ));
+            }
+            if let Some(i) = run.inserts {
+                facts.push(format!("{} inserts", thousands(i)));
+            }
+            if let Some(b) = run.mean_batch_rows {
+                facts.push(format!(
+                    "{} rows per insert on average",
+                    thousands(b.round() as u64)
+                ));
+            }
+            if let Some(s) = run.mean_insert_seconds {
+                facts.push(format!("mean insert latency {}", duration(s)));
+            }
+            if let Some(b) = run.broker_peak_rss {
+                facts.push(format!("broker peak memory {}", gib(b)));
+            }
+            if !facts.is_empty() {
+                let _ = writeln!(
+                    md,
+                    "Scraped from `/metrics` during the run: {}.\n",
+                    facts.join(", ")
+                );
+            }
+        }
+        if let Some(o) = &self.overhead {
+            let _ = writeln!(md, "### Orchestrator overhead\n");
+            let _ = writeln!(md, "| | tasks | per task |");
+            let _ = writeln!(md, "|---|---:|---:|");
+            let _ = writeln!(
+                md,
+                "| `command` chain running `true`, first start to last end | {} | {} |",
+                o.command_tasks,
+                duration(o.command_per_task)
+            );
+            let _ = writeln!(
+                md,
+                "| of which inside the task (spawn, wait, log), as stored | | {} |",
+                duration(o.command_task_mean)
+            );
+            let _ = writeln!(
+                md,
+                "| of which between tasks (end to next start) | | {} |",
+                duration(o.command_gap_mean)
+            );
+            let _ = writeln!(
+                md,
+                "| Baseline: spawn and wait `true` from a plain loop | {} | {} |",
+                o.command_tasks,
+                duration(o.direct_spawn)
+            );
+            let _ = writeln!(
+                md,
+                "| `noop` chain, first start to last end (scheduler and SQLite store only) | {} | {} |",
+                o.noop_tasks,
+                duration(o.noop_per_task)
+            );
+            let _ = writeln!(md);
+        }
+    }
+}
+
+/// The 44M-row estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Estimate {
+    /// First row produced to lag 0.
+    pub data_seconds: f64,
+    /// The whole DAG run.
+    pub total_seconds: f64,
+    /// 44M rows at the slower of the producer's and the consumer's pipeline rates.
+    pub slowest_stage_seconds: f64,
+    /// The local broker's memory, scaled.
+    pub broker_rss: Option<u64>,
+}
+
+const METHOD: &str = r#"
+- **Producer, in the pipeline**: the `produce` task of `dags/velostream_benchmark.toml`, run by
+  `orchestrator run` with the consumer draining the topic at the same time; rows/s from the
+  producer's own summary (rows acknowledged by the broker over its run time).
+- **Producer, alone** and its **baseline**: `producer-bench` on a fresh broker per phase: our
+  pipeline (Parquet decode, JSON encode, idempotent `acks=all` lz4 producer), and a plain rdkafka
+  `BaseProducer` flooding the very messages we send (the sample's rows as JSON, encoded before the
+  clock starts, same keys, same settings). The 200-byte flood is the issue's reference.
+- **Consumer, in the pipeline**: the consumer's summary when the DAG stops it: rows inserted over
+  its active time (first message read to last insert acknowledged).
+- **Consumer, alone** and its **baselines**: `consumer-bench` from a topic pre-filled with the
+  same rows: the ceiling is a raw ClickHouse insert (RowBinary, large batches) of the rows already
+  decoded in memory; the baseline is a plain consumer that inserts each poll's messages, the way
+  the reference Python consumer did.
+- **End-to-end time**: from the `produce` task's start to the `wait_lag_zero` sensor seeing lag 0
+  (it polls every 500 ms). Its baseline is what a produce-then-load approach with the fastest
+  pieces would take: the flood and the raw insert of the same rows, one after the other.
+- **Peak lag**: the highest total lag the `wait_lag_zero` sensor saw (high watermark from Fetch,
+  committed offsets of the group); against the rows produced, which is the peak lag of a consumer
+  that starts only after the producer ends.
+- **Orchestrator overhead per task**: a generated chain of `command` tasks that run `true`, run by
+  `orchestrator run` (SQLite state, per-try logs, process groups), first task's start to last
+  task's end over the tasks; its baseline spawns and waits for `true` as many times from a plain
+  loop. The `noop` chain shows the scheduler and store alone. The scheduler gap of the benchmark
+  DAG is each task's start minus its last upstream's end, from the state database.
+- The machine is shared: other engineers' builds may run during a benchmark (see the load average).
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::phases::pipeline::TaskTiming;
+
+    fn rate(rows: u64, seconds: f64) -> Rate {
+        Rate {
+            rows,
+            bytes: rows * 400,
+            seconds,
+            cpu_seconds: Some(seconds),
+        }
+    }
+
+    fn report() -> Report {
+        Report {
+            date: DateTime::parse_from_rfc3339("2026-11-22T05:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            settings: Settings {
+                rows: 10_000_000,
+                partitions: 6,
+                batch_rows: 500_000,
+                input: "sample.parquet".into(),
+                profile: "release".into(),
+                servers: "fresh servers".into(),
+                command: "velostream-bench --rows 10000000".into(),
+                note: Some("shared machine".into()),
+            },
+            machine: Machine {
+                cores: 2,
+                cpu_model: "cpu".into(),
+                memory_bytes: 24 << 30,
+                kernel: "6.1".into(),
+                load_at_start: [1.0, 1.0, 1.0],
+            },
+            load_at_end: [2.0, 1.5, 1.0],
+            versions: Versions {
+                clickhouse: "18.16.1".into(),
+                ..Versions::default()
+            },
+            producer: Some(ProducerFigures {
+                flood: rate(10_000_000, 10.0),
+                flood200: None,
+                alone: rate(10_000_000, 12.5),
+                rows_per_pass: 100_000,
+            }),
+            consumer: Some(ConsumerFigures {
+                raw_insert: rate(10_000_000, 8.0),
+                small_batch: rate(2_000_000, 10.0),
+                alone: rate(10_000_000, 10.0),
+                small_batch_rows_per_insert: Some(5000.0),
+            }),
+            overhead: Some(OverheadFigures {
+                command_tasks: 200,
+                command_per_task: 0.004,
+                command_task_mean: 0.003,
+                command_gap_mean: 0.001,
+                direct_spawn: 0.001,
+                noop_tasks: 1000,
+                noop_per_task: 0.0002,
+            }),
+            pipeline: Some(PipelineFigures {
+                run_id: "r1".into(),
+                rows_produced: 10_000_000,
+                rows_in_clickhouse: 10_000_000,
+                rows_dead_lettered: 0,
+                producer: rate(10_000_000, 20.0),
+                consumer: rate(10_000_000, 20.0),
+                data_seconds: 22.0,
+                run_seconds: 30.0,
+                peak_lag_sensor: 1_000_000,
+                peak_lag_metrics: Some(900_000),
+                mean_insert_seconds: Some(0.4),
+                mean_batch_rows: Some(500_000.0),
+                inserts: Some(20),
+                tasks: vec![
+                    TaskTiming {
+                        id: "infra_up".into(),
+                        start: 0.0,
+                        seconds: 0.01,
+                        gap: None,
+                    },
+                    TaskTiming {
+                        id: "produce".into(),
+                        start: 4.0,
+                        seconds: 20.0,
+                        gap: Some(0.002),
+                    },
+                ],
+                broker_peak_rss: Some(4 << 30),
+            }),
+            total_seconds: 300.0,
+        }
+    }
+
+    #[test]
+    fn every_figure_stands_beside_its_baseline_and_ratio() {
+        let md = report().markdown();
+        for want in [
+            "| Producer rows/s, in the pipeline | 500,000 | plain rdkafka flood of the same messages: 1,000,000 | 50% |",
+            "| Producer rows/s, alone | 800,000 |",
+            "| Consumer rows/s, in the pipeline | 500,000 | raw ClickHouse insert of the same rows from memory: 1,250,000 | 40% |",
+            "small-batch consumer (each poll's messages, 5,000 rows per insert on average): 200,000 | 2.50x |",
+            "| End-to-end time, first row produced to lag 0 | 22.0 s | flood then raw insert of the same rows, one after the other: 10.0 s + 8.0 s = 18.0 s | 1.22x |",
+            "| Peak consumer lag | 1,000,000 rows | a consumer that starts after the producer: 10,000,000 rows | 10% |",
+            "| Orchestrator time per `command` task (chain of 200) | 4.0 ms | spawning the same program from a plain loop: 1.0 ms | 4.00x |",
+            "| Orchestrator overhead per task (the difference) | 3.0 ms |",
+            "| CPU | 2 cores (nproc), cpu |",
+            "| ClickHouse | 18.16.1 |",
+            "| Date | 2026-11-22 05:00:00 UTC |",
+            "> shared machine",
+        ] {
+            assert!(md.contains(want), "missing {want:?} in\n{md}");
+        }
+    }
+
+    #[test]
+    fn the_44m_estimate_scales_the_data_time_and_keeps_the_fixed_part() {
+        let e = report().estimate_reference().unwrap();
+        assert!((e.data_seconds - 22.0 * 4.4).abs() < 1e-9);
+        assert!((e.total_seconds - (22.0 * 4.4 + 8.0)).abs() < 1e-9);
+        assert!((e.slowest_stage_seconds - 88.0).abs() < 1e-9);
+        assert_eq!(
+            e.broker_rss,
+            Some((4.4 * (4u64 << 30) as f64).round() as u64)
+        );
+        let md = report().markdown();
+        assert!(md.contains("| **Whole DAG run** | **104.8 s** |"), "{md}");
+    }
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(44_000_000), "44,000,000");
+        assert_eq!(duration(0.0005), "500 µs");
+        assert_eq!(duration(0.25), "250.0 ms");
+        assert_eq!(duration(125.0), "2 min 5 s");
+        assert_eq!(duration(f64::NAN), "n/a");
+    }
+
+    #[test]
+    fn missing_phases_leave_their_rows_out() {
+        let mut r = report();
+        r.consumer = None;
+        r.producer = None;
+        let md = r.markdown();
+        assert!(md.contains("(baselines not run)"));
+        assert!(!md.contains("Producer rows/s"));
+    }
+}

@@ -1,0 +1,242 @@
+//! The whole benchmark: servers, versions, then each phase in turn, into one [`Report`].
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chrono::Utc;
+use velostream_common::clickhouse::ClickHouseConfig;
+
+use crate::error::BenchError;
+use crate::machine::{self, Machine, Versions};
+use crate::phases::{self, Context};
+use crate::report::{Report, Settings};
+
+/// The phases a benchmark can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Phase {
+    /// The orchestrator's overhead per task against direct spawns.
+    Overhead,
+    /// The producer alone against a plain rdkafka flood (producer-bench).
+    Producer,
+    /// The consumer alone against a raw insert and a small-batch consumer (consumer-bench).
+    Consumer,
+    /// The benchmark DAG end to end.
+    Pipeline,
+}
+
+impl Phase {
+    /// Every phase, in the order they run.
+    pub const ALL: [Phase; 4] = [
+        Phase::Overhead,
+        Phase::Producer,
+        Phase::Consumer,
+        Phase::Pipeline,
+    ];
+
+    /// The programs the phase runs.
+    pub fn programs(self) -> &'static [&'static str] {
+        match self {
+            Self::Overhead => &["orchestrator"],
+            Self::Producer => &["producer-bench"],
+            Self::Consumer => &["consumer-bench"],
+            Self::Pipeline => &["orchestrator", "velostream-producer", "velostream-consumer"],
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The shared context of the phases (rows, partitions, programs, endpoints...).
+    pub context: Context,
+    /// The phases to run.
+    pub phases: Vec<Phase>,
+    /// Tasks of the `command` chain.
+    pub command_tasks: usize,
+    /// Tasks of the `noop` chain.
+    pub noop_tasks: usize,
+    /// Also flood 200-byte messages (the reference).
+    pub flood200: bool,
+    /// The command line, for the report.
+    pub command: String,
+    /// A note for the report.
+    pub note: Option<String>,
+}
+
+/// Runs the configured phases and gathers the report.
+pub fn run(config: &Config) -> Result<Report, BenchError> {
+    let started = Instant::now();
+    let date = Utc::now();
+    let machine = Machine::detect();
+    let ctx = &config.context;
+    let wants = |p: Phase| config.phases.contains(&p);
+    let needed: Vec<&str> = config
+        .phases
+        .iter()
+        .flat_map(|p| p.programs().iter().copied())
+        .collect();
+    ctx.programs.check(&needed)?;
+
+    // One ClickHouse for the whole run (tables are dropped and created by each phase).
+    let needs_clickhouse = wants(Phase::Consumer) || wants(Phase::Pipeline);
+    let owned_clickhouse = (needs_clickhouse && ctx.clickhouse.is_none()).then(|| {
+        tracing::info!("Starting a fresh ClickHouse from the test harness");
+        velostream_testkit::ClickHouse::start()
+    });
+    let clickhouse = ctx.clickhouse.clone().or_else(|| {
+        owned_clickhouse.as_ref().map(|c| ClickHouseConfig {
+            url: c.http_url.clone(),
+            user: c.user.into(),
+            password: c.password.into(),
+            database: "default".into(),
+        })
+    });
+    let versions = Versions {
+        clickhouse: match &clickhouse {
+            Some(c) => clickhouse_version(c)?,
+            None => "(not used)".into(),
+        },
+        broker: match &ctx.brokers {
+            Some(b) => format!("given endpoint {b}"),
+            None => format!(
+                "{}, memory engine, a fresh one per phase",
+                machine::program_version(&velostream_testkit::tansu_binary())
+            ),
+        },
+        librdkafka: machine::librdkafka_version(),
+        rustc: machine::rustc_version(),
+        velostream: machine::git_version(&ctx.repo),
+    };
+    tracing::info!(
+        clickhouse = %versions.clickhouse,
+        broker = %versions.broker,
+        rows = ctx.rows,
+        work = %ctx.work.display(),
+        "Benchmark starting"
+    );
+
+    let overhead = if wants(Phase::Overhead) {
+        tracing::info!(
+            command_tasks = config.command_tasks,
+            noop_tasks = config.noop_tasks,
+            "Orchestrator overhead: task chains against direct spawns"
+        );
+        let o = phases::overhead::run(ctx, config.command_tasks, config.noop_tasks)?;
+        tracing::info!(
+            per_task_ms = o.command_per_task * 1e3,
+            direct_ms = o.direct_spawn * 1e3,
+            noop_us = o.noop_per_task * 1e6,
+            "Orchestrator overhead measured"
+        );
+        Some(o)
+    } else {
+        None
+    };
+    let producer = if wants(Phase::Producer) {
+        tracing::info!("Producer: plain rdkafka flood against ours (producer-bench)");
+        let p = phases::producer::run(ctx, config.flood200)?;
+        tracing::info!(
+            flood = p.flood.rows_per_sec().round(),
+            ours = p.alone.rows_per_sec().round(),
+            "Producer measured (rows/s)"
+        );
+        Some(p)
+    } else {
+        None
+    };
+    let consumer = match (&clickhouse, wants(Phase::Consumer)) {
+        (Some(ch), true) => {
+            tracing::info!(
+                "Consumer: raw insert and small-batch consumer against ours (consumer-bench)"
+            );
+            let c = phases::consumer::run(ctx, ch)?;
+            tracing::info!(
+                raw_insert = c.raw_insert.rows_per_sec().round(),
+                small_batch = c.small_batch.rows_per_sec().round(),
+                ours = c.alone.rows_per_sec().round(),
+                "Consumer measured (rows/s)"
+            );
+            Some(c)
+        }
+        _ => None,
+    };
+    let pipeline = match (&clickhouse, wants(Phase::Pipeline)) {
+        (Some(ch), true) => {
+            tracing::info!(dag = phases::pipeline::DAG, "Pipeline: the benchmark DAG");
+            let p = phases::pipeline::run(ctx, ch)?;
+            tracing::info!(
+                producer = p.producer.rows_per_sec().round(),
+                consumer = p.consumer.rows_per_sec().round(),
+                data_seconds = p.data_seconds,
+                run_seconds = p.run_seconds,
+                peak_lag = p.peak_lag_sensor,
+                "Pipeline measured"
+            );
+            Some(p)
+        }
+        _ => None,
+    };
+    drop(owned_clickhouse);
+
+    Ok(Report {
+        date,
+        settings: Settings {
+            rows: ctx.rows,
+            partitions: ctx.partitions,
+            batch_rows: ctx.batch_rows,
+            input: display_input(&ctx.input, &ctx.repo),
+            profile: ctx.programs.profile(),
+            servers: match (&ctx.brokers, &ctx.clickhouse) {
+                (None, None) => {
+                    "servers started fresh by the test harness (`velostream_testkit`)".into()
+                }
+                _ => "servers given on the command line".into(),
+            },
+            command: config.command.clone(),
+            note: config.note.clone(),
+        },
+        machine,
+        load_at_end: machine::load_average(),
+        versions,
+        producer,
+        consumer,
+        overhead,
+        pipeline,
+        total_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// `SELECT version()`.
+fn clickhouse_version(config: &ClickHouseConfig) -> Result<String, BenchError> {
+    let err = |message: String| BenchError::ClickHouse {
+        url: config.url.clone(),
+        message,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| err(e.to_string()))?;
+    runtime
+        .block_on(async {
+            config
+                .plain_client()
+                .query("SELECT version()")
+                .fetch_one::<String>()
+                .await
+        })
+        .map_err(|e| err(e.to_string()))
+}
+
+/// The input relative to the repository's parent when it lives there (shorter, and the same on
+/// every checkout), else as given.
+fn display_input(input: &std::path::Path, repo: &std::path::Path) -> String {
+    let input = input.canonicalize().unwrap_or_else(|_| input.to_path_buf());
+    let parent = repo
+        .canonicalize()
+        .ok()
+        .and_then(|r| r.parent().map(PathBuf::from));
+    match parent.and_then(|p| input.strip_prefix(&p).ok().map(PathBuf::from)) {
+        Some(rel) => format!("../{}", rel.display()),
+        None => input.display().to_string(),
+    }
+}
