@@ -55,7 +55,7 @@ pub struct ClickHouseAssert {
     pub query: String,
     /// The expected value: a literal or a template such as `"{{ tasks.produce.output.rows }}"`.
     pub expected: Scalar,
-    /// `eq` (default), `ne`, `lt`, `le`, `gt` or `ge`: actual <compare> expected.
+    /// `eq` (default), `ne`, `lt`, `le`, `gt` or `ge`: `actual <compare> expected`.
     #[serde(default)]
     pub compare: Compare,
     /// For numbers compared with `eq`/`ne`: how far apart they may be and still count as equal
