@@ -47,7 +47,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Stream Parquet rows into a topic (the default).
-    Produce(ProduceArgs),
+    Produce(Box<ProduceArgs>),
     /// Write synthetic taxi-trip Parquet of any size, for benchmarks.
     Generate(GenerateArgs),
     /// Check inputs and print their files, rows and schemas, without sending anything.

@@ -132,29 +132,29 @@ pub struct GenerateConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
     /// Creating the file failed.
-    #[error("cannot create {path}: {source}")]
+    #[error("cannot create {path}: {error}")]
     Create {
         /// The file.
         path: String,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Writing Parquet failed.
-    #[error("writing {path} failed: {source}")]
+    #[error("writing {path} failed: {error}")]
     Write {
         /// The file.
         path: String,
         /// Why.
-        source: parquet::errors::ParquetError,
+        error: parquet::errors::ParquetError,
     },
 }
 
 /// Writes `config.rows` synthetic trips to `path`; returns the file size.
 pub fn generate(path: &Path, config: &GenerateConfig) -> Result<u64, GenerateError> {
     let shown = path.display().to_string();
-    let file = File::create(path).map_err(|source| GenerateError::Create {
+    let file = File::create(path).map_err(|error| GenerateError::Create {
         path: shown.clone(),
-        source,
+        error,
     })?;
     let compression = match config.compression {
         FileCompression::Snappy => Compression::SNAPPY,
@@ -165,9 +165,9 @@ pub fn generate(path: &Path, config: &GenerateConfig) -> Result<u64, GenerateErr
         .set_compression(compression)
         .set_max_row_group_size(config.row_group_rows.max(1))
         .build();
-    let write_err = |source| GenerateError::Write {
+    let write_err = |error| GenerateError::Write {
         path: shown.clone(),
-        source,
+        error,
     };
     let mut writer =
         ArrowWriter::try_new(file, config.layout.schema(), Some(props)).map_err(write_err)?;
@@ -181,10 +181,7 @@ pub fn generate(path: &Path, config: &GenerateConfig) -> Result<u64, GenerateErr
     writer.close().map_err(write_err)?;
     std::fs::metadata(path)
         .map(|m| m.len())
-        .map_err(|source| GenerateError::Create {
-            path: shown,
-            source,
-        })
+        .map_err(|error| GenerateError::Create { path: shown, error })
 }
 
 /// SplitMix64: small, fast, good enough for synthetic data, and reproducible.

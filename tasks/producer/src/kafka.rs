@@ -124,7 +124,7 @@ pub enum SetupError {
     Config(KafkaError),
     /// No broker answered.
     #[error(
-        "cannot reach the Kafka brokers at {brokers} within {timeout:?}: {source}; is the broker running (`velostream-local up`) and KAFKA_BROKERS right?"
+        "cannot reach the Kafka brokers at {brokers} within {timeout:?}: {error}; is the broker running (`velostream-local up`) and KAFKA_BROKERS right?"
     )]
     Unreachable {
         /// Bootstrap servers.
@@ -132,7 +132,7 @@ pub enum SetupError {
         /// How long we waited.
         timeout: Duration,
         /// The client's error.
-        source: KafkaError,
+        error: KafkaError,
     },
     /// The topic is missing and may not be created.
     #[error(
@@ -277,10 +277,10 @@ pub fn ensure_topic(config: &DeliveryConfig) -> Result<(), SetupError> {
         .set("allow.auto.create.topics", "false")
         .create()
         .map_err(SetupError::Config)?;
-    let unreachable = |source| SetupError::Unreachable {
+    let unreachable = |error| SetupError::Unreachable {
         brokers: config.brokers.clone(),
         timeout: config.connect_timeout,
-        source,
+        error,
     };
     let metadata = probe
         .client()

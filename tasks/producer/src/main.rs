@@ -73,8 +73,9 @@ fn run_produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
 
+    let sender = pipeline::connect(&config, &stats)?;
     let progress = Progress::start(args.progress, stats.clone(), plan.total_rows);
-    let outcome = pipeline::run(&config, &plan, &stats, &stop);
+    let outcome = pipeline::run(&config, &plan, sender, &stats, &stop);
     progress.finish();
     let summary = outcome?;
 
@@ -146,12 +147,23 @@ fn run_inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             file.bytes,
             file.row_groups()
         );
+        let nulls = file.null_counts();
         for field in file.schema.fields() {
+            let count = nulls
+                .iter()
+                .find(|(path, _)| path == field.name())
+                .and_then(|(_, n)| *n)
+                .map_or_else(|| "nulls unknown".to_string(), |n| format!("{n} nulls"));
             println!(
-                "  {:<24} {}{}",
+                "  {:<24} {:<16} {}{}",
                 field.name(),
-                field.data_type(),
-                if field.is_nullable() { "" } else { " not null" }
+                field.data_type().to_string(),
+                count,
+                if field.is_nullable() {
+                    ""
+                } else {
+                    ", not null"
+                }
             );
         }
     }

@@ -62,7 +62,7 @@ pub struct Plan {
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
     /// Some input is unusable; nothing was sent.
-    #[error("{0}")]
+    #[error(transparent)]
     Input(#[from] InputErrors),
     /// Kafka is not usable; nothing was sent.
     #[error(transparent)]
@@ -126,16 +126,22 @@ pub fn plan(config: &ProduceConfig) -> Result<Plan, InputErrors> {
     })
 }
 
-/// Sends the planned rows. `stop` ends the run early (a signal): reading stops, what was enqueued
-/// is still awaited.
+/// Checks that the brokers answer and the topic exists, and creates the producer counting into
+/// `stats`. Nothing is sent.
+pub fn connect(config: &ProduceConfig, stats: &Stats) -> Result<Sender, SetupError> {
+    Sender::connect(&config.delivery, stats.clone())
+}
+
+/// Sends the planned rows through `sender` (from [`connect`] with the same `stats`). `stop` ends
+/// the run early (a signal): reading stops, what was enqueued is still awaited.
 pub fn run(
     config: &ProduceConfig,
     plan: &Plan,
+    mut sender: Sender,
     stats: &Stats,
     stop: &Arc<AtomicBool>,
 ) -> Result<Summary, ProduceError> {
     stats.total.set(plan.total_rows as i64);
-    let mut sender = Sender::connect(&config.delivery, stats.clone())?;
     tracing::info!(
         files = plan.files.len(),
         rows = plan.total_rows,

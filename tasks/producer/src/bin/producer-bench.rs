@@ -86,6 +86,9 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))
 }
 
+/// A message of a flood: key and payload.
+type Message = (Option<Vec<u8>>, Vec<u8>);
+
 /// One measured phase.
 struct Figure {
     name: &'static str,
@@ -463,10 +466,7 @@ fn decode_and_encode(file: &input::InputFile, key: &EncodeOptions, rows: u64) ->
 }
 
 /// The sample's rows as we send them: (key, JSON).
-fn encode_sample(
-    file: &input::InputFile,
-    key: &EncodeOptions,
-) -> anyhow::Result<Vec<(Option<Vec<u8>>, Vec<u8>)>> {
+fn encode_sample(file: &input::InputFile, key: &EncodeOptions) -> anyhow::Result<Vec<Message>> {
     let mut encoder = RowEncoder::new(&file.schema, key)?;
     let mut out = EncodedRows::default();
     for batch in file.reader(65_536)? {
@@ -508,7 +508,7 @@ impl ProducerContext for Count {
 /// queue is full, then a flush.
 fn flood(
     config: &DeliveryConfig,
-    messages: &[(Option<Vec<u8>>, Vec<u8>)],
+    messages: &[Message],
     rows: u64,
     name: &'static str,
 ) -> anyhow::Result<Figure> {
@@ -583,7 +583,14 @@ fn ours(
     };
     let plan = pipeline::plan(&produce)?;
     let stats = Stats::default();
-    let summary = pipeline::run(&produce, &plan, &stats, &Arc::new(AtomicBool::new(false)))?;
+    let sender = pipeline::connect(&produce, &stats)?;
+    let summary = pipeline::run(
+        &produce,
+        &plan,
+        sender,
+        &stats,
+        &Arc::new(AtomicBool::new(false)),
+    )?;
     anyhow::ensure!(summary.is_complete(), "our run was incomplete: {summary:?}");
     Ok(Figure {
         name: "ours: velostream-producer pipeline",

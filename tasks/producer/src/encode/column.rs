@@ -126,13 +126,12 @@ impl Kind {
 
     /// Writes value `row` of `view` at `pos` in `data` and returns the new end. `data` must hold
     /// at least one [`SLOT`] past `pos`; a longer value grows it, keeping `slack` bytes after it
-    /// for the rest of the row. Timestamps are moved by `shift` units of their own.
+    /// for the rest of the row. Timestamps are moved by their formatter's shift.
     #[inline]
     pub fn write(
         &mut self,
         view: &View<'_>,
         row: usize,
-        shift: i64,
         data: &mut Vec<u8>,
         pos: usize,
         slack: usize,
@@ -226,7 +225,7 @@ impl Kind {
                 short_or_long!(|w| short_string(w, s), |b: &mut Vec<u8>| write_str(b, s))
             }
             (Self::Timestamp(f), View::Ts(v)) => {
-                let x = v[row].saturating_add(shift);
+                let x = v[row].saturating_add(f.shift_units());
                 match f.put_quoted(window(data, pos), x) {
                     Some(len) => pos + len,
                     None => {

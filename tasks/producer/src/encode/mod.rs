@@ -64,8 +64,6 @@ struct Column {
     prefix: Vec<u8>,
     /// The prefix padded to a slot, for constant-size copies (when it fits one).
     prefix_slot: Option<Slot>,
-    /// Timestamp shift in the column's own unit (0 for other types).
-    shift_units: i64,
 }
 
 /// Encodes the batches of one file (one schema) into [`EncodedRows`].
@@ -113,7 +111,6 @@ impl RowEncoder {
                 kind,
                 prefix,
                 prefix_slot,
-                shift_units: 0,
             });
         }
         let key = match &options.key_column {
@@ -146,10 +143,9 @@ impl RowEncoder {
     pub fn set_time_shift_secs(&mut self, secs: i64) {
         self.shift_secs = secs;
         for column in &mut self.columns {
-            column.shift_units = match &column.kind {
-                Kind::Timestamp(f) => secs.saturating_mul(f.units_per_second()),
-                _ => 0,
-            };
+            if let Kind::Timestamp(f) = &mut column.kind {
+                f.set_shift_secs(secs);
+            }
         }
     }
 
@@ -200,7 +196,6 @@ impl RowEncoder {
                     None => column.kind.write(
                         view,
                         row,
-                        column.shift_units,
                         &mut out.data,
                         pos,
                         self.row_room,

@@ -108,7 +108,7 @@ pub fn put_f64_cents(slot: &mut Slot, x: f64) -> Option<usize> {
     let frac = (cents % 100) as u8;
     slot[at] = b'.';
     slot[at + 1] = b'0' + frac / 10;
-    if frac % 10 == 0 {
+    if frac.is_multiple_of(10) {
         Some(at + 2)
     } else {
         slot[at + 2] = b'0' + frac % 10;

@@ -397,7 +397,7 @@ fn long_values_and_names_spill_without_losing_order() {
     let n = 3_000usize;
     let long_name = "a_column_name_much_longer_than_one_slot_of_thirty_two_bytes";
     let text = |i: usize| {
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             format!("short{i}")
         } else {
             format!("a long value number {i} that does not fit in a slot \"quoted\"")

@@ -55,6 +55,7 @@ pub struct TimestampFormatter {
     micros_per_unit: i64,
     cached_day: i64,
     cached_prefix: [u8; SLOT_PREFIX],
+    shift_units: i64,
 }
 
 /// `YYYY-MM-DD ` is 11 bytes.
@@ -75,7 +76,19 @@ impl TimestampFormatter {
             micros_per_unit,
             cached_day: i64::MIN,
             cached_prefix: [0; SLOT_PREFIX],
+            shift_units: 0,
         }
+    }
+
+    /// Moves every value by `secs` seconds from now on (see [`TimestampFormatter::shift_units`]).
+    pub fn set_shift_secs(&mut self, secs: i64) {
+        self.shift_units = secs.saturating_mul(self.per_second);
+    }
+
+    /// The shift to add to values, in their unit; the caller adds it (the formatters write the
+    /// value they are given).
+    pub fn shift_units(&self) -> i64 {
+        self.shift_units
     }
 
     /// How many units make one second.

@@ -25,7 +25,7 @@ const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
 pub enum Problem {
     /// The file cannot be opened or read.
     #[error("cannot read it: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// Neither header nor footer says Parquet.
     #[error("not a Parquet file (it does not start or end with the `PAR1` magic bytes)")]
     NotParquet,
@@ -66,6 +66,13 @@ pub enum Problem {
     Encode(#[from] EncodeError),
 }
 
+// The message already shows the I/O error: not a `#[source]`, so `{:#}` does not repeat it.
+impl From<std::io::Error> for Problem {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
 /// A problem with the inputs, naming the file or pattern.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -81,12 +88,12 @@ pub enum InputError {
     #[error("`{0}` matches no Parquet file")]
     NoMatch(String),
     /// An invalid glob.
-    #[error("`{pattern}` is not a valid glob: {source}")]
+    #[error("`{pattern}` is not a valid glob: {error}")]
     Pattern {
         /// The pattern.
         pattern: String,
         /// Why.
-        source: glob::PatternError,
+        error: glob::PatternError,
     },
     /// Nothing at a path.
     #[error("{}: no such file or directory", .0.display())]
@@ -148,6 +155,22 @@ impl InputFile {
             .sum()
     }
 
+    /// Nulls per Parquet leaf column (its dotted path), from the row-group statistics; `None`
+    /// when a row group does not say.
+    pub fn null_counts(&self) -> Vec<(String, Option<u64>)> {
+        let meta = self.metadata.metadata();
+        let schema = meta.file_metadata().schema_descr();
+        (0..schema.num_columns())
+            .map(|i| {
+                let nulls = meta.row_groups().iter().try_fold(0u64, |sum, g| {
+                    let n = g.column(i).statistics()?.null_count_opt()?;
+                    Some(sum + n)
+                });
+                (schema.column(i).path().string(), nulls)
+            })
+            .collect()
+    }
+
     /// Row groups in the file.
     pub fn row_groups(&self) -> usize {
         self.metadata.metadata().num_row_groups()
@@ -182,9 +205,9 @@ pub fn resolve(specs: &[String]) -> Result<Vec<PathBuf>, InputErrors> {
             files.push(path.to_path_buf());
         } else if spec.contains(['*', '?', '[']) {
             match glob::glob(spec) {
-                Err(source) => errors.push(InputError::Pattern {
+                Err(error) => errors.push(InputError::Pattern {
                     pattern: spec.clone(),
-                    source,
+                    error,
                 }),
                 Ok(paths) => {
                     let mut found: Vec<PathBuf> = paths
