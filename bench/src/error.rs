@@ -5,15 +5,15 @@ use std::path::PathBuf;
 /// What can stop a benchmark.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    /// A program the benchmark runs is not built.
+    /// Programs the benchmark runs are not built.
     #[error(
-        "{name} is not built in {}: run `cargo build --release --workspace --bins` first (or pass --build)",
+        "missing from {}: {name}; build them with `cargo build --release --workspace --bins` (velostream-bench does unless --no-build)",
         dir.display()
     )]
     MissingProgram {
-        /// The program.
+        /// The programs, comma-separated.
         name: String,
-        /// Where it was looked for.
+        /// Where they were looked for.
         dir: PathBuf,
     },
     /// A program could not be started.

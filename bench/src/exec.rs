@@ -76,3 +76,24 @@ pub fn tail(log: &Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
 }
+
+/// Runs `cmd` to completion with stdout in `stdout` and stderr in `log`; fails unless it exits 0.
+pub fn run_logged_split(cmd: &mut Command, stdout: &Path, log: &Path) -> Result<(), BenchError> {
+    let program = describe(cmd);
+    let create = |path: &Path| {
+        std::fs::File::create(path).map_err(|source| BenchError::Io {
+            action: "creating",
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let out = create(stdout)?;
+    let err = create(log)?;
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .status()
+        .map_err(|source| BenchError::Spawn { program, source })?;
+    check_status(cmd, status, log)
+}

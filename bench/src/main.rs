@@ -80,6 +80,12 @@ struct Args {
     /// Tasks in the `noop` chain of the overhead phase.
     #[arg(long, default_value_t = 1000)]
     noop_tasks: usize,
+    /// Rows the small-batch consumer baseline reads (its rate does not depend on it; it is slow).
+    #[arg(long, default_value_t = 2_000_000)]
+    small_batch_rows: u64,
+    /// Rounds of each producer phase, alternating (the median round counts).
+    #[arg(long, default_value_t = 3)]
+    producer_rounds: u32,
     /// Skip the 200-byte reference flood.
     #[arg(long)]
     no_flood200: bool,
@@ -164,6 +170,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         command_tasks: args.command_tasks,
         noop_tasks: args.noop_tasks,
         flood200: !args.no_flood200,
+        small_batch_rows: args.small_batch_rows,
+        producer_rounds: args.producer_rounds,
         command: command_line(),
         note: args.note.clone(),
     };

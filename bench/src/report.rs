@@ -87,7 +87,12 @@ fn rate(r: f64) -> String {
 /// `ours / base` as a percentage.
 fn percent(ours: f64, base: f64) -> String {
     if base > 0.0 && ours.is_finite() {
-        format!("{:.0}%", 100.0 * ours / base)
+        let p = 100.0 * ours / base;
+        if p.abs() < 1.0 && p != 0.0 {
+            format!("{p:.2}%")
+        } else {
+            format!("{p:.0}%")
+        }
     } else {
         "n/a".into()
     }
@@ -119,7 +124,11 @@ pub fn duration(s: f64) -> String {
 }
 
 fn gib(bytes: u64) -> String {
-    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+    if bytes < 1 << 30 {
+        format!("{:.0} MiB", bytes as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+    }
 }
 
 impl Report {
@@ -220,6 +229,14 @@ impl Report {
                 rate(ours),
                 percent(ours, flood)
             );
+            if let Some(tuned) = &p.flood_tuned {
+                let _ = writeln!(
+                    md,
+                    "| | | the same flood with our client settings: {} | {} |",
+                    rate(tuned.rows_per_sec()),
+                    percent(ours, tuned.rows_per_sec())
+                );
+            }
         }
         if let Some(c) = &self.consumer {
             let raw = c.raw_insert.rows_per_sec();
@@ -234,7 +251,7 @@ impl Report {
                 );
                 let _ = writeln!(
                     md,
-                    "| | | small-batch consumer (each poll's messages, {} rows per insert on average): {} | {} |",
+                    "| | | small-batch consumer (insert and commit each poll's messages, up to {} per insert): {} | {} |",
                     c.small_batch_rows_per_insert
                         .map_or("?".into(), |r| thousands(r.round() as u64)),
                     rate(small),
@@ -420,11 +437,24 @@ impl Report {
             let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
         };
         if let Some(p) = &self.producer {
-            header(md, "Producer");
+            header(
+                md,
+                &format!(
+                    "Producer (median of {} rounds, phases alternating, a fresh broker each)",
+                    p.rounds
+                ),
+            );
             if let Some(f) = &p.flood200 {
                 line(md, "Reference: plain rdkafka flood, 200-byte messages", f);
             }
             line(md, "Baseline: plain rdkafka flood, our messages", &p.flood);
+            if let Some(f) = &p.flood_tuned {
+                line(
+                    md,
+                    "The same flood with velostream-producer's client settings",
+                    f,
+                );
+            }
             line(md, "velostream-producer alone", &p.alone);
             if let Some(run) = &self.pipeline {
                 line(
@@ -448,6 +478,13 @@ impl Report {
                 "velostream-consumer alone, from a pre-filled topic",
                 &c.alone,
             );
+            if let Some(f) = &c.fetch_only {
+                line(
+                    md,
+                    "Reference: reading the topic alone, no decode, no insert",
+                    f,
+                );
+            }
             if let Some(run) = &self.pipeline {
                 line(
                     md,
@@ -627,13 +664,16 @@ mod tests {
             producer: Some(ProducerFigures {
                 flood: rate(10_000_000, 10.0),
                 flood200: None,
+                flood_tuned: None,
                 alone: rate(10_000_000, 12.5),
                 rows_per_pass: 100_000,
+                rounds: 3,
             }),
             consumer: Some(ConsumerFigures {
                 raw_insert: rate(10_000_000, 8.0),
                 small_batch: rate(2_000_000, 10.0),
                 alone: rate(10_000_000, 10.0),
+                fetch_only: None,
                 small_batch_rows_per_insert: Some(5000.0),
             }),
             overhead: Some(OverheadFigures {
@@ -686,7 +726,7 @@ mod tests {
             "| Producer rows/s, in the pipeline | 500,000 | plain rdkafka flood of the same messages: 1,000,000 | 50% |",
             "| Producer rows/s, alone | 800,000 |",
             "| Consumer rows/s, in the pipeline | 500,000 | raw ClickHouse insert of the same rows from memory: 1,250,000 | 40% |",
-            "small-batch consumer (each poll's messages, 5,000 rows per insert on average): 200,000 | 2.50x |",
+            "small-batch consumer (insert and commit each poll's messages, up to 5,000 per insert): 200,000 | 2.50x |",
             "| End-to-end time, first row produced to lag 0 | 22.0 s | flood then raw insert of the same rows, one after the other: 10.0 s + 8.0 s = 18.0 s | 1.22x |",
             "| Peak consumer lag | 1,000,000 rows | a consumer that starts after the producer: 10,000,000 rows | 10% |",
             "| Orchestrator time per `command` task (chain of 200) | 4.0 ms | spawning the same program from a plain loop: 1.0 ms | 4.00x |",
@@ -724,6 +764,10 @@ mod tests {
         assert_eq!(duration(0.25), "250.0 ms");
         assert_eq!(duration(125.0), "2 min 5 s");
         assert_eq!(duration(f64::NAN), "n/a");
+        assert_eq!(percent(1.0, 400.0), "0.25%");
+        assert_eq!(percent(1.0, 4.0), "25%");
+        assert_eq!(gib(512 << 20), "512 MiB");
+        assert_eq!(gib(3 << 29), "1.5 GiB");
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub struct Config {
     pub noop_tasks: usize,
     /// Also flood 200-byte messages (the reference).
     pub flood200: bool,
+    /// Rounds of each producer phase (the median counts).
+    pub producer_rounds: u32,
+    /// Rows the small-batch consumer baseline reads.
+    pub small_batch_rows: u64,
     /// The command line, for the report.
     pub command: String,
     /// A note for the report.
@@ -70,15 +74,20 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
     let machine = Machine::detect();
     let ctx = &config.context;
     let wants = |p: Phase| config.phases.contains(&p);
-    let needed: Vec<&str> = config
+    let mut needed: Vec<&str> = Vec::new();
+    for name in config
         .phases
         .iter()
         .flat_map(|p| p.programs().iter().copied())
-        .collect();
+    {
+        if !needed.contains(&name) {
+            needed.push(name);
+        }
+    }
     ctx.programs.check(&needed)?;
 
     // One ClickHouse for the whole run (tables are dropped and created by each phase).
-    let needs_clickhouse = wants(Phase::Consumer) || wants(Phase::Pipeline);
+    let needs_clickhouse = wants(Phase::Pipeline);
     let owned_clickhouse = (needs_clickhouse && ctx.clickhouse.is_none()).then(|| {
         tracing::info!("Starting a fresh ClickHouse from the test harness");
         velostream_testkit::ClickHouse::start()
@@ -134,7 +143,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
     };
     let producer = if wants(Phase::Producer) {
         tracing::info!("Producer: plain rdkafka flood against ours (producer-bench)");
-        let p = phases::producer::run(ctx, config.flood200)?;
+        let p = phases::producer::run(ctx, config.flood200, config.producer_rounds)?;
         tracing::info!(
             flood = p.flood.rows_per_sec().round(),
             ours = p.alone.rows_per_sec().round(),
@@ -144,12 +153,12 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
     } else {
         None
     };
-    let consumer = match (&clickhouse, wants(Phase::Consumer)) {
-        (Some(ch), true) => {
+    let consumer = if wants(Phase::Consumer) {
+        {
             tracing::info!(
                 "Consumer: raw insert and small-batch consumer against ours (consumer-bench)"
             );
-            let c = phases::consumer::run(ctx, ch)?;
+            let c = phases::consumer::run(ctx, config.small_batch_rows)?;
             tracing::info!(
                 raw_insert = c.raw_insert.rows_per_sec().round(),
                 small_batch = c.small_batch.rows_per_sec().round(),
@@ -158,7 +167,8 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
             );
             Some(c)
         }
-        _ => None,
+    } else {
+        None
     };
     let pipeline = match (&clickhouse, wants(Phase::Pipeline)) {
         (Some(ch), true) => {

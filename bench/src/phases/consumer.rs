@@ -1,54 +1,56 @@
-//! The consumer beside its baselines: `consumer-bench` pre-fills a topic with the same rows, then
-//! measures the raw ClickHouse insert of the rows from memory (the machine's ceiling), a
-//! small-batch consumer that inserts each poll's messages (the reference Python consumer's way),
-//! and our consumer alone.
+//! The consumer beside its baselines: `consumer-bench` pre-fills a topic with the sample's rows
+//! repeated, then measures on the same servers the raw ClickHouse insert of the rows already
+//! decoded in memory (the machine's ceiling), our consumer alone, and a small-batch consumer that
+//! inserts and commits each poll's messages (the reference Python consumer's way). Its figures
+//! come from its final `::velostream::` output line (ARCHITECTURE.md's protocol).
 
 use std::process::Command;
 
 use serde::{Deserialize, Serialize};
-use velostream_common::clickhouse::ClickHouseConfig;
 
-use super::producer::read_json;
 use super::{Context, Rate};
 use crate::error::BenchError;
 use crate::exec;
+
+/// Messages per insert of the small-batch consumer (one poll's worth at most).
+pub const SMALL_BATCH: u64 = 10_000;
 
 /// The consumer's figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConsumerFigures {
     /// Ceiling: raw inserts of the rows already decoded in memory.
     pub raw_insert: Rate,
-    /// Baseline: a consumer inserting each poll's messages.
+    /// Baseline: a consumer inserting and committing each poll's messages.
     pub small_batch: Rate,
-    /// Ours alone, from a pre-filled topic.
+    /// Ours alone, from the pre-filled topic (first message read to last insert).
     pub alone: Rate,
-    /// Mean rows per insert of the small-batch consumer.
+    /// Reading the topic and nothing else, for reference.
+    pub fetch_only: Option<Rate>,
+    /// Most rows per insert of the small-batch consumer.
     pub small_batch_rows_per_insert: Option<f64>,
 }
 
 #[derive(Deserialize)]
-struct Output {
-    phases: Vec<Phase>,
+struct Line {
+    output: Output,
 }
 
 #[derive(Deserialize)]
-struct Phase {
-    name: String,
+struct Output {
     rows: u64,
-    seconds: f64,
-    #[serde(default)]
-    bytes: u64,
-    #[serde(default)]
-    cpu_seconds: Option<f64>,
-    #[serde(default)]
-    rows_per_insert: Option<f64>,
+    ceiling_rows_per_sec: f64,
+    ours_rows_per_sec: f64,
+    plain_rows_per_sec: Option<f64>,
+    fetch_only_rows_per_sec: Option<f64>,
 }
 
-/// Runs `consumer-bench` at `ctx.rows` against `clickhouse`.
-pub fn run(ctx: &Context, clickhouse: &ClickHouseConfig) -> Result<ConsumerFigures, BenchError> {
+/// Runs `consumer-bench` at `ctx.rows`; the small-batch consumer reads `small_batch_rows` of them
+/// (it is slow, and its rate does not depend on how many).
+pub fn run(ctx: &Context, small_batch_rows: u64) -> Result<ConsumerFigures, BenchError> {
     let program = ctx.programs.path("consumer-bench")?;
-    let json = ctx.work.join("consumer-bench.json");
     let log = ctx.work.join("consumer-bench.log");
+    let stdout = ctx.work.join("consumer-bench.out");
+    let small_rows = small_batch_rows.min(ctx.rows);
     let mut cmd = Command::new(&program);
     cmd.arg("--rows")
         .arg(ctx.rows.to_string())
@@ -56,39 +58,65 @@ pub fn run(ctx: &Context, clickhouse: &ClickHouseConfig) -> Result<ConsumerFigur
         .arg(ctx.partitions.to_string())
         .arg("--batch-rows")
         .arg(ctx.batch_rows.to_string())
-        .arg("--json")
-        .arg(&json)
-        .env("CLICKHOUSE_URL", &clickhouse.url)
-        .env("CLICKHOUSE_USER", &clickhouse.user)
-        .env("CLICKHOUSE_PASSWORD", &clickhouse.password)
-        .env("CLICKHOUSE_DATABASE", &clickhouse.database);
-    if let Some(brokers) = &ctx.brokers {
-        cmd.arg("--brokers").arg(brokers);
-    }
-    exec::run_logged(&mut cmd, &log)?;
-    let output: Output = read_json(&json, "consumer-bench")?;
-    let find = |prefix: &str| {
-        output
-            .phases
-            .iter()
-            .find(|p| p.name.starts_with(prefix))
-            .ok_or_else(|| BenchError::Results {
-                program: "consumer-bench".into(),
-                path: json.clone(),
-                message: format!("no phase named `{prefix}...` in it"),
-            })
+        .arg("--plain-batch")
+        .arg(SMALL_BATCH.to_string())
+        .arg("--plain-rows")
+        .arg(small_rows.to_string())
+        .arg("--sample")
+        .arg(&ctx.input);
+    // Without endpoints it starts a fresh broker and ClickHouse of its own; keep endpoints in this
+    // process's environment from leaking into its flags' env fallbacks.
+    match &ctx.brokers {
+        Some(b) => cmd.arg("--brokers").arg(b),
+        None => cmd.env_remove("KAFKA_BROKERS"),
     };
-    let as_rate = |p: &Phase| Rate {
-        rows: p.rows,
-        bytes: p.bytes,
-        seconds: p.seconds,
-        cpu_seconds: p.cpu_seconds,
+    match &ctx.clickhouse {
+        Some(c) => cmd
+            .arg("--clickhouse-url")
+            .arg(&c.url)
+            .env("CLICKHOUSE_USER", &c.user)
+            .env("CLICKHOUSE_PASSWORD", &c.password)
+            .env("CLICKHOUSE_DATABASE", &c.database),
+        None => cmd.env_remove("CLICKHOUSE_URL"),
     };
-    let small = find("small-batch")?;
+    exec::run_logged_split(&mut cmd, &stdout, &log)?;
+    let text = std::fs::read_to_string(&stdout).map_err(|source| BenchError::Io {
+        action: "reading",
+        path: stdout.clone(),
+        source,
+    })?;
+    let bad = |message: String| BenchError::Results {
+        program: "consumer-bench".into(),
+        path: stdout.clone(),
+        message,
+    };
+    let line = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("::velostream:: "))
+        .ok_or_else(|| bad("no `::velostream::` output line".into()))?;
+    let out = serde_json::from_str::<Line>(line)
+        .map_err(|e| bad(format!("{e} in {line}")))?
+        .output;
+    let rate = |rows: u64, per_sec: f64| Rate {
+        rows,
+        bytes: 0,
+        seconds: if per_sec > 0.0 {
+            rows as f64 / per_sec
+        } else {
+            0.0
+        },
+        cpu_seconds: None,
+    };
     Ok(ConsumerFigures {
-        raw_insert: as_rate(find("raw insert")?),
-        small_batch: as_rate(small),
-        alone: as_rate(find("ours")?),
-        small_batch_rows_per_insert: small.rows_per_insert,
+        raw_insert: rate(out.rows, out.ceiling_rows_per_sec),
+        small_batch: rate(
+            small_rows,
+            out.plain_rows_per_sec
+                .ok_or_else(|| bad("no small-batch (plain) figure".into()))?,
+        ),
+        alone: rate(out.rows, out.ours_rows_per_sec),
+        fetch_only: out.fetch_only_rows_per_sec.map(|r| rate(out.rows, r)),
+        small_batch_rows_per_insert: Some(SMALL_BATCH as f64),
     })
 }

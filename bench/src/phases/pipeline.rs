@@ -70,6 +70,8 @@ pub struct PipelineFigures {
     pub tasks: Vec<TaskTiming>,
     /// The broker's peak resident memory during the run (a fresh broker only).
     pub broker_peak_rss: Option<u64>,
+    /// The broker's resident memory before the run, empty.
+    pub broker_idle_rss: Option<u64>,
 }
 
 impl PipelineFigures {
@@ -109,6 +111,7 @@ pub fn run(ctx: &Context, clickhouse: &ClickHouseConfig) -> Result<PipelineFigur
         .or_else(|| broker.as_ref().map(|b| b.bootstrap.clone()))
         .unwrap_or_default();
     let broker_pid = broker.as_ref().and_then(|b| b.pid());
+    let broker_idle_rss = broker_pid.and_then(machine::rss_bytes);
     let consumer_http = format!("127.0.0.1:{}", velostream_testkit::free_port());
     let state = ctx.work.join("pipeline.db");
     let dag = ctx.repo.join(DAG);
@@ -280,6 +283,7 @@ pub fn run(ctx: &Context, clickhouse: &ClickHouseConfig) -> Result<PipelineFigur
             .map(|v| v as u64),
         tasks,
         broker_peak_rss: seen.broker_peak_rss,
+        broker_idle_rss,
     })
 }
 

@@ -1,0 +1,184 @@
+//! `velostream-bench` end to end at a small size: every phase runs against fresh servers from the
+//! test harness (producer-bench, consumer-bench, the orchestrator's task chains, the benchmark DAG)
+//! and the report has every figure beside its baseline and a ratio, the 44M estimate, the machine
+//! and the versions. Figures are checked for what they count (rows), never for speed.
+
+mod common;
+
+use std::process::Command;
+
+use common::{program, programs_dir};
+use serde_json::Value;
+
+const ROWS: u64 = 100_000;
+
+/// The line of the summary table whose first cell is `figure`.
+fn summary_row<'a>(md: &'a str, figure: &str) -> &'a str {
+    md.lines()
+        .find(|l| l.starts_with(&format!("| {figure} |")))
+        .unwrap_or_else(|| panic!("no summary row {figure:?} in\n{md}"))
+}
+
+/// The cells of a table row.
+fn cells(row: &str) -> Vec<&str> {
+    row.trim_matches('|').split('|').map(str::trim).collect()
+}
+
+#[test]
+fn the_bench_command_measures_every_phase_beside_its_baseline() {
+    for name in [
+        "orchestrator",
+        "velostream-producer",
+        "velostream-consumer",
+        "producer-bench",
+        "consumer-bench",
+    ] {
+        program(name);
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let md_path = scratch.path().join("BENCHMARKS.md");
+    let json_path = scratch.path().join("bench.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_velostream-bench"))
+        .args(["--rows", &ROWS.to_string(), "--no-build"])
+        .args(["--partitions", "3", "--batch-rows", "50000"])
+        .args(["--command-tasks", "20", "--noop-tasks", "100"])
+        .args(["--small-batch-rows", "20000", "--producer-rounds", "1"])
+        .args(["--note", "integration test run"])
+        .arg("--output")
+        .arg(&md_path)
+        .arg("--json")
+        .arg(&json_path)
+        .arg("--work-dir")
+        .arg(scratch.path().join("work"))
+        .env_remove("KAFKA_BROKERS")
+        .env_remove("CLICKHOUSE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "velostream-bench failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(&md_path).unwrap();
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+
+    // The pipeline moved exactly the rows, validated by the DAG's count.
+    let pipeline = &report["pipeline"];
+    assert_eq!(pipeline["rows_produced"], ROWS, "{pipeline:#}");
+    assert_eq!(pipeline["rows_in_clickhouse"], ROWS);
+    assert_eq!(pipeline["rows_dead_lettered"], 0);
+    assert_eq!(pipeline["consumer"]["rows"], ROWS);
+    assert!(pipeline["peak_lag_sensor"].as_u64().unwrap() <= ROWS);
+    let tasks: Vec<&str> = pipeline["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    for task in [
+        "produce",
+        "wait_lag_zero",
+        "stop_consumer",
+        "validate_count",
+    ] {
+        assert!(tasks.contains(&task), "{task} missing from {tasks:?}");
+    }
+    // The scraper saw the consumer's metrics during the run.
+    assert!(pipeline["inserts"].as_u64().unwrap() >= 1, "{pipeline:#}");
+
+    // Each baseline ran at the same size.
+    assert_eq!(report["producer"]["flood"]["rows"], ROWS);
+    assert_eq!(report["producer"]["alone"]["rows"], ROWS);
+    assert_eq!(report["consumer"]["raw_insert"]["rows"], ROWS);
+    assert_eq!(report["consumer"]["alone"]["rows"], ROWS);
+    assert_eq!(report["consumer"]["small_batch"]["rows"], 20_000);
+    assert_eq!(report["overhead"]["command_tasks"], 20);
+    assert_eq!(report["overhead"]["noop_tasks"], 100);
+    for rate in [
+        &report["producer"]["flood"],
+        &report["producer"]["alone"],
+        &report["consumer"]["raw_insert"],
+        &report["consumer"]["small_batch"],
+        &report["consumer"]["alone"],
+        &pipeline["producer"],
+        &pipeline["consumer"],
+    ] {
+        assert!(rate["seconds"].as_f64().unwrap() > 0.0, "{rate}");
+    }
+
+    // Every summary figure stands beside a baseline and a ratio.
+    for figure in [
+        "Producer rows/s, in the pipeline",
+        "Producer rows/s, alone",
+        "Consumer rows/s, in the pipeline",
+        "Consumer rows/s, alone (pre-filled topic)",
+        "End-to-end time, first row produced to lag 0",
+        "Peak consumer lag",
+        "Orchestrator time per `command` task (chain of 20)",
+    ] {
+        let row = cells(summary_row(&md, figure));
+        assert_eq!(row.len(), 4, "{row:?}");
+        assert!(!row[1].is_empty() && row[1] != "n/a", "{row:?}");
+        assert!(row[2].contains(':'), "no baseline in {row:?}");
+        assert!(
+            row[3].ends_with('%') || row[3].ends_with('x'),
+            "no ratio in {row:?}"
+        );
+    }
+    for section in [
+        "## How long 44M rows take",
+        "| **Whole DAG run** |",
+        "## Machine and versions",
+        "| ClickHouse | 18.",
+        "| Broker | tansu",
+        "| Rust | rustc ",
+        "| librdkafka | ",
+        "> integration test run",
+        "### The benchmark DAG run",
+    ] {
+        assert!(md.contains(section), "{section:?} missing from\n{md}");
+    }
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert!(
+        md.contains(&format!("| CPU | {cores} cores (nproc)")),
+        "{md}"
+    );
+}
+
+#[test]
+fn a_missing_program_is_named_with_the_command_that_builds_it() {
+    // The bench binary alone in a folder: its siblings are missing.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("velostream-bench");
+    std::fs::copy(env!("CARGO_BIN_EXE_velostream-bench"), &exe).unwrap();
+    let out = Command::new(&exe)
+        .args([
+            "--rows",
+            "1000",
+            "--no-build",
+            "--only",
+            "overhead,pipeline",
+        ])
+        .arg("--output")
+        .arg(dir.path().join("never.md"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "missing from {}: orchestrator, velostream-producer, velostream-consumer;",
+            dir.path().display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cargo build --release --workspace --bins"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("never.md").exists());
+    // The real folder has them (so the other tests are not fooled by this one).
+    assert!(programs_dir().join("orchestrator").is_file());
+}
