@@ -159,9 +159,11 @@ impl Report {
             data_seconds: data,
             total_seconds: data + run.fixed_seconds(),
             slowest_stage_seconds: slowest_stage,
-            broker_rss: run
-                .broker_peak_rss
-                .map(|b| (b as f64 * scale).round() as u64),
+            // The empty broker's memory stays; what the messages take grows with them.
+            broker_rss: run.broker_peak_rss.map(|peak| {
+                let idle = run.broker_idle_rss.unwrap_or(0).min(peak);
+                idle + ((peak - idle) as f64 * scale).round() as u64
+            }),
         })
     }
 
@@ -371,7 +373,7 @@ impl Report {
         if let Some(rss) = e.broker_rss {
             let _ = writeln!(
                 md,
-                "| Local broker memory (it keeps every message in memory), scaled from this run's peak | {} of {} |",
+                "| Local broker memory (it keeps every message in memory): empty broker plus this run's growth, scaled | {} of {} |",
                 gib(rss),
                 gib(self.machine.memory_bytes)
             );
@@ -714,6 +716,7 @@ mod tests {
                     },
                 ],
                 broker_peak_rss: Some(4 << 30),
+                broker_idle_rss: Some(1 << 30),
             }),
             total_seconds: 300.0,
         }
@@ -748,7 +751,7 @@ mod tests {
         assert!((e.slowest_stage_seconds - 88.0).abs() < 1e-9);
         assert_eq!(
             e.broker_rss,
-            Some((4.4 * (4u64 << 30) as f64).round() as u64)
+            Some((1u64 << 30) + (4.4 * (3u64 << 30) as f64).round() as u64)
         );
         let md = report().markdown();
         assert!(md.contains("| **Whole DAG run** | **104.8 s** |"), "{md}");
