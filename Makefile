@@ -32,6 +32,11 @@ down:
 status:
 	./infrastructure/local/velostream-local status
 
+# The benchmark: the pipeline beside its baselines, written to docs/BENCHMARKS.md, e.g.
+#   make bench ARGS="--rows 10000000 --also-pipeline-rows 44000000"
+bench:
+	$(CARGO) run --release -p velostream-bench -- $(ARGS)
+
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
