@@ -83,6 +83,10 @@ struct Args {
     /// Rows the small-batch consumer baseline reads (its rate does not depend on it; it is slow).
     #[arg(long, default_value_t = 2_000_000)]
     small_batch_rows: u64,
+    /// After the main phases, run the benchmark DAG again at these sizes (comma-separated, e.g.
+    /// 44000000 for the reference run's size); the report shows them beside the estimate.
+    #[arg(long, value_delimiter = ',')]
+    also_pipeline_rows: Vec<u64>,
     /// Rounds of each producer phase, alternating (the median round counts).
     #[arg(long, default_value_t = 3)]
     producer_rounds: u32,
@@ -172,6 +176,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         flood200: !args.no_flood200,
         small_batch_rows: args.small_batch_rows,
         producer_rounds: args.producer_rounds,
+        extra_pipeline_rows: args.also_pipeline_rows.clone(),
         command: command_line(),
         note: args.note.clone(),
     };

@@ -59,6 +59,8 @@ pub struct Report {
     pub overhead: Option<OverheadFigures>,
     /// The benchmark DAG end to end.
     pub pipeline: Option<PipelineFigures>,
+    /// The benchmark DAG again at other sizes (`--also-pipeline-rows`).
+    pub extra_pipelines: Vec<PipelineFigures>,
     /// Seconds the whole benchmark took.
     pub total_seconds: f64,
 }
@@ -201,6 +203,7 @@ impl Report {
         }
         self.write_summary(md);
         self.write_estimate(md);
+        self.write_sizes(md);
         self.write_machine(md);
         self.write_details(md);
         let _ = writeln!(md, "## How each figure is measured\n");
@@ -376,6 +379,50 @@ impl Report {
                 "| Local broker memory (it keeps every message in memory): empty broker plus this run's growth, scaled | {} of {} |",
                 gib(rss),
                 gib(self.machine.memory_bytes)
+            );
+        }
+        let _ = writeln!(md);
+        if let Some(measured) = self
+            .extra_pipelines
+            .iter()
+            .find(|p| p.rows_produced == REFERENCE_ROWS)
+        {
+            let _ = writeln!(
+                md,
+                "Measured in the same benchmark, a run of the DAG at 44,000,000 rows took **{}** \
+                 ({} from the first row produced to lag 0; the estimate above said {}).\n",
+                duration(measured.run_seconds),
+                duration(measured.data_seconds),
+                duration(e.total_seconds)
+            );
+        }
+    }
+
+    fn write_sizes(&self, md: &mut String) {
+        if self.extra_pipelines.is_empty() {
+            return;
+        }
+        let _ = writeln!(md, "## The pipeline at other sizes\n");
+        let _ = writeln!(
+            md,
+            "The benchmark DAG again, after the phases above, on a fresh broker each time.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| rows | whole DAG run | first row to lag 0 | producer rows/s | consumer rows/s | peak lag | rows in ClickHouse |"
+        );
+        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|");
+        for p in self.pipeline.iter().chain(&self.extra_pipelines) {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                thousands(p.rows_produced),
+                duration(p.run_seconds),
+                duration(p.data_seconds),
+                rate(p.producer.rows_per_sec()),
+                rate(p.consumer.rows_per_sec()),
+                thousands(p.peak_lag_sensor),
+                thousands(p.rows_in_clickhouse)
             );
         }
         let _ = writeln!(md);
@@ -718,6 +765,7 @@ mod tests {
                 broker_peak_rss: Some(4 << 30),
                 broker_idle_rss: Some(1 << 30),
             }),
+            extra_pipelines: Vec::new(),
             total_seconds: 300.0,
         }
     }
@@ -755,6 +803,27 @@ mod tests {
         );
         let md = report().markdown();
         assert!(md.contains("| **Whole DAG run** | **104.8 s** |"), "{md}");
+    }
+
+    #[test]
+    fn a_measured_44m_run_stands_beside_the_estimate() {
+        let mut r = report();
+        let mut big = r.pipeline.clone().unwrap();
+        big.rows_produced = REFERENCE_ROWS;
+        big.rows_in_clickhouse = REFERENCE_ROWS;
+        big.run_seconds = 130.0;
+        big.data_seconds = 120.0;
+        r.extra_pipelines.push(big);
+        let md = r.markdown();
+        assert!(
+            md.contains("a run of the DAG at 44,000,000 rows took **2 min 10 s** (2 min 0 s from"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 44,000,000 | 2 min 10 s | 2 min 0 s |"),
+            "{md}"
+        );
+        assert!(md.contains("| 10,000,000 | 30.0 s | 22.0 s |"), "{md}");
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Config {
     pub noop_tasks: usize,
     /// Also flood 200-byte messages (the reference).
     pub flood200: bool,
+    /// Sizes at which to run the benchmark DAG again, after the main phases.
+    pub extra_pipeline_rows: Vec<u64>,
     /// Rounds of each producer phase (the median counts).
     pub producer_rounds: u32,
     /// Rows the small-batch consumer baseline reads.
@@ -87,7 +89,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
     ctx.programs.check(&needed)?;
 
     // One ClickHouse for the whole run (tables are dropped and created by each phase).
-    let needs_clickhouse = wants(Phase::Pipeline);
+    let needs_clickhouse = wants(Phase::Pipeline) || !config.extra_pipeline_rows.is_empty();
     let owned_clickhouse = (needs_clickhouse && ctx.clickhouse.is_none()).then(|| {
         tracing::info!("Starting a fresh ClickHouse from the test harness");
         velostream_testkit::ClickHouse::start()
@@ -186,6 +188,24 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
         }
         _ => None,
     };
+    let mut extra_pipelines = Vec::new();
+    if let Some(ch) = &clickhouse {
+        for &rows in &config.extra_pipeline_rows {
+            tracing::info!(rows, "Pipeline again, at another size");
+            let sized = Context {
+                rows,
+                ..ctx.clone()
+            };
+            let p = phases::pipeline::run(&sized, ch)?;
+            tracing::info!(
+                rows,
+                data_seconds = p.data_seconds,
+                run_seconds = p.run_seconds,
+                "Pipeline measured"
+            );
+            extra_pipelines.push(p);
+        }
+    }
     drop(owned_clickhouse);
 
     Ok(Report {
@@ -212,6 +232,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
         consumer,
         overhead,
         pipeline,
+        extra_pipelines,
         total_seconds: started.elapsed().as_secs_f64(),
     })
 }
