@@ -18,9 +18,9 @@ test: install
 	# The end-to-end tests spawn the producer and consumer binaries: build them first.
 	$(CARGO) build --workspace --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --workspace --all-targets --no-tests=fail; \
+		$(CARGO) nextest run --workspace --no-tests=fail; \
 	else \
-		$(CARGO) test --workspace --all-targets; \
+		$(CARGO) test --workspace; \
 	fi
 
 up: install
