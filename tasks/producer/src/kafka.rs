@@ -3,6 +3,7 @@
 //! enqueues without blocking, polls when librdkafka's queue is full, and counts every
 //! acknowledgement and failure in a delivery callback (no future per message).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -106,9 +107,10 @@ impl DeliveryConfig {
                 "message.timeout.ms",
                 self.message_timeout.as_millis().to_string(),
             )
-            // Room for a few batches per partition; `send` polls when it is full.
-            .set("queue.buffering.max.messages", "1000000")
-            .set("queue.buffering.max.kbytes", "1048576");
+            // librdkafka's default queue (100,000 messages) keeps queued messages in the CPU
+            // caches until they are compressed; a deeper queue only costs memory and cache
+            // misses. `send` polls while it is full.
+            ;
         for (k, v) in &self.properties {
             config.set(k, v);
         }
@@ -155,8 +157,33 @@ pub enum SetupError {
 }
 
 /// Counts acknowledgements and failures as librdkafka reports them.
+///
+/// Reports arrive only inside `poll`, on the sending thread, so acknowledgements are counted in
+/// plain single-writer cells (no locked instruction per message) and published to [`Stats`]
+/// after each poll ([`DeliveryCounter::publish`]).
 pub struct DeliveryCounter {
     stats: Stats,
+    rows: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// Adds `n` to a counter only one thread writes.
+#[inline]
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+}
+
+impl DeliveryCounter {
+    /// Moves the acknowledgements counted since the last call into [`Stats`].
+    fn publish(&self) {
+        let rows = self.rows.swap(0, Ordering::Relaxed);
+        if rows > 0 {
+            self.stats.delivered.inc_by(rows);
+            self.stats
+                .bytes
+                .inc_by(self.bytes.swap(0, Ordering::Relaxed));
+        }
+    }
 }
 
 impl ClientContext for DeliveryCounter {
@@ -171,8 +198,8 @@ impl ProducerContext for DeliveryCounter {
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
             Ok(message) => {
-                self.stats.delivered.inc();
-                self.stats.bytes.inc_by(message.payload_len() as u64);
+                bump(&self.rows, 1);
+                bump(&self.bytes, message.payload_len() as u64);
             }
             Err((error, _)) => self.stats.fail(|| error.to_string()),
         }
@@ -207,6 +234,8 @@ impl Sender {
             .client_config()
             .create_with_context(DeliveryCounter {
                 stats: stats.clone(),
+                rows: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
             })
             .map_err(SetupError::Config)?;
         Ok(Self {
@@ -227,17 +256,25 @@ impl Sender {
         loop {
             match self.producer.send(record) {
                 Ok(()) => {
-                    self.stats.enqueued.inc();
                     self.since_poll += 1;
                     if self.since_poll >= POLL_EVERY {
-                        self.since_poll = 0;
-                        self.producer.poll(Duration::ZERO);
+                        poll_and_publish(
+                            &self.producer,
+                            &self.stats,
+                            &mut self.since_poll,
+                            Duration::ZERO,
+                        );
                     }
                     return;
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
-                    self.producer.poll(Duration::from_millis(1));
+                    poll_and_publish(
+                        &self.producer,
+                        &self.stats,
+                        &mut self.since_poll,
+                        Duration::from_millis(1),
+                    );
                 }
                 Err((error, _)) => {
                     self.stats.fail(|| error.to_string());
@@ -247,17 +284,21 @@ impl Sender {
         }
     }
 
+    fn poll_for(&mut self, timeout: Duration) {
+        poll_and_publish(&self.producer, &self.stats, &mut self.since_poll, timeout);
+    }
+
     /// Serves pending delivery reports without waiting.
-    pub fn poll(&self) {
-        self.producer.poll(Duration::ZERO);
+    pub fn poll(&mut self) {
+        self.poll_for(Duration::ZERO);
     }
 
     /// Waits until every enqueued message is acknowledged or failed, at most `timeout`. Returns
     /// how many are still in flight (0 when all are settled).
-    pub fn flush(&self, timeout: Duration) -> i32 {
+    pub fn flush(&mut self, timeout: Duration) -> i32 {
         let deadline = Instant::now() + timeout;
         loop {
-            self.producer.poll(Duration::from_millis(50));
+            self.poll_for(Duration::from_millis(50));
             let in_flight = self.producer.in_flight_count();
             if in_flight == 0 || Instant::now() >= deadline {
                 return in_flight;
@@ -269,6 +310,20 @@ impl Sender {
     pub fn in_flight(&self) -> i32 {
         self.producer.in_flight_count()
     }
+}
+
+/// Serves delivery reports for `timeout`, then publishes the counts (`enqueued` sends since the
+/// last call, and the acknowledgements) to `stats`.
+fn poll_and_publish(
+    producer: &BaseProducer<DeliveryCounter>,
+    stats: &Stats,
+    enqueued: &mut u32,
+    timeout: Duration,
+) {
+    producer.poll(timeout);
+    stats.enqueued.inc_by(u64::from(*enqueued));
+    *enqueued = 0;
+    producer.context().publish();
 }
 
 /// Checks that the brokers answer and the topic exists; creates it when configured to.
