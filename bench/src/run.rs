@@ -132,7 +132,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
             noop_tasks = config.noop_tasks,
             "Orchestrator overhead: task chains against direct spawns"
         );
-        let o = phases::overhead::run(ctx, config.command_tasks, config.noop_tasks)?;
+        let o = phases::overhead::run(ctx, config.command_tasks, config.noop_tasks, 3)?;
         tracing::info!(
             per_task_ms = o.command_per_task * 1e3,
             direct_ms = o.direct_spawn * 1e3,

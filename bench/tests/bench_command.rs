@@ -116,7 +116,8 @@ fn the_bench_command_measures_every_phase_beside_its_baseline() {
         "Consumer rows/s, alone (pre-filled topic)",
         "End-to-end time, first row produced to lag 0",
         "Peak consumer lag",
-        "Orchestrator time per `command` task (chain of 20)",
+        "Orchestrator time per `command` task running `true` (a chain of 20)",
+        "Orchestrator overhead per task: a chain of 100 `noop` tasks (scheduler and SQLite store)",
     ] {
         let row = cells(summary_row(&md, figure));
         assert_eq!(row.len(), 4, "{row:?}");
