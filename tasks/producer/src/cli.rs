@@ -26,7 +26,8 @@ use crate::report::ProgressMode;
 /// acknowledged; it prints `::velostream:: {"output": {"rows": N, ...}}` on stdout.
 ///
 /// Exit codes: 0 all rows delivered; 1 nothing sent (bad input, broker unreachable, missing
-/// topic); 3 some rows failed (count in the output line and on stderr); 4 stopped by a signal.
+/// topic) or a file failed while being read; 2 bad command line; 3 some rows failed (count in the
+/// output line and on stderr); 4 stopped by a signal.
 #[derive(Debug, Parser)]
 #[command(
     name = "velostream-producer",

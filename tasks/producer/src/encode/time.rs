@@ -100,15 +100,30 @@ impl TimestampFormatter {
     /// has not four digits (the caller then takes the slow path, [`TimestampFormatter::write`]).
     #[inline]
     pub fn put_quoted(&mut self, slot: &mut Slot, value: i64) -> Option<usize> {
-        let secs = value.div_euclid(self.per_second);
-        let sub = value.rem_euclid(self.per_second);
+        // One instance per unit, so that every division is by a constant (a multiplication),
+        // not a hardware divide per value.
+        match self.per_second {
+            1 => self.put_quoted_in::<1>(slot, value),
+            1_000 => self.put_quoted_in::<1_000>(slot, value),
+            1_000_000 => self.put_quoted_in::<1_000_000>(slot, value),
+            _ => self.put_quoted_in::<1_000_000_000>(slot, value),
+        }
+    }
+
+    #[inline(always)]
+    fn put_quoted_in<const PER_SECOND: i64>(
+        &mut self,
+        slot: &mut Slot,
+        value: i64,
+    ) -> Option<usize> {
+        let secs = value.div_euclid(PER_SECOND);
+        let sub = value.rem_euclid(PER_SECOND);
         let day = secs.div_euclid(SECONDS_PER_DAY);
         if day != self.cached_day {
             let (y, m, d) = civil_from_days(day);
             if !(0..=9999).contains(&y) {
                 return None;
             }
-            let mut prefix = [0u8; SLOT_PREFIX];
             let mut tmp: Slot = [0; super::slot::SLOT];
             put2(&mut tmp, 0, (y / 100) as u32);
             put2(&mut tmp, 2, (y % 100) as u32);
@@ -117,8 +132,7 @@ impl TimestampFormatter {
             tmp[7] = b'-';
             put2(&mut tmp, 8, d);
             tmp[10] = b' ';
-            prefix.copy_from_slice(&tmp[..SLOT_PREFIX]);
-            self.cached_prefix = prefix;
+            self.cached_prefix.copy_from_slice(&tmp[..SLOT_PREFIX]);
             self.cached_day = day;
         }
         let sod = secs.rem_euclid(SECONDS_PER_DAY) as u32;
@@ -129,11 +143,8 @@ impl TimestampFormatter {
         put2(slot, 15, sod / 60 % 60);
         slot[17] = b':';
         put2(slot, 18, sod % 60);
-        let micros = match self.per_micro {
-            0 => sub * self.micros_per_unit,
-            1 => sub,
-            n => sub / n,
-        } as u32;
+        // sub < PER_SECOND <= 10^9, so sub * 10^6 fits; truncates below a microsecond.
+        let micros = (sub * 1_000_000 / PER_SECOND) as u32;
         if micros == 0 {
             slot[20] = b'"';
             return Some(21);
