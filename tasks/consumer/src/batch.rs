@@ -62,6 +62,15 @@ impl Batch {
         }
     }
 
+    /// An empty batch reusing `records`' allocation.
+    pub fn with_records(seq: u64, mut records: Vec<Record>) -> Self {
+        records.clear();
+        Self {
+            records,
+            ..Self::with_capacity(seq, 0)
+        }
+    }
+
     /// Messages in the batch (rows and dead letters).
     pub fn messages(&self) -> usize {
         self.records.len() + self.dead_letters.len()

@@ -10,6 +10,7 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::batch::Batch;
+use crate::record::Record;
 
 #[derive(Debug, Default)]
 struct State {
@@ -21,6 +22,9 @@ struct State {
     dirty: bool,
     /// The inserter stopped for good.
     failed: Option<String>,
+    /// The last written batch's row buffer, emptied, for the next batch (no fresh allocation
+    /// and page faults per batch).
+    spare: Option<Vec<Record>>,
 }
 
 /// Shared between the ingest thread (sends, waits) and the inserter (finishes).
@@ -98,9 +102,12 @@ impl Handoff {
     }
 
     /// The inserter wrote `batch`: its partitions continue after it.
-    pub fn finish(&self, batch: &Batch) {
+    pub fn finish(&self, batch: Batch) {
         let mut s = self.lock();
         s.done += 1;
+        let mut records = batch.records;
+        records.clear();
+        s.spare = Some(records);
         for (p, span) in &batch.spans {
             if let Some(next) = s.acked.get_mut(p) {
                 *next = (*next).max(span.next);
@@ -109,6 +116,11 @@ impl Handoff {
         }
         drop(s);
         self.changed.notify_all();
+    }
+
+    /// An empty row buffer left by the last written batch, if any.
+    pub fn take_spare(&self) -> Option<Vec<Record>> {
+        self.lock().spare.take()
     }
 
     /// The inserter stopped for good.
@@ -169,7 +181,8 @@ mod tests {
         let second = h.try_send(Batch::with_capacity(2, 0)).unwrap_err();
         assert!(!h.wait_idle(Instant::now() + Duration::from_millis(10)));
         let got = rx.try_recv().unwrap();
-        h.finish(&got);
+        h.finish(got);
+        assert!(h.take_spare().is_some() && h.take_spare().is_none());
         assert!(h.idle());
         // Partition 7 is not assigned here: not acked, not committed.
         assert_eq!(h.take_commit().unwrap(), BTreeMap::from([(0, 9)]));

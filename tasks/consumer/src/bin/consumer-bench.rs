@@ -1,2 +1,609 @@
-//! placeholder
-fn main() {}
+//! `consumer-bench`: rows/s from a pre-filled topic of taxi rows into ClickHouse, for our consumer
+//! and two baselines measured in the same run on the same servers:
+//!
+//! - ceiling: a raw insert of the same rows already decoded in memory, in inserts as large as our
+//!   batches (the machine's ceiling for ClickHouse ingestion);
+//! - plain: a consumer that inserts each poll's messages in small batches and commits after each,
+//!   the way the reference Python consumer did.
+//!
+//! ```text
+//! cargo run --release -p velostream-consumer --bin consumer-bench -- --rows 10000000
+//! ```
+//!
+//! Starts its own broker and ClickHouse (velostream-testkit) unless `--brokers` and
+//! `--clickhouse-url` are given. Prints a table and a `::velostream::` output line.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use rdkafka::ClientContext;
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use tokio_util::sync::CancellationToken;
+use velostream_common::clickhouse::{ClickHouseConfig, Server};
+use velostream_common::kafka::client_config;
+use velostream_consumer::fixture::{KeyCase, encode_parquet};
+use velostream_consumer::record::{Record, TaxiRow, decode};
+use velostream_consumer::sink::schema;
+use velostream_consumer::{Consumer as VeloConsumer, Settings};
+
+/// Measures our consumer against a raw-insert ceiling and a small-batch consumer.
+#[derive(Debug, Parser)]
+#[command(name = "consumer-bench", about, long_about = None)]
+struct Args {
+    /// Rows in the pre-filled topic (the sample repeated).
+    #[arg(long, default_value_t = 10_000_000)]
+    rows: usize,
+    /// Partitions of the topic.
+    #[arg(long, default_value_t = 4)]
+    partitions: i32,
+    /// Our consumer's --batch-rows, and the ceiling's insert size.
+    #[arg(long, default_value_t = 1_000_000)]
+    batch_rows: usize,
+    /// Our consumer's --batch-ms.
+    #[arg(long, default_value_t = 1000)]
+    batch_ms: u64,
+    /// Messages per insert of the plain consumer (one poll's worth).
+    #[arg(long, default_value_t = 10_000)]
+    plain_batch: usize,
+    /// Rows the plain consumer reads (it is slow); default: all.
+    #[arg(long)]
+    plain_rows: Option<usize>,
+    /// Skip the plain-consumer baseline.
+    #[arg(long)]
+    skip_plain: bool,
+    /// Skip the fetch-only and ceiling runs (to profile ours alone).
+    #[arg(long)]
+    only_ours: bool,
+    /// Use this broker instead of starting one.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    brokers: Option<String>,
+    /// Use this ClickHouse instead of starting one.
+    #[arg(long, env = "CLICKHOUSE_URL")]
+    clickhouse_url: Option<String>,
+    /// The TLC Parquet file to take rows from [default: the repository's 100k-row sample].
+    #[arg(long)]
+    sample: Option<std::path::PathBuf>,
+}
+
+struct Servers {
+    brokers: String,
+    clickhouse: ClickHouseConfig,
+    kafka: Option<velostream_testkit::Kafka>,
+    ch: Option<velostream_testkit::ClickHouse>,
+}
+
+/// CPU seconds used so far by a process (user + system), from /proc.
+fn cpu_secs(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// CPU used by ClickHouse, the broker and this process during a phase.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    clickhouse: f64,
+    broker: f64,
+    us: f64,
+}
+
+impl Servers {
+    fn cpu(&self) -> Cpu {
+        Cpu {
+            clickhouse: self.ch.as_ref().and_then(|c| c.pid()).map_or(0.0, cpu_secs),
+            broker: self
+                .kafka
+                .as_ref()
+                .and_then(|k| k.pid())
+                .map_or(0.0, cpu_secs),
+            us: cpu_secs(std::process::id()),
+        }
+    }
+
+    /// CPU seconds per million rows since `before`, as "ClickHouse / broker / bench process".
+    fn cpu_per_million(&self, before: Cpu, rows: usize) -> String {
+        let now = self.cpu();
+        let m = rows as f64 / 1e6;
+        format!(
+            "{:.2} / {:.2} / {:.2}",
+            (now.clickhouse - before.clickhouse) / m,
+            (now.broker - before.broker) / m,
+            (now.us - before.us) / m
+        )
+    }
+}
+
+fn servers(args: &Args) -> Servers {
+    let (brokers, kafka) = match &args.brokers {
+        Some(b) => (b.clone(), None),
+        None => {
+            let k = velostream_testkit::Kafka::start();
+            (k.bootstrap.clone(), Some(k))
+        }
+    };
+    let (clickhouse, ch) = match &args.clickhouse_url {
+        Some(url) => (
+            ClickHouseConfig {
+                url: url.clone(),
+                ..ClickHouseConfig::from_env()
+            },
+            None,
+        ),
+        None => {
+            let c = velostream_testkit::ClickHouse::start();
+            (
+                ClickHouseConfig {
+                    url: c.http_url.clone(),
+                    ..ClickHouseConfig::default()
+                },
+                Some(c),
+            )
+        }
+    };
+    Servers {
+        brokers,
+        clickhouse,
+        kafka,
+        ch,
+    }
+}
+
+#[derive(Default)]
+struct CountingContext {
+    failed: AtomicU64,
+}
+
+impl ClientContext for CountingContext {}
+
+impl ProducerContext for CountingContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if result.is_err() {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Fills `topic` with `rows` messages, the sample repeated, round-robin over the partitions.
+fn fill(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    sample: &[Vec<u8>],
+    rows: usize,
+) -> anyhow::Result<Duration> {
+    let producer: ThreadedProducer<CountingContext> = client_config(brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "50")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .set("queue.buffering.max.messages", "1000000")
+        .create_with_context(CountingContext::default())?;
+    let started = Instant::now();
+    for i in 0..rows {
+        let payload = &sample[i % sample.len()];
+        let key = (i as u64).to_le_bytes();
+        let mut record = BaseRecord::to(topic)
+            .partition((i % partitions as usize) as i32)
+            .key(&key[..])
+            .payload(payload.as_slice());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e).context("producing the benchmark topic"),
+            }
+        }
+        if i % 1_000_000 == 999_999 {
+            eprintln!("  filled {} rows", i + 1);
+        }
+    }
+    producer.flush(Duration::from_secs(300))?;
+    let failed = producer.context().failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        bail!("{failed} messages were not delivered while filling the topic");
+    }
+    Ok(started.elapsed())
+}
+
+/// (a) The ceiling: the same rows, decoded in memory, inserted in `batch_rows`-row inserts.
+async fn ceiling(
+    server: &Server,
+    table: &str,
+    sample: &[Record],
+    rows: usize,
+    batch_rows: usize,
+) -> anyhow::Result<f64> {
+    schema::ensure_tables(server, table).await?;
+    let started = Instant::now();
+    let mut done = 0;
+    while done < rows {
+        let n = batch_rows.min(rows - done);
+        let mut insert = server.client.insert::<TaxiRow<'_>>(table).await?;
+        for i in done..done + n {
+            let mut record = sample[i % sample.len()].clone();
+            record.partition = 0;
+            record.offset = i as i64;
+            insert.write(&TaxiRow::new("ceiling", &record)).await?;
+        }
+        insert.end().await?;
+        done += n;
+    }
+    Ok(rows as f64 / started.elapsed().as_secs_f64())
+}
+
+/// (b) Our consumer, in-process with the settings the binary would get.
+async fn ours(args: &Args, s: &Servers, topic: &str, table: &str) -> anyhow::Result<(f64, f64)> {
+    let mut settings = Settings::new(&s.brokers, s.clickhouse.clone(), topic, "bench-ours");
+    settings.table = table.to_string();
+    settings.batch_rows = args.batch_rows;
+    settings.batch_time = Duration::from_millis(args.batch_ms);
+    let consumer = VeloConsumer::new(settings);
+    let metrics = consumer.metrics();
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let run = tokio::spawn(consumer.run(stop.clone()));
+    let mut last_report = Instant::now();
+    while metrics.rows_inserted.get() < args.rows as u64 {
+        if run.is_finished() {
+            bail!("our consumer stopped early");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if last_report.elapsed() > Duration::from_secs(5) {
+            eprintln!("  ours: {} rows inserted", metrics.rows_inserted.get());
+            last_report = Instant::now();
+        }
+    }
+    let wall = started.elapsed();
+    stop.cancel();
+    let summary = run.await??;
+    if summary.rows_inserted != args.rows as u64 {
+        bail!(
+            "our consumer inserted {} rows, expected {}",
+            summary.rows_inserted,
+            args.rows
+        );
+    }
+    Ok((summary.rows_per_sec, args.rows as f64 / wall.as_secs_f64()))
+}
+
+/// (c) The plain consumer: each poll's messages (up to `plain_batch`), decoded, inserted and
+/// committed before the next poll.
+async fn plain(
+    args: &Args,
+    s: &Servers,
+    server: &Server,
+    topic: &str,
+    table: &str,
+    rows: usize,
+) -> anyhow::Result<f64> {
+    schema::ensure_tables(server, table).await?;
+    let consumer: BaseConsumer = client_config(&s.brokers)
+        .set("group.id", "bench-plain")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "500")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut done = 0;
+    let mut first = None;
+    while done < rows {
+        // One "poll": up to plain_batch messages, or what arrives within 100 ms.
+        let mut batch = Vec::with_capacity(args.plain_batch);
+        let poll_deadline = Instant::now() + Duration::from_millis(100);
+        while batch.len() < args.plain_batch.min(rows - done) && Instant::now() < poll_deadline {
+            if let Some(m) = consumer.poll(Duration::from_millis(10)) {
+                let m = m?;
+                first.get_or_insert_with(Instant::now);
+                let trip = decode(m.payload().unwrap_or_default())?;
+                batch.push(Record {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    trip,
+                });
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let mut insert = server.client.insert::<TaxiRow<'_>>(table).await?;
+        for r in &batch {
+            insert.write(&TaxiRow::new(topic, r)).await?;
+        }
+        insert.end().await?;
+        consumer.commit_consumer_state(CommitMode::Sync)?;
+        done += batch.len();
+    }
+    let elapsed = first.map(|f| f.elapsed()).unwrap_or_default();
+    Ok(rows as f64 / elapsed.as_secs_f64())
+}
+
+/// Reading the topic and nothing else: how fast the broker serves it to one consumer.
+/// Uses the same librdkafka settings as our consumer.
+fn fetch_only(s: &Servers, topic: &str, rows: usize) -> anyhow::Result<f64> {
+    let mut settings = Settings::new(&s.brokers, s.clickhouse.clone(), topic, "bench-fetch");
+    settings.session_timeout = Duration::from_secs(6);
+    let consumer: BaseConsumer = velostream_consumer::kafka::consumer_config(&settings).create()?;
+    consumer.subscribe(&[topic])?;
+    let mut done = 0;
+    let mut bytes = 0;
+    let mut first = None;
+    while done < rows {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m?;
+            first.get_or_insert_with(Instant::now);
+            bytes += m.payload_len();
+            done += 1;
+        }
+    }
+    let elapsed = first.map(|f| f.elapsed()).unwrap_or_default();
+    eprintln!("  {} MB of JSON", bytes >> 20);
+    Ok(rows as f64 / elapsed.as_secs_f64())
+}
+
+async fn settle(server: &Server) {
+    // Let background merges of the previous run finish, so each run starts from a quiet server.
+    for _ in 0..600 {
+        let merges: u64 = server
+            .client
+            .query("SELECT count() FROM system.merges")
+            .fetch_one()
+            .await
+            .unwrap_or(0);
+        if merges == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let s = servers(&args);
+    let sample_path = args
+        .sample
+        .clone()
+        .unwrap_or_else(velostream_testkit::taxi_sample);
+    let sample = encode_parquet(&sample_path, KeyCase::AsIs)?;
+    let records: Vec<Record> = sample
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Ok(Record {
+                partition: 0,
+                offset: i as i64,
+                trip: decode(p)?,
+            })
+        })
+        .collect::<Result<_, velostream_consumer::record::DecodeError>>()?;
+    let bytes: usize = sample.iter().map(Vec::len).sum();
+    eprintln!(
+        "sample: {} rows from {}, {} bytes of JSON per row on average",
+        sample.len(),
+        sample_path.display(),
+        bytes / sample.len()
+    );
+    let decode_started = Instant::now();
+    let mut decoded = 0usize;
+    for _ in 0..5 {
+        decoded += sample.iter().filter(|p| decode(p).is_ok()).count();
+    }
+    let decode_rate = decoded as f64 / decode_started.elapsed().as_secs_f64();
+
+    let topic = format!("bench-{}", std::process::id());
+    let admin: AdminClient<_> = client_config(&s.brokers).create()?;
+    admin
+        .create_topics(
+            [&NewTopic::new(
+                &topic,
+                args.partitions,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new(),
+        )
+        .await?
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
+    eprintln!(
+        "filling topic {topic} with {} rows in {} partitions...",
+        args.rows, args.partitions
+    );
+    let fill_time = fill(&s.brokers, &topic, args.partitions, &sample, args.rows)?;
+    eprintln!(
+        "  filled in {:.1}s ({:.0} rows/s)",
+        fill_time.as_secs_f64(),
+        args.rows as f64 / fill_time.as_secs_f64()
+    );
+
+    let mut lines: Vec<(String, f64, String)> = Vec::new();
+    lines.push((
+        "decode alone (JSON -> row, one thread, no I/O)".into(),
+        decode_rate,
+        String::new(),
+    ));
+
+    eprintln!("(d) fetch only: one consumer reading the topic, nothing else...");
+    let cpu = s.cpu();
+    let fetch_rate = fetch_only(&s, &topic, args.rows)?;
+    eprintln!("  {fetch_rate:.0} rows/s");
+    lines.push((
+        "(d) fetch only: read the topic, no decode, no insert".into(),
+        fetch_rate,
+        s.cpu_per_million(cpu, args.rows),
+    ));
+
+    let server = s.clickhouse.connect().await?;
+    eprintln!(
+        "(a) ceiling: ClickHouse {}, raw inserts of {} decoded rows from memory...",
+        server.version, args.rows
+    );
+    let cpu = s.cpu();
+    let ceiling_rate = ceiling(
+        &server,
+        "bench_ceiling",
+        &records,
+        args.rows,
+        args.batch_rows,
+    )
+    .await?;
+    eprintln!("  {ceiling_rate:.0} rows/s");
+    lines.push((
+        format!(
+            "(a) ceiling: raw insert from memory, {}-row inserts",
+            args.batch_rows
+        ),
+        ceiling_rate,
+        s.cpu_per_million(cpu, args.rows),
+    ));
+    server
+        .client
+        .query("DROP TABLE bench_ceiling")
+        .execute()
+        .await?;
+    settle(&server).await;
+
+    eprintln!(
+        "ours: velostream-consumer, batch {} rows / {} ms...",
+        args.batch_rows, args.batch_ms
+    );
+    let cpu = s.cpu();
+    let (ours_rate, ours_wall) = ours(&args, &s, &topic, "bench_ours").await?;
+    let ours_cpu = s.cpu_per_million(cpu, args.rows);
+    let counted: u64 = server
+        .client
+        .query("SELECT count() FROM bench_ours FINAL")
+        .fetch_one()
+        .await?;
+    if counted != args.rows as u64 {
+        bail!(
+            "bench_ours holds {counted} rows (FINAL), expected {}",
+            args.rows
+        );
+    }
+    eprintln!(
+        "  {ours_rate:.0} rows/s from first message to last insert ({ours_wall:.0} rows/s including joining the group)"
+    );
+    lines.push((
+        "ours: velostream-consumer, first message to last insert".into(),
+        ours_rate,
+        ours_cpu,
+    ));
+    lines.push((
+        "ours, wall time including the group join (~3 s)".into(),
+        ours_wall,
+        String::new(),
+    ));
+    server
+        .client
+        .query("DROP TABLE bench_ours")
+        .execute()
+        .await?;
+    settle(&server).await;
+
+    let plain_rate = if args.skip_plain {
+        None
+    } else {
+        let rows = args.plain_rows.unwrap_or(args.rows).min(args.rows);
+        eprintln!(
+            "(b) plain: {} messages per poll, insert + commit per poll, {rows} rows...",
+            args.plain_batch
+        );
+        let cpu = s.cpu();
+        let rate = plain(&args, &s, &server, &topic, "bench_plain", rows).await?;
+        eprintln!("  {rate:.0} rows/s");
+        lines.push((
+            format!(
+                "(b) plain: {}-message insert + commit per poll",
+                args.plain_batch
+            ),
+            rate,
+            s.cpu_per_million(cpu, rows),
+        ));
+        Some(rate)
+    };
+
+    println!();
+    println!(
+        "consumer-bench: {} rows of NYC taxi JSON ({} bytes/row), {} partitions, ClickHouse {}, {} CPUs",
+        args.rows,
+        bytes / sample.len(),
+        args.partitions,
+        server.version,
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    println!(
+        "{:<58} {:>11} {:>8}  {}",
+        "run", "rows/s", "ours is", "CPU s per 1M rows: ClickHouse / broker / bench"
+    );
+    for (name, rate, cpu) in &lines {
+        println!(
+            "{name:<58} {rate:>11.0} {:>7.0}%  {cpu}",
+            100.0 * ours_rate / rate
+        );
+    }
+    println!();
+    println!("ours / ceiling = {:.1}%", 100.0 * ours_rate / ceiling_rate);
+    if let Some(p) = plain_rate {
+        println!("ours / plain   = {:.1}x", ours_rate / p);
+    }
+    let output = serde_json::json!({"output": {
+        "rows": args.rows,
+        "ceiling_rows_per_sec": ceiling_rate.round(),
+        "ours_rows_per_sec": ours_rate.round(),
+        "plain_rows_per_sec": plain_rate.map(f64::round),
+        "fetch_only_rows_per_sec": fetch_rate.round(),
+        "ours_vs_ceiling": (ours_rate / ceiling_rate * 1000.0).round() / 1000.0,
+    }});
+    println!("::velostream:: {output}");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("consumer-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("consumer-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -60,6 +60,20 @@ pub struct Ingest {
     state: Mutex<State>,
 }
 
+/// How long a full batch waits for the inserter before the partitions are paused outright.
+/// Shorter waits just stop polling, which keeps librdkafka's prefetched messages (pausing
+/// discards them).
+pub const HOLD_BEFORE_PAUSE: Duration = Duration::from_secs(5);
+
+/// What the loop does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Poll for messages.
+    Poll,
+    /// Do not take messages: a full batch waits for the inserter.
+    Hold,
+}
+
 #[derive(Debug)]
 struct State {
     current: Batch,
@@ -67,6 +81,8 @@ struct State {
     /// Next offset expected per assigned partition (-1: wherever the partition starts).
     positions: HashMap<i32, i64>,
     paused: bool,
+    /// Since when a full batch has been waiting for the inserter.
+    held_since: Option<Instant>,
     first_message: Option<Instant>,
 }
 
@@ -116,6 +132,7 @@ impl Ingest {
                 next_seq: 2,
                 positions: HashMap::new(),
                 paused: false,
+                held_since: None,
                 first_message: None,
             }),
         }
@@ -128,8 +145,11 @@ impl Ingest {
     fn take_current(&self, state: &mut State) -> Batch {
         let seq = state.next_seq;
         state.next_seq += 1;
-        let capacity = self.batch_rows.min(1 << 20);
-        std::mem::replace(&mut state.current, Batch::with_capacity(seq, capacity))
+        let next = match self.handoff.take_spare() {
+            Some(records) => Batch::with_records(seq, records),
+            None => Batch::with_capacity(seq, self.batch_rows.min(1 << 20)),
+        };
+        std::mem::replace(&mut state.current, next)
     }
 
     /// Adds one message to the batch being filled.
@@ -163,17 +183,19 @@ impl Ingest {
         }
     }
 
-    /// Hands the batch over when it is full or old enough and the inserter is free; pauses
-    /// fetching while a full batch waits, resumes once it is gone.
-    fn maybe_flush(&self, consumer: &IngestConsumer, state: &mut State) {
-        let messages = state.current.messages();
-        let full = messages >= self.batch_rows;
+    /// Hands the batch over when it is full or old enough and the inserter is free. A full
+    /// batch that cannot be handed over is held: the loop stops taking messages (librdkafka's
+    /// bounded prefetch queue fills and fetching stops), and if that lasts longer than
+    /// [`HOLD_BEFORE_PAUSE`] the partitions are paused outright, so the loop can go back to
+    /// polling (rebalances, statistics, group membership) without receiving messages.
+    fn maybe_flush(&self, consumer: &IngestConsumer, state: &mut State) -> Flow {
+        let full = state.current.messages() >= self.batch_rows;
         let aged = state
             .current
             .started
             .is_some_and(|t| t.elapsed() >= self.batch_time);
         if !(full || aged) {
-            return;
+            return Flow::Poll;
         }
         if self.handoff.idle() {
             let batch = self.take_current(state);
@@ -181,14 +203,29 @@ impl Ingest {
             if let Err(batch) = self.handoff.try_send(batch) {
                 // The inserter is gone (it failed); keep the rows, the loop is about to stop.
                 state.current = batch;
-                return;
+                return Flow::Poll;
+            }
+            if state.held_since.take().is_some() {
+                self.metrics.fetch_paused.set(0);
             }
             if state.paused {
                 self.set_paused(consumer, state, false);
             }
-        } else if full && !state.paused {
+            return Flow::Poll;
+        }
+        if !full {
+            // Old enough but the inserter is busy: keep filling, the batch just gets bigger.
+            return Flow::Poll;
+        }
+        let since = *state.held_since.get_or_insert_with(|| {
+            self.metrics.fetch_paused.set(1);
+            tracing::debug!("Batch full while the previous insert runs: holding");
+            Instant::now()
+        });
+        if !state.paused && since.elapsed() >= HOLD_BEFORE_PAUSE {
             self.set_paused(consumer, state, true);
         }
+        if state.paused { Flow::Poll } else { Flow::Hold }
     }
 
     fn set_paused(&self, consumer: &IngestConsumer, state: &mut State, paused: bool) {
@@ -207,7 +244,6 @@ impl Ingest {
         match result {
             Ok(()) => {
                 state.paused = paused;
-                self.metrics.fetch_paused.set(i64::from(paused));
                 tracing::debug!(
                     paused,
                     partitions = assignment.count(),
@@ -375,6 +411,8 @@ impl Ingest {
         }
         if state.positions.is_empty() {
             state.paused = false;
+        }
+        if state.current.messages() < self.batch_rows && state.held_since.take().is_some() {
             self.metrics.fetch_paused.set(0);
         }
         self.metrics
@@ -415,7 +453,16 @@ impl Ingest {
 pub fn run(consumer: &IngestConsumer, ingest: &Ingest, grace: Duration) -> IngestOutcome {
     let poll_timeout =
         Duration::from_millis(100).min(ingest.batch_time.max(Duration::from_millis(1)));
+    let mut flow = Flow::Poll;
     while !ingest.stop.is_cancelled() {
+        if flow == Flow::Hold {
+            ingest
+                .handoff
+                .wait_idle(Instant::now() + Duration::from_millis(50));
+            flow = ingest.maybe_flush(consumer, &mut ingest.lock());
+            ingest.commit_progress(consumer, CommitMode::Async);
+            continue;
+        }
         // Never hold the state lock across `poll`: rebalance callbacks run inside it and lock it.
         let mut message = consumer.poll(poll_timeout);
         let mut drained = 0;
@@ -441,7 +488,7 @@ pub fn run(consumer: &IngestConsumer, ingest: &Ingest, grace: Duration) -> Inges
             }
             message = consumer.poll(Duration::ZERO);
         }
-        ingest.maybe_flush(consumer, &mut ingest.lock());
+        flow = ingest.maybe_flush(consumer, &mut ingest.lock());
         ingest.commit_progress(consumer, CommitMode::Async);
     }
     shutdown(consumer, ingest, grace)

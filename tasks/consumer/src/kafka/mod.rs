@@ -31,6 +31,9 @@ pub fn consumer_config(settings: &Settings) -> ClientConfig {
             settings.fetch_queue_kbytes.to_string(),
         )
         .set("queued.min.messages", "1000000")
+        // When the prefetch queue is full librdkafka waits this long before fetching again; the
+        // default (1 s) idles the consumer most of the time once decoding is the slower side.
+        .set("fetch.queue.backoff.ms", "10")
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "8388608")
         .set("statistics.interval.ms", "1000");

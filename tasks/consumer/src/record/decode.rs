@@ -96,7 +96,7 @@ pub(super) enum Field {
     CbdCongestionFee,
 }
 
-const FIELDS: [(Field, &str); 20] = [
+pub(super) const FIELDS: [(Field, &str); 20] = [
     (Field::VendorId, "VendorID"),
     (Field::Pickup, "tpep_pickup_datetime"),
     (Field::Dropoff, "tpep_dropoff_datetime"),
@@ -128,19 +128,6 @@ impl Field {
             .map(|(field, _)| *field)
     }
 
-    /// Like [`Field::lookup`], trying the field at `hint` first: producers write the columns in
-    /// file order, so the next key is almost always the field after the previous one.
-    #[inline]
-    pub(super) fn lookup_hinted(key: &[u8], hint: usize) -> Option<Self> {
-        if let Some((field, name)) = FIELDS.get(hint)
-            && name.len() == key.len()
-            && name.as_bytes().eq_ignore_ascii_case(key)
-        {
-            return Some(*field);
-        }
-        Self::lookup(key)
-    }
-
     fn name(self) -> &'static str {
         FIELDS[self as usize].1
     }
@@ -155,7 +142,7 @@ pub fn decode(payload: &[u8]) -> Result<Trip, DecodeError> {
 }
 
 /// The general path: serde_json, with errors that say what is wrong.
-pub fn decode_with_serde(payload: &[u8]) -> Result<Trip, DecodeError> {
+fn decode_with_serde(payload: &[u8]) -> Result<Trip, DecodeError> {
     if payload.iter().all(u8::is_ascii_whitespace) {
         return Err(DecodeError::new(ErrorKind::NotJson, "empty message"));
     }
@@ -185,7 +172,7 @@ fn classify(err: &serde_json::Error, field: Option<Field>) -> DecodeError {
 
 /// Values as read, before the required ones are checked.
 #[derive(Default)]
-pub(super) struct Partial {
+pub(crate) struct Partial {
     pub(super) vendor_id: Option<u8>,
     pub(super) pickup: Option<u32>,
     pub(super) dropoff: Option<u32>,
@@ -499,5 +486,100 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::MissingField);
         assert!(e.message.contains("PULocationID"), "{e}");
         assert_eq!(err("{}").kind, ErrorKind::MissingField);
+    }
+
+    mod agreement {
+        //! The scanner (fast path) and serde_json (general path) agree on every input: either
+        //! the scanner gives up, or it decodes exactly what serde would.
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                (-1000i64..100_000).prop_map(|v| v.to_string()),
+                (0u32..1_000_000, 0u32..7).prop_map(|(m, k)| {
+                    let v = f64::from(m) / 10f64.powi(k as i32);
+                    format!("{v}")
+                }),
+                (0u32..1000, 0u32..3)
+                    .prop_map(|(m, k)| format!("{m}.{}", "0".repeat(k as usize + 1))),
+                Just("null".to_string()),
+                Just("true".to_string()),
+                Just("\"N\"".to_string()),
+                Just("\"Y\"".to_string()),
+                Just("\"x\\ny\"".to_string()),
+                Just("[1,2]".to_string()),
+                Just("{\"a\":1}".to_string()),
+                Just("1e3".to_string()),
+                Just("-0".to_string()),
+                Just("\"2023-01-01 00:32:10\"".to_string()),
+                Just("\"2023-01-01 00:32:10.5\"".to_string()),
+                Just("\"2023-02-30 00:00:00\"".to_string()),
+                "[a-z0-9 :.-]{0,12}".prop_map(|t| format!("\"{t}\"")),
+            ]
+        }
+
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                8 => (0..FIELDS.len(), any::<bool>()).prop_map(|(i, lower)| {
+                    let name = FIELDS[i].1;
+                    if lower { name.to_ascii_lowercase() } else { name.to_string() }
+                }),
+                1 => "[a-zA-Z_]{1,10}",
+                1 => Just("tpep_pickup\\u005fdatetime".to_string()),
+            ]
+        }
+
+        fn object() -> impl Strategy<Value = String> {
+            (
+                proptest::collection::vec((key(), value()), 0..24),
+                prop_oneof![Just(""), Just(" "), Just("\n")],
+            )
+                .prop_map(|(pairs, ws)| {
+                    let body: Vec<String> = pairs
+                        .iter()
+                        .map(|(k, v)| format!("{ws}\"{k}\"{ws}:{ws}{v}"))
+                        .collect();
+                    format!("{ws}{{{}}}{ws}", body.join(","))
+                })
+        }
+
+        /// A well-formed row with every field, in file order, with drifting values.
+        fn row() -> impl Strategy<Value = String> {
+            proptest::collection::vec(value(), FIELDS.len()).prop_map(|values| {
+                let body: Vec<String> = FIELDS
+                    .iter()
+                    .zip(&values)
+                    .map(|((_, k), v)| format!("\"{k}\":{v}"))
+                    .collect();
+                format!("{{{}}}", body.join(","))
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn scanner_agrees_with_serde(text in prop_oneof![object(), row()]) {
+                prop_assert_eq!(decode(text.as_bytes()), decode_with_serde(text.as_bytes()), "{}", text);
+            }
+
+            #[test]
+            fn scanner_agrees_on_damaged_input(text in row(), cut in any::<proptest::sample::Index>(), byte in any::<u8>()) {
+                let mut bytes = text.into_bytes();
+                let at = cut.index(bytes.len());
+                let mut damaged = bytes.clone();
+                damaged[at] = byte;
+                prop_assert_eq!(decode(&damaged), decode_with_serde(&damaged));
+                bytes.truncate(at);
+                prop_assert_eq!(decode(&bytes), decode_with_serde(&bytes));
+            }
+        }
+
+        #[test]
+        fn the_scanner_takes_the_producers_rows() {
+            let row = super::ROW_2023.as_bytes();
+            assert!(crate::record::scan::scan(row).is_some());
+            let lower = super::ROW_2023.to_ascii_lowercase();
+            assert!(crate::record::scan::scan(lower.as_bytes()).is_some());
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! One taxi row: its JSON wire format decoded into the columns of the ClickHouse table.
 
 pub mod decode;
-mod scan;
+pub(crate) mod scan;
 pub mod timestamp;
 pub mod trip;
 

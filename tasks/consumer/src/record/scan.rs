@@ -5,7 +5,7 @@
 //! explains what is wrong with it. Both paths agree on every message the scanner accepts
 //! (property-tested in `decode`).
 
-use super::decode::{Field, Partial};
+use super::decode::{FIELDS, Field, Partial};
 use super::timestamp::parse_datetime_bytes;
 use super::trip::Flag;
 
@@ -56,14 +56,43 @@ impl<'a> Scanner<'a> {
         self.eat(b'"')?;
         let start = self.pos;
         let rest = self.b.get(start..)?;
-        let len = rest
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        let len = special_byte(rest)?;
         if rest[len] != b'"' {
             return None;
         }
         self.pos = start + len + 1;
         Some(&rest[..len])
+    }
+
+    /// The next key, if it is spelled exactly like the field at `hint` (the common case, with
+    /// no scanning or case folding), else `None` and nothing consumed.
+    #[inline]
+    fn expected_key(&mut self, hint: usize) -> Option<Field> {
+        let (field, name) = FIELDS.get(hint)?;
+        let n = name.len();
+        let end = self.pos + 1 + n;
+        if self.b.get(self.pos) == Some(&b'"')
+            && self.b.get(self.pos + 1..end) == Some(name.as_bytes())
+            && self.b.get(end) == Some(&b'"')
+        {
+            self.pos = end + 1;
+            Some(*field)
+        } else {
+            None
+        }
+    }
+
+    /// A timestamp value `"YYYY-MM-DD HH:MM:SS"` parsed in place (no fraction); `None` and
+    /// nothing consumed for anything else.
+    #[inline]
+    fn plain_timestamp(&mut self) -> Option<u32> {
+        let end = self.pos + 20;
+        if self.b.get(self.pos) != Some(&b'"') || self.b.get(end) != Some(&b'"') {
+            return None;
+        }
+        let seconds = parse_datetime_bytes(&self.b[self.pos + 1..end]).ok()?;
+        self.pos = end + 1;
+        Some(seconds)
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
@@ -165,6 +194,35 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// Index of the first `"`, `\\` or control character, eight bytes at a time.
+#[inline]
+fn special_byte(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        // A byte is zero in `v` iff ... ; `v - ONES & !v & HIGHS` flags zero bytes (and may flag
+        // a byte above a real hit, which is harmless: we only want the first).
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+        // Bytes below 0x20: flag bytes whose value minus 0x20 borrows.
+        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
+        let hits = zero(quote) | zero(backslash) | control;
+        if hits != 0 {
+            return Some(i + (hits.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    bytes[i..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .map(|p| i + p)
+}
+
 const POW10: [f64; 16] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
 ];
@@ -208,7 +266,7 @@ fn flag(s: Scalar<'_>) -> Option<Option<Flag>> {
 }
 
 /// Scans a flat JSON object; `None` when the serde path must decide.
-pub(super) fn scan(payload: &[u8]) -> Option<Partial> {
+pub(crate) fn scan(payload: &[u8]) -> Option<Partial> {
     let mut s = Scanner { b: payload, pos: 0 };
     let mut p = Partial::default();
     let mut hint = 0;
@@ -217,14 +275,29 @@ pub(super) fn scan(payload: &[u8]) -> Option<Partial> {
     s.ws();
     if s.eat(b'}').is_none() {
         loop {
-            let key = s.string()?;
+            let field = match s.expected_key(hint) {
+                Some(field) => Some(field),
+                None => {
+                    let key = s.string()?;
+                    let field = Field::lookup(key);
+                    if field.is_none() {
+                        std::str::from_utf8(key).ok()?;
+                    }
+                    field
+                }
+            };
             s.ws();
             s.eat(b':')?;
             s.ws();
-            match Field::lookup_hinted(key, hint) {
-                None => {
-                    std::str::from_utf8(key).ok()?;
-                    s.skip()?;
+            match field {
+                None => s.skip()?,
+                Some(Field::Pickup) if let Some(t) = s.plain_timestamp() => {
+                    hint = Field::Pickup as usize + 1;
+                    p.pickup = Some(t);
+                }
+                Some(Field::Dropoff) if let Some(t) = s.plain_timestamp() => {
+                    hint = Field::Dropoff as usize + 1;
+                    p.dropoff = Some(t);
                 }
                 Some(field) => {
                     hint = field as usize + 1;

@@ -41,10 +41,10 @@ pub async fn run(
         );
         match writer.write(&batch, &abort).await {
             Ok(()) => {
-                handoff.finish(&batch);
+                tracing::debug!(batch = batch.seq, "Batch written");
+                handoff.finish(batch);
                 metrics.inflight_rows.set(0);
                 last_write = Some(Instant::now());
-                tracing::debug!(batch = batch.seq, "Batch written");
             }
             Err(err) => {
                 handoff.fail(format!("{err:#}"));
