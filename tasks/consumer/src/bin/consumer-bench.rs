@@ -554,8 +554,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     println!(
-        "{:<58} {:>11} {:>8}  {}",
-        "run", "rows/s", "ours is", "CPU s per 1M rows: ClickHouse / broker / bench"
+        "{:<58} {:>11} {:>8}  CPU s per 1M rows: ClickHouse / broker / bench",
+        "run", "rows/s", "ours is"
     );
     for (name, rate, cpu) in &lines {
         println!(
