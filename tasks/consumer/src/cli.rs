@@ -30,7 +30,7 @@ pub struct Args {
     /// The ClickHouse table (created from infrastructure/clickhouse/taxi_trips.sql if missing).
     #[arg(long, env = "VELOSTREAM_TABLE", default_value = "taxi_trips")]
     pub table: String,
-    /// Where bad records go, with the error and their source in headers [default: <topic>.dead-letter].
+    /// Where bad records go, with the error and their source in headers [default: TOPIC.dead-letter].
     #[arg(long, env = "VELOSTREAM_DEAD_LETTER_TOPIC")]
     pub dead_letter_topic: Option<String>,
     /// Flush a batch at this many messages (ClickHouse likes 100k and more).

@@ -160,7 +160,7 @@ pub enum SetupError {
 ///
 /// Reports arrive only inside `poll`, on the sending thread, so acknowledgements are counted in
 /// plain single-writer cells (no locked instruction per message) and published to [`Stats`]
-/// after each poll ([`DeliveryCounter::publish`]).
+/// after each poll (`DeliveryCounter::publish`).
 pub struct DeliveryCounter {
     stats: Stats,
     rows: AtomicU64,
