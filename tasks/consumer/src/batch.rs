@@ -135,6 +135,29 @@ impl Batch {
         out
     }
 
+    /// The order to insert the rows in: by partition, then offset (the table's sorting key),
+    /// as indexes into `records`. Rows of a partition arrive in offset order, interleaved with
+    /// other partitions in fetch-sized chunks; a counting sort by partition is enough, and
+    /// ClickHouse then has sorted input, which costs it half as much to insert.
+    pub fn insert_order(&self) -> Vec<u32> {
+        let buckets: Vec<i32> = self.spans.keys().copied().collect();
+        let bucket = |p: i32| buckets.binary_search(&p).unwrap_or(0);
+        let mut starts = vec![0usize; buckets.len() + 1];
+        for r in &self.records {
+            starts[bucket(r.partition) + 1] += 1;
+        }
+        for i in 1..starts.len() {
+            starts[i] += starts[i - 1];
+        }
+        let mut order = vec![0u32; self.records.len()];
+        for (i, r) in self.records.iter().enumerate() {
+            let slot = &mut starts[bucket(r.partition)];
+            order[*slot] = i as u32;
+            *slot += 1;
+        }
+        order
+    }
+
     /// The `insert_deduplication_token` of this batch on servers that have it: its topic and
     /// spans, so a retry of the same batch is recognised.
     pub fn dedup_token(&self, topic: &str) -> String {
@@ -160,8 +183,8 @@ mod tests {
         let mut b = Batch::with_capacity(1, 4);
         assert!(b.is_empty() && b.started.is_none());
         b.push_row(0, 10, trip());
-        b.push_row(0, 11, trip());
         b.push_row(2, 5, trip());
+        b.push_row(0, 11, trip());
         b.push_dead_letter(DeadLetter {
             partition: 0,
             offset: 12,
@@ -180,6 +203,18 @@ mod tests {
         assert_eq!(b.spans[&2], Span { first: 5, next: 6 });
         assert_eq!(b.dedup_token("taxi"), "taxi/0:10-13/2:5-6");
         assert_eq!(b.dead_letters[0].error.kind, ErrorKind::NotJson);
+
+        let order: Vec<(i32, i64)> = b
+            .insert_order()
+            .iter()
+            .map(|&i| {
+                (
+                    b.records[i as usize].partition,
+                    b.records[i as usize].offset,
+                )
+            })
+            .collect();
+        assert_eq!(order, [(0, 10), (0, 11), (2, 5)]);
 
         let moved = b.split_off(2, &[0]);
         assert_eq!((moved.records.len(), moved.dead_letters.len()), (2, 1));

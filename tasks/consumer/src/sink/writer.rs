@@ -87,7 +87,8 @@ impl Writer {
     pub async fn write(&self, batch: &Batch, abort: &CancellationToken) -> Result<(), WriteError> {
         if !batch.records.is_empty() {
             let started = Instant::now();
-            self.retry(batch, "insert", abort, || self.insert_rows(batch))
+            let order = batch.insert_order();
+            self.retry(batch, "insert", abort, || self.insert_rows(batch, &order))
                 .await?;
             self.metrics
                 .insert_duration
@@ -109,7 +110,11 @@ impl Writer {
         Ok(())
     }
 
-    async fn insert_rows(&self, batch: &Batch) -> Result<(), clickhouse::error::Error> {
+    async fn insert_rows(
+        &self,
+        batch: &Batch,
+        order: &[u32],
+    ) -> Result<(), clickhouse::error::Error> {
         let mut insert = self
             .server
             .client
@@ -123,8 +128,10 @@ impl Writer {
             // A batch of odd TLC rows can span many months; never refuse it for that.
             insert = insert.with_setting("max_partitions_per_insert_block", "0");
         }
-        for record in &batch.records {
-            insert.write(&TaxiRow::new(&self.topic, record)).await?;
+        for &i in order {
+            insert
+                .write(&TaxiRow::new(&self.topic, &batch.records[i as usize]))
+                .await?;
         }
         insert.end().await
     }
