@@ -53,7 +53,7 @@ pub enum Kind {
     /// Double floats. Many taxi amounts repeat row after row (taxes, surcharges, fees, counts),
     /// so the last value formatted is remembered: its bits, and where its text is in the output
     /// and how long it is.
-    Float64(Option<(u64, usize, usize)>),
+    Float64(Box<FloatCache>),
     /// Decimal numbers with this scale.
     Decimal128(i8),
     /// `string` (32-bit offsets).
@@ -89,7 +89,7 @@ impl Kind {
             DataType::UInt64 => Self::UInt64,
             DataType::Float16 => Self::Float16,
             DataType::Float32 => Self::Float32,
-            DataType::Float64 => Self::Float64(None),
+            DataType::Float64 => Self::Float64(Box::default()),
             DataType::Decimal128(_, scale) => Self::Decimal128(*scale),
             DataType::Utf8 => Self::Utf8,
             DataType::LargeUtf8 => Self::LargeUtf8,
@@ -119,8 +119,8 @@ impl Kind {
 
     /// Forgets output positions remembered from an earlier output buffer.
     pub fn reset(&mut self) {
-        if let Self::Float64(last) = self {
-            *last = None;
+        if let Self::Float64(cache) = self {
+            cache.last = None;
         }
     }
 
@@ -178,10 +178,10 @@ impl Kind {
                 let x = v[row];
                 short_or_long!(|w| short_f32(w, x), |b: &mut Vec<u8>| write_f32(b, x))
             }
-            (Self::Float64(last), View::F64(v)) => {
+            (Self::Float64(cache), View::F64(v)) => {
                 let x = v[row];
                 let bits = x.to_bits();
-                if let Some((b, at, len)) = *last
+                if let Some((b, at, len)) = cache.last
                     && b == bits
                 {
                     // The same text as at `at`, in an earlier row: copy its window.
@@ -191,9 +191,23 @@ impl Kind {
                     *window(data, pos) = prev;
                     return pos + len;
                 }
+                let slot = FloatCache::slot(bits);
+                let entry = &mut cache.entries[slot];
+                if entry.len > 0 && entry.bits == bits {
+                    let len = entry.len as usize;
+                    let w = window(data, pos);
+                    w[..FLOAT_TEXT].copy_from_slice(&entry.text);
+                    cache.last = Some((bits, pos, len));
+                    return pos + len;
+                }
                 let end = short_or_long!(|w| short_f64(w, x), |b: &mut Vec<u8>| write_f64(b, x));
-                if end - pos < SLOT {
-                    *last = Some((bits, pos, end - pos));
+                let len = end - pos;
+                if len <= FLOAT_TEXT {
+                    cache.last = Some((bits, pos, len));
+                    let entry = &mut cache.entries[slot];
+                    entry.bits = bits;
+                    entry.len = len as u8;
+                    entry.text.copy_from_slice(&data[pos..pos + FLOAT_TEXT]);
                 }
                 end
             }
@@ -254,6 +268,44 @@ impl Kind {
                 ))
             }
         }
+    }
+}
+
+/// Bytes of a cached float's text (longer texts are not cached).
+const FLOAT_TEXT: usize = 24;
+
+/// Recently formatted doubles of one column: the last one (its text is in the output), and a
+/// small direct-mapped table of texts. Taxi amounts take few distinct values (fares, tips and
+/// totals cluster on round figures), so most rows copy a cached text instead of formatting.
+#[derive(Debug, Clone)]
+pub struct FloatCache {
+    last: Option<(u64, usize, usize)>,
+    entries: [FloatText; FloatCache::SIZE],
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct FloatText {
+    bits: u64,
+    /// 0 for an empty entry.
+    len: u8,
+    text: [u8; FLOAT_TEXT],
+}
+
+impl Default for FloatCache {
+    fn default() -> Self {
+        Self {
+            last: None,
+            entries: [FloatText::default(); FloatCache::SIZE],
+        }
+    }
+}
+
+impl FloatCache {
+    const SIZE: usize = 1024;
+
+    #[inline(always)]
+    fn slot(bits: u64) -> usize {
+        (bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize
     }
 }
 

@@ -455,3 +455,64 @@ fn long_values_and_names_spill_without_losing_order() {
         );
     }
 }
+
+#[test]
+fn cached_float_texts_match_fresh_ones() {
+    // Few distinct values, in an order that hits the last-value and the table caches, with
+    // signed zeros, non-finite values, ryu-path values and nulls mixed in.
+    let palette = [
+        0.0,
+        -0.0,
+        1.0,
+        2.5,
+        14.35,
+        0.125,
+        1.0 / 3.0,
+        f64::NAN,
+        1e300,
+        -7.77,
+        70.0,
+        0.97,
+    ];
+    let mut state = 7u64;
+    let values: Vec<Option<f64>> = (0..50_000)
+        .map(|i| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            if i % 97 == 0 {
+                None
+            } else if i % 3 == 0 {
+                // Runs of the same value.
+                Some(palette[(i / 30) % palette.len()])
+            } else {
+                Some(palette[(state >> 33) as usize % palette.len()])
+            }
+        })
+        .collect();
+    let batch = RecordBatch::try_from_iter(vec![(
+        "f",
+        Arc::new(Float64Array::from(values.clone())) as ArrayRef,
+    )])
+    .unwrap();
+    let mut encoder = RowEncoder::new(&batch.schema(), &EncodeOptions::default()).unwrap();
+    let mut out = EncodedRows::default();
+    // Two calls: the caches must not carry output positions from one buffer to another.
+    encoder.encode(&batch.slice(0, 20_000), &mut out);
+    let mut second = EncodedRows::default();
+    encoder.encode(&batch.slice(20_000, 30_000), &mut second);
+    let rows = out.iter().chain(second.iter()).map(|(_, r)| r);
+    for (row, value) in rows.zip(&values) {
+        let mut expected = b"{\"f\":".to_vec();
+        match value {
+            None => expected.extend_from_slice(b"null"),
+            Some(x) if !x.is_finite() => expected.extend_from_slice(b"null"),
+            Some(x) => number::write_f64(&mut expected, *x),
+        }
+        expected.push(b'}');
+        assert_eq!(
+            std::str::from_utf8(row).unwrap(),
+            std::str::from_utf8(&expected).unwrap()
+        );
+    }
+}
