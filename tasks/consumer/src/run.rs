@@ -112,11 +112,10 @@ impl Consumer {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let handoff = Arc::new(Handoff::new(tx));
         let offsets = OffsetStore::new(server.client.clone(), &s.table, &s.topic, &s.group);
-        let dead_letters = DeadLetterProducer::new(
-            velostream_common::kafka::client_config(&s.brokers),
-            &s.dead_letter_topic,
-            &s.topic,
-        )?;
+        let kafka_config = velostream_common::kafka::client_config(&s.brokers);
+        let dead_letters =
+            DeadLetterProducer::new(kafka_config.clone(), &s.dead_letter_topic, &s.topic)?;
+        dead_letters.ensure_topic(&kafka_config).await;
         let writer = Writer::new(
             server,
             &s.table,

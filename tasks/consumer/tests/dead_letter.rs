@@ -57,8 +57,8 @@ async fn bad_records_go_to_the_dead_letter_topic_and_do_not_block_their_partitio
     let kafka = Kafka::start();
     let ch = ClickHouse::start();
     let (topic, dlq, table) = ("taxi-dlq", "taxi-dlq.dead-letter", "trips_dlq");
+    // The dead-letter topic is not created here: the consumer creates it when it is missing.
     create_topic(&kafka, topic, 1).await;
-    create_topic(&kafka, dlq, 1).await;
 
     // One partition: 1,000 good rows, then every bad record each followed by 100 good rows.
     let bad = bad_records();
@@ -88,8 +88,18 @@ async fn bad_records_go_to_the_dead_letter_topic_and_do_not_block_their_partitio
         .set("group.id", "dlq-reader")
         .create()
         .unwrap();
+    let metadata = reader
+        .fetch_metadata(Some(dlq), Duration::from_secs(10))
+        .unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(dlq, 0, Offset::Beginning).unwrap();
+    for p in metadata.topics()[0].partitions() {
+        tpl.add_partition_offset(dlq, p.id(), Offset::Beginning)
+            .unwrap();
+    }
+    assert!(
+        tpl.count() > 0,
+        "the consumer created the dead-letter topic"
+    );
     reader.assign(&tpl).unwrap();
     let mut seen = BTreeMap::new();
     wait_for("the dead letters", Duration::from_secs(60), || {

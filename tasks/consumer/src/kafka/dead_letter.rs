@@ -6,10 +6,14 @@
 use std::time::Duration;
 
 use futures::future::join_all;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::Producer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 
 use crate::batch::DeadLetter;
 
@@ -57,6 +61,52 @@ impl DeadLetterProducer {
             topic: topic.to_string(),
             source_topic: source_topic.to_string(),
         })
+    }
+
+    /// Creates the dead-letter topic if the cluster does not have it (one partition, the
+    /// broker's default replication), so the first bad record does not stall its batch. A
+    /// failure is only logged: delivery retries until the topic exists.
+    pub async fn ensure_topic(&self, config: &ClientConfig) {
+        let exists = self
+            .producer
+            .client()
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
+            .map(|m| {
+                m.topics().iter().any(|t| {
+                    t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty()
+                })
+            });
+        if matches!(exists, Ok(true)) {
+            return;
+        }
+        let admin: AdminClient<DefaultClientContext> = match config.create() {
+            Ok(admin) => admin,
+            Err(err) => {
+                tracing::warn!(topic = %self.topic, error = %err, "Cannot check the dead-letter topic");
+                return;
+            }
+        };
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for replication in [TopicReplication::Fixed(-1), TopicReplication::Fixed(1)] {
+            let topic = NewTopic::new(&self.topic, 1, replication);
+            match admin.create_topics([&topic], &options).await {
+                Ok(results) => match results.into_iter().next() {
+                    Some(Ok(_)) => {
+                        tracing::info!(topic = %self.topic, "Created the dead-letter topic");
+                        return;
+                    }
+                    Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => return,
+                    Some(Err((_, code))) => {
+                        tracing::debug!(topic = %self.topic, error = %code, "Creating the dead-letter topic failed");
+                    }
+                    None => {}
+                },
+                Err(err) => {
+                    tracing::debug!(topic = %self.topic, error = %err, "Creating the dead-letter topic failed");
+                }
+            }
+        }
+        tracing::warn!(topic = %self.topic, "The dead-letter topic does not exist and could not be created; bad records will wait for it");
     }
 
     /// Sends `letters` and waits for every delivery. Returns the indexes that failed, with the

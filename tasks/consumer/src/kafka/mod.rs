@@ -36,7 +36,10 @@ pub fn consumer_config(settings: &Settings) -> ClientConfig {
         .set("fetch.queue.backoff.ms", "10")
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "8388608")
-        .set("statistics.interval.ms", "1000");
+        .set("statistics.interval.ms", "1000")
+        // A subscribed topic created after the consumer started is noticed within seconds,
+        // not librdkafka's default five minutes.
+        .set("topic.metadata.refresh.interval.ms", "5000");
     for (key, value) in &settings.consumer_properties {
         config.set(key, value);
     }
