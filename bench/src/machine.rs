@@ -4,10 +4,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The machine.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
     /// Logical CPUs this process may use (`nproc`).
     pub cores: usize,
@@ -78,7 +78,7 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 /// The versions of what the benchmark ran.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Versions {
     /// `SELECT version()` of the ClickHouse server.
     pub clickhouse: String,

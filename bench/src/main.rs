@@ -100,6 +100,9 @@ struct Args {
     /// kept when a phase fails].
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Measure nothing: render the report again from a JSON file written by --json.
+    #[arg(long, value_name = "JSON")]
+    render: Option<PathBuf>,
     /// A note for the report (e.g. what else was running).
     #[arg(long)]
     note: Option<String>,
@@ -124,6 +127,20 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.rows > 0, "--rows must be at least 1");
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| velostream_testkit::repo_root().join("docs/BENCHMARKS.md"));
+    if let Some(json) = &args.render {
+        let text =
+            std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+        let report: velostream_bench::report::Report = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a report written by --json", json.display()))?;
+        std::fs::write(&output, report.markdown())
+            .with_context(|| format!("writing {}", output.display()))?;
+        println!("velostream-bench: wrote {}", output.display());
+        return Ok(());
+    }
     let programs = Programs::beside_current_exe()?;
     let repo = velostream_testkit::repo_root();
     if !args.no_build {
@@ -191,10 +208,6 @@ fn run(args: Args) -> anyhow::Result<()> {
             return Err(e.into());
         }
     };
-    let output = args
-        .output
-        .clone()
-        .unwrap_or_else(|| repo.join("docs/BENCHMARKS.md"));
     std::fs::write(&output, report.markdown())
         .with_context(|| format!("writing {}", output.display()))?;
     if let Some(path) = &args.json {
@@ -254,10 +267,38 @@ fn command_line() -> String {
     } else {
         ""
     };
+    let quoted: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
     format!(
         "cargo run{release} -p velostream-bench -- {}",
-        args.join(" ")
+        quoted.join(" ")
     )
     .trim_end()
     .to_string()
+}
+
+/// `arg` as a POSIX shell word.
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=.,/:@+%".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn command_lines_are_quoted_for_the_shell() {
+        assert_eq!(shell_quote("--rows"), "--rows");
+        assert_eq!(shell_quote("10000000"), "10000000");
+        assert_eq!(shell_quote("a note"), "'a note'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
 }

@@ -16,7 +16,7 @@ use crate::exec;
 pub const SMALL_BATCH: u64 = 10_000;
 
 /// The consumer's figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConsumerFigures {
     /// Ceiling: raw inserts of the rows already decoded in memory.
     pub raw_insert: Rate,

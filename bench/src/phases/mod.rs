@@ -11,7 +11,7 @@ pub mod producer;
 
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use velostream_common::clickhouse::ClickHouseConfig;
 
 use crate::programs::Programs;
@@ -40,7 +40,7 @@ pub struct Context {
 }
 
 /// Rows moved in some time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rate {
     /// Rows.
     pub rows: u64,

@@ -7,14 +7,14 @@ use std::process::Command;
 use std::time::Instant;
 
 use orchestrator::store::{RunFilter, RunState, SqliteStore, Store, TaskInstance};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Context;
 use crate::error::BenchError;
 use crate::exec;
 
 /// The overhead figures (seconds).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OverheadFigures {
     /// Tasks in the `command` chain.
     pub command_tasks: usize,

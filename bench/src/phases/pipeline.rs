@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use orchestrator::store::{RunFilter, RunState, SqliteStore, Store, TaskInstance, TaskState};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use velostream_common::clickhouse::ClickHouseConfig;
 
 use super::overhead::{mean, seconds};
@@ -25,7 +25,7 @@ pub const DAG: &str = "dags/velostream_benchmark.toml";
 const DAG_ID: &str = "velostream_benchmark";
 
 /// One task of the run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskTiming {
     /// Task id.
     pub id: String,
@@ -38,7 +38,7 @@ pub struct TaskTiming {
 }
 
 /// The pipeline's figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PipelineFigures {
     /// The run.
     pub run_id: String,

@@ -5,15 +5,14 @@
 
 use std::process::Command;
 
-use serde::Deserialize;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Context, Rate};
 use crate::error::BenchError;
 use crate::exec;
 
 /// The producer's figures, each the median round of `rounds`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProducerFigures {
     /// Baseline: a plain rdkafka flood of our messages (same keys, same JSON; acks=all,
     /// idempotent, lz4, librdkafka's defaults otherwise).
