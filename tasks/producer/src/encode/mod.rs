@@ -7,10 +7,10 @@
 //! `"YYYY-MM-DD"`.
 //!
 //! Encoding reads the Arrow columns directly: each column's type is resolved once per file and
-//! its values are viewed as a typed slice once per batch ([`column`](mod@column)); each row is then written
-//! straight into the output buffer, the precomputed `"name":` prefix and every value through
-//! fixed-size windows ([`slot`]) that compile to a few vector moves and table lookups. No
-//! intermediate buffer, no per-row allocation, no `serde_json::Value`.
+//! its values are viewed as a typed slice once per batch ([`column`](mod@column)); each row is
+//! then written straight into the output buffer, the precomputed `"name":` prefix and every
+//! value through fixed-size windows ([`slot`]) that compile to a few vector moves and table
+//! lookups. No intermediate buffer, no per-row allocation, no `serde_json::Value`.
 
 pub mod column;
 pub mod number;

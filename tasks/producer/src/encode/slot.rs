@@ -1,9 +1,10 @@
-//! Fixed-size value slots: each encoded value of a column is written into its own 32-byte slot,
-//! so that stitching rows together copies a constant 32 bytes per value (two vector moves, no
-//! `memcpy` call) and advances by the real length. Values longer than a slot (long strings,
-//! extreme numbers) spill into a side buffer.
+//! Fixed-size windows: a value is written into the 32-byte window of the output that starts
+//! where it goes (the output always keeps a window of room past the end), so that copies are of
+//! a constant 32 bytes (two vector moves, no `memcpy` call) and the position then advances by
+//! the real length. Values longer than a window (long strings, escapes, decimals) take a slow
+//! path.
 //!
-//! The writers here format straight into a slot with table lookups: no intermediate buffer.
+//! The writers here format straight into a window with table lookups: no intermediate buffer.
 
 /// Bytes per slot. Every taxi value fits: the longest is a quoted timestamp with a fraction (28).
 pub const SLOT: usize = 32;
