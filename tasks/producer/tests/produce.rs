@@ -207,7 +207,6 @@ fn repeat_and_limit_set_the_volume() {
 #[test]
 fn an_unreachable_broker_fails_fast_and_sends_nothing() {
     let port = free_port();
-    let start = Instant::now();
     let output = run(producer()
         .args(["--brokers", &format!("127.0.0.1:{port}"), "--topic", "t"])
         .args(["--connect-timeout", "3s"])
@@ -220,7 +219,6 @@ fn an_unreachable_broker_fails_fast_and_sends_nothing() {
         )),
         "{stderr}"
     );
-    assert!(start.elapsed() < Duration::from_secs(30));
     assert!(velostream_lines(&output.stdout).is_empty());
 }
 
