@@ -146,6 +146,18 @@ fn the_bench_command_measures_every_phase_beside_its_baseline() {
         md.contains(&format!("| CPU | {cores} cores (nproc)")),
         "{md}"
     );
+
+    // The saved figures render the same report again, without measuring.
+    let again = scratch.path().join("AGAIN.md");
+    let out = Command::new(env!("CARGO_BIN_EXE_velostream-bench"))
+        .arg("--render")
+        .arg(&json_path)
+        .arg("--output")
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), md);
 }
 
 #[test]
