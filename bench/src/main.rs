@@ -7,7 +7,7 @@
 //! ```
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -144,7 +144,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let programs = Programs::beside_current_exe()?;
     let repo = velostream_testkit::repo_root();
     if !args.no_build {
-        build(&programs, &repo)?;
+        tracing::info!("Building the workspace binaries (--no-build skips this)");
+        programs.build(&repo)?;
     }
     let (work, temp) = match &args.work_dir {
         Some(dir) => {
@@ -215,40 +216,6 @@ fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     println!("velostream-bench: wrote {}", output.display());
-    Ok(())
-}
-
-/// `cargo build` of the workspace binaries with this binary's profile.
-fn build(programs: &Programs, repo: &std::path::Path) -> anyhow::Result<()> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(&cargo);
-    cmd.current_dir(repo).args([
-        "build",
-        "--bins",
-        "-p",
-        "orchestrator",
-        "-p",
-        "velostream-producer",
-        "-p",
-        "velostream-consumer",
-    ]);
-    match programs.profile().as_str() {
-        "debug" => {}
-        "release" => {
-            cmd.arg("--release");
-        }
-        other => {
-            cmd.args(["--profile", other]);
-        }
-    }
-    tracing::info!("Building the workspace binaries (--no-build skips this)");
-    let status = cmd
-        .status()
-        .with_context(|| format!("running {}", cargo.to_string_lossy()))?;
-    anyhow::ensure!(
-        status.success(),
-        "building the workspace binaries failed ({status}); fix the build or pass --no-build"
-    );
     Ok(())
 }
 

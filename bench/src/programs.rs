@@ -2,6 +2,7 @@
 //! them side by side), as ARCHITECTURE.md's "Programs are found" contract says.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use crate::error::BenchError;
 
@@ -75,6 +76,46 @@ impl Programs {
             Err(BenchError::MissingProgram {
                 name: missing.join(", "),
                 dir: self.dir.clone(),
+            })
+        }
+    }
+
+    /// Builds the workspace binaries with their folder's profile (`cargo build --bins`, cargo
+    /// from `$CARGO` when run by cargo), so a benchmark never measures stale programs.
+    pub fn build(&self, repo: &Path) -> Result<(), BenchError> {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(repo).args([
+            "build",
+            "--bins",
+            "-p",
+            "orchestrator",
+            "-p",
+            "velostream-producer",
+            "-p",
+            "velostream-consumer",
+        ]);
+        match self.profile().as_str() {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
+            }
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let status = cmd.status().map_err(|source| BenchError::Spawn {
+            program: cargo.to_string_lossy().into_owned(),
+            source,
+        })?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(BenchError::Failed {
+                program: crate::exec::describe(&cmd),
+                status: status.to_string(),
+                tail: "fix the build, or pass --no-build to measure the binaries already built"
+                    .into(),
             })
         }
     }
