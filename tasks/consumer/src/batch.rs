@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Instant;
 
-use crate::record::{DecodeError, Record, Trip};
+use crate::record::rowbinary::{self, TYPICAL_ROW_BYTES};
+use crate::record::{DecodeError, Trip};
 
-/// Memory one buffered row takes ([`Record`] in a `Vec`), for the stated memory bound.
-pub const BYTES_PER_ROW: usize = std::mem::size_of::<Record>();
+/// Memory one buffered row takes (its RowBinary encoding), for the stated memory bound.
+pub const BYTES_PER_ROW: usize = TYPICAL_ROW_BYTES;
 
 /// Offsets `[first, next)` read from one partition into a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,71 +36,104 @@ pub struct DeadLetter {
     pub error: DecodeError,
 }
 
+/// What a batch holds of one Kafka partition.
+#[derive(Debug, Default)]
+pub struct PartitionRows {
+    /// The offsets covered (rows and dead letters).
+    pub span: Option<Span>,
+    /// Rows encoded in `bytes`.
+    pub rows: usize,
+    /// The rows in RowBinary, in offset order: already the table's sort order.
+    pub bytes: Vec<u8>,
+}
+
 /// Rows and dead letters read since the last flush.
 #[derive(Debug)]
 pub struct Batch {
     /// Sequence number within this process, for logs.
     pub seq: u64,
-    /// Decoded rows, in offset order per partition.
-    pub records: Vec<Record>,
+    /// Rows and offsets per partition.
+    pub partitions: BTreeMap<i32, PartitionRows>,
+    /// Rows in all partitions.
+    pub rows: usize,
     /// Bad messages.
     pub dead_letters: Vec<DeadLetter>,
-    /// What the batch covers on each partition.
-    pub spans: BTreeMap<i32, Span>,
     /// When the first message arrived.
     pub started: Option<Instant>,
+    /// Emptied buffers of an earlier batch, for partitions as they appear.
+    spare: Vec<Vec<u8>>,
 }
 
 impl Batch {
-    /// An empty batch with room for `capacity` rows.
-    pub fn with_capacity(seq: u64, capacity: usize) -> Self {
-        Self {
-            seq,
-            records: Vec::with_capacity(capacity),
-            dead_letters: Vec::new(),
-            spans: BTreeMap::new(),
-            started: None,
-        }
+    /// An empty batch.
+    pub fn new(seq: u64) -> Self {
+        Self::with_buffers(seq, Vec::new())
     }
 
-    /// An empty batch reusing `records`' allocation.
-    pub fn with_records(seq: u64, mut records: Vec<Record>) -> Self {
-        records.clear();
+    /// An empty batch that reuses `buffers` (emptied) before allocating.
+    pub fn with_buffers(seq: u64, buffers: Vec<Vec<u8>>) -> Self {
         Self {
-            records,
-            ..Self::with_capacity(seq, 0)
+            seq,
+            partitions: BTreeMap::new(),
+            rows: 0,
+            dead_letters: Vec::new(),
+            started: None,
+            spare: buffers,
         }
     }
 
     /// Messages in the batch (rows and dead letters).
     pub fn messages(&self) -> usize {
-        self.records.len() + self.dead_letters.len()
+        self.rows + self.dead_letters.len()
     }
 
     /// Whether nothing was read.
     pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
+        self.partitions.is_empty()
     }
 
-    fn cover(&mut self, partition: i32, offset: i64) {
+    /// Bytes of encoded rows.
+    pub fn bytes(&self) -> usize {
+        self.partitions.values().map(|p| p.bytes.len()).sum()
+    }
+
+    /// Where each partition continues after this batch.
+    pub fn spans(&self) -> impl Iterator<Item = (i32, Span)> + '_ {
+        self.partitions
+            .iter()
+            .filter_map(|(p, rows)| rows.span.map(|s| (*p, s)))
+    }
+
+    #[inline]
+    fn cover(&mut self, partition: i32, offset: i64) -> &mut PartitionRows {
         self.started.get_or_insert_with(Instant::now);
-        self.spans
+        let spare = &mut self.spare;
+        let rows = self
+            .partitions
             .entry(partition)
-            .and_modify(|s| s.next = offset + 1)
-            .or_insert(Span {
-                first: offset,
-                next: offset + 1,
+            .or_insert_with(|| PartitionRows {
+                bytes: spare.pop().unwrap_or_default(),
+                ..PartitionRows::default()
             });
+        match &mut rows.span {
+            Some(span) => span.next = offset + 1,
+            None => {
+                rows.span = Some(Span {
+                    first: offset,
+                    next: offset + 1,
+                })
+            }
+        }
+        rows
     }
 
-    /// Adds a decoded row.
-    pub fn push_row(&mut self, partition: i32, offset: i64, trip: Trip) {
-        self.cover(partition, offset);
-        self.records.push(Record {
-            partition,
-            offset,
-            trip,
-        });
+    /// Adds a decoded row, read from `topic`.
+    #[inline]
+    pub fn push_row(&mut self, topic: &str, partition: i32, offset: i64, trip: &Trip) {
+        let rows = self.cover(partition, offset);
+        rowbinary::encode(trip, topic, partition, offset, &mut rows.bytes);
+        rows.rows += 1;
+        self.rows += 1;
     }
 
     /// Adds a bad message.
@@ -111,58 +145,42 @@ impl Batch {
     /// Moves the rows and dead letters of `partitions` into a new batch (for a rebalance that
     /// revokes only some partitions).
     pub fn split_off(&mut self, seq: u64, partitions: &[i32]) -> Batch {
-        let mut out = Batch::with_capacity(seq, 0);
+        let mut out = Batch::new(seq);
         out.started = self.started;
-        let take = |p: &i32| partitions.contains(p);
-        let (moved, kept): (Vec<_>, Vec<_>) =
-            self.records.drain(..).partition(|r| take(&r.partition));
-        self.records = kept;
-        out.records = moved;
+        for p in partitions {
+            if let Some(rows) = self.partitions.remove(p) {
+                self.rows -= rows.rows;
+                out.rows += rows.rows;
+                out.partitions.insert(*p, rows);
+            }
+        }
         let (moved, kept): (Vec<_>, Vec<_>) = self
             .dead_letters
             .drain(..)
-            .partition(|d| take(&d.partition));
+            .partition(|d| partitions.contains(&d.partition));
         self.dead_letters = kept;
         out.dead_letters = moved;
-        for p in partitions {
-            if let Some(span) = self.spans.remove(p) {
-                out.spans.insert(*p, span);
-            }
-        }
-        if self.spans.is_empty() {
+        if self.partitions.is_empty() {
             self.started = None;
         }
         out
     }
 
-    /// The order to insert the rows in: by partition, then offset (the table's sorting key),
-    /// as indexes into `records`. Rows of a partition arrive in offset order, interleaved with
-    /// other partitions in fetch-sized chunks; a counting sort by partition is enough, and
-    /// ClickHouse then has sorted input, which costs it half as much to insert.
-    pub fn insert_order(&self) -> Vec<u32> {
-        let buckets: Vec<i32> = self.spans.keys().copied().collect();
-        let bucket = |p: i32| buckets.binary_search(&p).unwrap_or(0);
-        let mut starts = vec![0usize; buckets.len() + 1];
-        for r in &self.records {
-            starts[bucket(r.partition) + 1] += 1;
+    /// Empties the batch and returns its buffers, for the next one.
+    pub fn into_buffers(self) -> Vec<Vec<u8>> {
+        let mut buffers = self.spare;
+        for (_, mut rows) in self.partitions {
+            rows.bytes.clear();
+            buffers.push(rows.bytes);
         }
-        for i in 1..starts.len() {
-            starts[i] += starts[i - 1];
-        }
-        let mut order = vec![0u32; self.records.len()];
-        for (i, r) in self.records.iter().enumerate() {
-            let slot = &mut starts[bucket(r.partition)];
-            order[*slot] = i as u32;
-            *slot += 1;
-        }
-        order
+        buffers
     }
 
     /// The `insert_deduplication_token` of this batch on servers that have it: its topic and
     /// spans, so a retry of the same batch is recognised.
     pub fn dedup_token(&self, topic: &str) -> String {
         let mut token = String::from(topic);
-        for (p, s) in &self.spans {
+        for (p, s) in self.spans() {
             let _ = write!(token, "/{p}:{}-{}", s.first, s.next);
         }
         token
@@ -180,11 +198,11 @@ mod tests {
 
     #[test]
     fn spans_cover_rows_and_dead_letters() {
-        let mut b = Batch::with_capacity(1, 4);
+        let mut b = Batch::new(1);
         assert!(b.is_empty() && b.started.is_none());
-        b.push_row(0, 10, trip());
-        b.push_row(2, 5, trip());
-        b.push_row(0, 11, trip());
+        b.push_row("taxi", 0, 10, &trip());
+        b.push_row("taxi", 2, 5, &trip());
+        b.push_row("taxi", 0, 11, &trip());
         b.push_dead_letter(DeadLetter {
             partition: 0,
             offset: 12,
@@ -192,34 +210,40 @@ mod tests {
             payload: Some(b"x".to_vec()),
             error: crate::record::decode(b"x").unwrap_err(),
         });
-        assert_eq!(b.messages(), 4);
+        assert_eq!((b.messages(), b.rows), (4, 3));
+        let spans: Vec<_> = b.spans().collect();
         assert_eq!(
-            b.spans[&0],
-            Span {
-                first: 10,
-                next: 13
-            }
+            spans,
+            [
+                (
+                    0,
+                    Span {
+                        first: 10,
+                        next: 13
+                    }
+                ),
+                (2, Span { first: 5, next: 6 })
+            ]
         );
-        assert_eq!(b.spans[&2], Span { first: 5, next: 6 });
+        assert_eq!(b.partitions[&0].rows, 2);
+        assert_eq!(
+            b.partitions[&0].bytes.len(),
+            2 * b.partitions[&2].bytes.len()
+        );
         assert_eq!(b.dedup_token("taxi"), "taxi/0:10-13/2:5-6");
         assert_eq!(b.dead_letters[0].error.kind, ErrorKind::NotJson);
 
-        let order: Vec<(i32, i64)> = b
-            .insert_order()
-            .iter()
-            .map(|&i| {
-                (
-                    b.records[i as usize].partition,
-                    b.records[i as usize].offset,
-                )
-            })
-            .collect();
-        assert_eq!(order, [(0, 10), (0, 11), (2, 5)]);
-
         let moved = b.split_off(2, &[0]);
-        assert_eq!((moved.records.len(), moved.dead_letters.len()), (2, 1));
-        assert_eq!(moved.spans.keys().collect::<Vec<_>>(), [&0]);
-        assert_eq!((b.records.len(), b.dead_letters.len()), (1, 0));
-        assert_eq!(b.spans.keys().collect::<Vec<_>>(), [&2]);
+        assert_eq!((moved.rows, moved.dead_letters.len()), (2, 1));
+        assert_eq!(moved.partitions.keys().collect::<Vec<_>>(), [&0]);
+        assert_eq!((b.rows, b.dead_letters.len()), (1, 0));
+        assert_eq!(b.partitions.keys().collect::<Vec<_>>(), [&2]);
+
+        let buffers = moved.into_buffers();
+        assert_eq!(buffers.len(), 1);
+        assert!(buffers[0].is_empty() && buffers[0].capacity() > 0);
+        let mut reused = Batch::with_buffers(3, buffers);
+        reused.push_row("taxi", 4, 0, &trip());
+        assert!(reused.partitions[&4].bytes.capacity() >= 2 * reused.partitions[&4].bytes.len());
     }
 }

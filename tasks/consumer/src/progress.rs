@@ -10,7 +10,6 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::batch::Batch;
-use crate::record::Record;
 
 #[derive(Debug, Default)]
 struct State {
@@ -22,9 +21,9 @@ struct State {
     dirty: bool,
     /// The inserter stopped for good.
     failed: Option<String>,
-    /// The last written batch's row buffer, emptied, for the next batch (no fresh allocation
-    /// and page faults per batch).
-    spare: Option<Vec<Record>>,
+    /// The last written batch's buffers, emptied, for the next batch (no fresh allocation and
+    /// page faults per batch).
+    spare: Vec<Vec<u8>>,
 }
 
 /// Shared between the ingest thread (sends, waits) and the inserter (finishes).
@@ -105,22 +104,20 @@ impl Handoff {
     pub fn finish(&self, batch: Batch) {
         let mut s = self.lock();
         s.done += 1;
-        let mut records = batch.records;
-        records.clear();
-        s.spare = Some(records);
-        for (p, span) in &batch.spans {
-            if let Some(next) = s.acked.get_mut(p) {
+        for (p, span) in batch.spans() {
+            if let Some(next) = s.acked.get_mut(&p) {
                 *next = (*next).max(span.next);
                 s.dirty = true;
             }
         }
+        s.spare = batch.into_buffers();
         drop(s);
         self.changed.notify_all();
     }
 
-    /// An empty row buffer left by the last written batch, if any.
-    pub fn take_spare(&self) -> Option<Vec<Record>> {
-        self.lock().spare.take()
+    /// Empty buffers left by the last written batch.
+    pub fn take_spare(&self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.lock().spare)
     }
 
     /// The inserter stopped for good.
@@ -174,15 +171,18 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let h = Handoff::new(tx);
         h.start(0, 5);
-        let mut b = Batch::with_capacity(1, 0);
-        b.spans.insert(0, crate::batch::Span { first: 5, next: 9 });
-        b.spans.insert(7, crate::batch::Span { first: 0, next: 1 });
+        let trip = crate::record::decode(br#"{"VendorID":1,"tpep_pickup_datetime":"2023-01-01 00:00:00","tpep_dropoff_datetime":"2023-01-01 00:10:00","trip_distance":1,"PULocationID":1,"DOLocationID":2,"payment_type":1,"fare_amount":1,"extra":0,"mta_tax":0,"tip_amount":0,"tolls_amount":0,"improvement_surcharge":0,"total_amount":1}"#).unwrap();
+        let mut b = Batch::new(1);
+        b.push_row("t", 0, 5, &trip);
+        b.push_row("t", 0, 8, &trip);
+        b.push_row("t", 7, 0, &trip);
         assert!(h.try_send(b).is_ok());
-        let second = h.try_send(Batch::with_capacity(2, 0)).unwrap_err();
+        let second = h.try_send(Batch::new(2)).unwrap_err();
         assert!(!h.wait_idle(Instant::now() + Duration::from_millis(10)));
         let got = rx.try_recv().unwrap();
         h.finish(got);
-        assert!(h.take_spare().is_some() && h.take_spare().is_none());
+        assert_eq!(h.take_spare().len(), 2);
+        assert!(h.take_spare().is_empty());
         assert!(h.idle());
         // Partition 7 is not assigned here: not acked, not committed.
         assert_eq!(h.take_commit().unwrap(), BTreeMap::from([(0, 9)]));

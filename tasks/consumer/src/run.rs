@@ -37,6 +37,9 @@ pub enum RunError {
     /// ClickHouse refused to create the tables.
     #[error("cannot create the tables in ClickHouse: {0}")]
     Schema(#[source] clickhouse::error::Error),
+    /// The table exists with other columns.
+    #[error(transparent)]
+    Table(#[from] schema::SchemaError),
     /// A Kafka client could not be created or subscribed.
     #[error("Kafka: {0}; check KAFKA_BROKERS and the consumer properties")]
     Kafka(#[from] rdkafka::error::KafkaError),
@@ -101,6 +104,7 @@ impl Consumer {
         let Some(server) = connect(s, &stop).await? else {
             return Ok(self.summary(None, None, started));
         };
+        schema::verify_table(&server, &s.table).await?;
         self.health.set_clickhouse_ready();
         tracing::info!(
             version = %server.version,

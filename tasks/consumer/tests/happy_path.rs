@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use velostream_consumer::record::decode;
+use velostream_consumer::record::{Record, TaxiRow, decode};
 use velostream_testkit::{ClickHouse, Kafka};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -81,6 +81,36 @@ async fn the_real_sample_lands_once_with_its_values() {
             .trim(),
         "2023-01-01 00:32:10\t14.3"
     );
+
+    // The consumer writes RowBinary bytes itself: the same rows written through the clickhouse
+    // crate's typed `Insert<TaxiRow>` must be identical, column for column.
+    let server = velostream_common::clickhouse::ClickHouseConfig {
+        url: ch.http_url.clone(),
+        ..Default::default()
+    }
+    .connect()
+    .await
+    .unwrap();
+    velostream_consumer::sink::schema::ensure_tables(&server, "typed")
+        .await
+        .unwrap();
+    let mut insert = server.client.insert::<TaxiRow<'_>>("typed").await.unwrap();
+    for (i, trip) in trips.iter().enumerate() {
+        let record = Record {
+            partition: (i % 4) as i32,
+            offset: (i / 4) as i64,
+            trip: trip.clone(),
+        };
+        insert.write(&TaxiRow::new(topic, &record)).await.unwrap();
+    }
+    insert.end().await.unwrap();
+    let columns = velostream_consumer::record::rowbinary::column_list();
+    let digest = |t: &str| {
+        ch.query(&format!(
+            "SELECT count(), sum(cityHash64({columns})) FROM {t}"
+        ))
+    };
+    assert_eq!(digest(table), digest("typed"));
 
     let (code, stdout) = consumer.terminate(Duration::from_secs(30));
     assert_eq!(code, Some(0));

@@ -62,6 +62,9 @@ struct Args {
     /// Skip the fetch-only and ceiling runs (to profile ours alone).
     #[arg(long)]
     only_ours: bool,
+    /// Extra librdkafka property for our consumer and the fetch-only run, key=value (repeatable).
+    #[arg(long = "consumer-property", value_name = "KEY=VALUE")]
+    consumer_properties: Vec<String>,
     /// Use this broker instead of starting one.
     #[arg(long, env = "KAFKA_BROKERS")]
     brokers: Option<String>,
@@ -164,6 +167,14 @@ fn servers(args: &Args) -> Servers {
     }
 }
 
+fn properties(args: &Args) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(args
+        .consumer_properties
+        .iter()
+        .map(|p| velostream_consumer::settings::parse_property(p))
+        .collect::<Result<_, _>>()?)
+}
+
 #[derive(Default)]
 struct CountingContext {
     failed: AtomicU64,
@@ -259,6 +270,7 @@ async fn ours(args: &Args, s: &Servers, topic: &str, table: &str) -> anyhow::Res
     settings.table = table.to_string();
     settings.batch_rows = args.batch_rows;
     settings.batch_time = Duration::from_millis(args.batch_ms);
+    settings.consumer_properties = properties(args)?;
     let consumer = VeloConsumer::new(settings);
     let metrics = consumer.metrics();
     let stop = CancellationToken::new();
@@ -342,9 +354,10 @@ async fn plain(
 
 /// Reading the topic and nothing else: how fast the broker serves it to one consumer.
 /// Uses the same librdkafka settings as our consumer.
-fn fetch_only(s: &Servers, topic: &str, rows: usize) -> anyhow::Result<f64> {
+fn fetch_only(args: &Args, s: &Servers, topic: &str, rows: usize) -> anyhow::Result<f64> {
     let mut settings = Settings::new(&s.brokers, s.clickhouse.clone(), topic, "bench-fetch");
     settings.session_timeout = Duration::from_secs(6);
+    settings.consumer_properties = properties(args)?;
     let consumer: BaseConsumer = velostream_consumer::kafka::consumer_config(&settings).create()?;
     consumer.subscribe(&[topic])?;
     let mut done = 0;
@@ -444,45 +457,48 @@ async fn run(args: Args) -> anyhow::Result<()> {
         String::new(),
     ));
 
-    eprintln!("(d) fetch only: one consumer reading the topic, nothing else...");
-    let cpu = s.cpu();
-    let fetch_rate = fetch_only(&s, &topic, args.rows)?;
-    eprintln!("  {fetch_rate:.0} rows/s");
-    lines.push((
-        "(d) fetch only: read the topic, no decode, no insert".into(),
-        fetch_rate,
-        s.cpu_per_million(cpu, args.rows),
-    ));
-
     let server = s.clickhouse.connect().await?;
-    eprintln!(
-        "(a) ceiling: ClickHouse {}, raw inserts of {} decoded rows from memory...",
-        server.version, args.rows
-    );
-    let cpu = s.cpu();
-    let ceiling_rate = ceiling(
-        &server,
-        "bench_ceiling",
-        &records,
-        args.rows,
-        args.batch_rows,
-    )
-    .await?;
-    eprintln!("  {ceiling_rate:.0} rows/s");
-    lines.push((
-        format!(
-            "(a) ceiling: raw insert from memory, {}-row inserts",
-            args.batch_rows
-        ),
-        ceiling_rate,
-        s.cpu_per_million(cpu, args.rows),
-    ));
-    server
-        .client
-        .query("DROP TABLE bench_ceiling")
-        .execute()
+    let (mut fetch_rate, mut ceiling_rate) = (f64::NAN, f64::NAN);
+    if !args.only_ours {
+        eprintln!("(d) fetch only: one consumer reading the topic, nothing else...");
+        let cpu = s.cpu();
+        fetch_rate = fetch_only(&args, &s, &topic, args.rows)?;
+        eprintln!("  {fetch_rate:.0} rows/s");
+        lines.push((
+            "(d) fetch only: read the topic, no decode, no insert".into(),
+            fetch_rate,
+            s.cpu_per_million(cpu, args.rows),
+        ));
+
+        eprintln!(
+            "(a) ceiling: ClickHouse {}, raw inserts of {} decoded rows from memory...",
+            server.version, args.rows
+        );
+        let cpu = s.cpu();
+        ceiling_rate = ceiling(
+            &server,
+            "bench_ceiling",
+            &records,
+            args.rows,
+            args.batch_rows,
+        )
         .await?;
-    settle(&server).await;
+        eprintln!("  {ceiling_rate:.0} rows/s");
+        lines.push((
+            format!(
+                "(a) ceiling: raw insert from memory, {}-row inserts",
+                args.batch_rows
+            ),
+            ceiling_rate,
+            s.cpu_per_million(cpu, args.rows),
+        ));
+        server
+            .client
+            .query("DROP TABLE bench_ceiling")
+            .execute()
+            .await?;
+        settle(&server).await;
+    }
 
     eprintln!(
         "ours: velostream-consumer, batch {} rows / {} ms...",

@@ -128,7 +128,7 @@ impl Ingest {
             metrics,
             stop,
             state: Mutex::new(State {
-                current: Batch::with_capacity(1, batch_rows.min(1 << 20)),
+                current: Batch::new(1),
                 next_seq: 2,
                 positions: HashMap::new(),
                 paused: false,
@@ -145,31 +145,29 @@ impl Ingest {
     fn take_current(&self, state: &mut State) -> Batch {
         let seq = state.next_seq;
         state.next_seq += 1;
-        let next = match self.handoff.take_spare() {
-            Some(records) => Batch::with_records(seq, records),
-            None => Batch::with_capacity(seq, self.batch_rows.min(1 << 20)),
-        };
+        let next = Batch::with_buffers(seq, self.handoff.take_spare());
         std::mem::replace(&mut state.current, next)
     }
 
     /// Adds one message to the batch being filled.
     fn accept(&self, state: &mut State, message: &BorrowedMessage<'_>) {
         let (partition, offset) = (message.partition(), message.offset());
-        match state.positions.get(&partition) {
+        match state.positions.get_mut(&partition) {
             // Not ours (any more): a late message of a revoked partition.
             None => return,
             // Already read: a stale fetch from before a seek.
-            Some(&next) if next >= 0 && offset < next => return,
-            Some(_) => {}
+            Some(next) if *next >= 0 && offset < *next => return,
+            Some(next) => *next = offset + 1,
         }
-        state.positions.insert(partition, offset + 1);
         if state.first_message.is_none() {
             state.first_message = Some(Instant::now());
         }
         self.metrics.rows_consumed.inc();
         let payload = message.payload().unwrap_or_default();
         match decode(payload) {
-            Ok(trip) => state.current.push_row(partition, offset, trip),
+            Ok(trip) => state
+                .current
+                .push_row(&self.topic, partition, offset, &trip),
             Err(error) => {
                 tracing::debug!(partition, offset, error = %error, "Bad record, dead-lettering it");
                 state.current.push_dead_letter(DeadLetter {
@@ -199,7 +197,7 @@ impl Ingest {
         }
         if self.handoff.idle() {
             let batch = self.take_current(state);
-            self.metrics.inflight_rows.set(batch.records.len() as i64);
+            self.metrics.inflight_rows.set(batch.rows as i64);
             if let Err(batch) = self.handoff.try_send(batch) {
                 // The inserter is gone (it failed); keep the rows, the loop is about to stop.
                 state.current = batch;
@@ -386,10 +384,10 @@ impl Ingest {
         state.next_seq += 1;
         let batch = state.current.split_off(seq, &partitions);
         if !batch.is_empty() && !self.stop.is_cancelled() {
-            let rows = batch.records.len();
+            let rows = batch.rows;
             if let Err(batch) = self.handoff.send_blocking(batch, deadline) {
                 tracing::warn!(
-                    rows = batch.records.len(),
+                    rows = batch.rows,
                     "ClickHouse did not take the revoked partitions' rows in time; the next owner reads them again and FINAL removes any duplicate"
                 );
             } else {
@@ -501,7 +499,7 @@ fn shutdown(consumer: &IngestConsumer, ingest: &Ingest, grace: Duration) -> Inge
     let first_message = state.first_message;
     let batch = ingest.take_current(&mut state);
     drop(state);
-    let rows = batch.records.len();
+    let rows = batch.rows;
     let mut problem = ingest.handoff.failure();
     if !batch.is_empty() {
         tracing::info!(

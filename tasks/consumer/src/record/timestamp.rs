@@ -88,33 +88,45 @@ pub fn parse_datetime_bytes(b: &[u8]) -> Result<u32, TimestampError> {
     } else if !rest.is_empty() {
         return Err(TimestampError::Format);
     }
-    let field = |range: std::ops::Range<usize>| -> Result<u32, TimestampError> {
-        let part = &b[range.clone()];
-        let value = match range.len() {
-            4 => digits::<4>(part),
-            _ => digits::<2>(part),
-        };
-        value.ok_or(TimestampError::Format)
-    };
-    let (year, month, day) = (i64::from(field(0..4)?), field(5..7)?, field(8..10)?);
-    let (hour, minute, second) = (field(11..13)?, field(14..16)?, field(17..19)?);
-    if !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
+    let two = |at: usize| digits::<2>(&b[at..at + 2]).ok_or(TimestampError::Format);
+    let days = date_days(&b[..10])?;
+    let (hour, minute, second) = (two(11)?, two(14)?, two(17)?);
+    if hour > 23 || minute > 59 || second > 59 {
         return Err(TimestampError::Calendar);
     }
-    let seconds =
-        days_from_civil(year, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
     // ClickHouse's DateTime is a UInt32, but dates after 2105 are not representable by its
     // functions either; refuse them rather than store a value that reads back as garbage.
-    if !(0..=days_from_civil(2106, 1, 1) * 86_400 - 1).contains(&seconds) || year > 2105 {
+    if !(0..=days_from_civil(2106, 1, 1) * 86_400 - 1).contains(&seconds) {
         return Err(TimestampError::Range);
     }
     Ok(seconds as u32)
+}
+
+std::thread_local! {
+    /// The last date parsed on this thread: consecutive rows (and a row's pickup and dropoff)
+    /// mostly share it.
+    static LAST_DATE: std::cell::Cell<([u8; 10], i64)> =
+        const { std::cell::Cell::new(([0; 10], i64::MIN)) };
+}
+
+/// Days since the epoch of `YYYY-MM-DD` (separators already checked).
+fn date_days(date: &[u8]) -> Result<i64, TimestampError> {
+    let mut key = [0u8; 10];
+    key.copy_from_slice(date);
+    let (last, days) = LAST_DATE.with(std::cell::Cell::get);
+    if last == key && days != i64::MIN {
+        return Ok(days);
+    }
+    let year = i64::from(digits::<4>(&date[0..4]).ok_or(TimestampError::Format)?);
+    let month = digits::<2>(&date[5..7]).ok_or(TimestampError::Format)?;
+    let day = digits::<2>(&date[8..10]).ok_or(TimestampError::Format)?;
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return Err(TimestampError::Calendar);
+    }
+    let days = days_from_civil(year, month, day);
+    LAST_DATE.with(|c| c.set((key, days)));
+    Ok(days)
 }
 
 /// Formats seconds since the epoch as `"YYYY-MM-DD HH:MM:SS"`, plus `.ffffff` when `micros` is

@@ -35,7 +35,8 @@ pub async fn run(
         let Some(batch) = batch else { break };
         tracing::debug!(
             batch = batch.seq,
-            rows = batch.records.len(),
+            rows = batch.rows,
+            bytes = batch.bytes(),
             dead_letters = batch.dead_letters.len(),
             "Writing batch"
         );

@@ -4,6 +4,8 @@
 
 use velostream_common::clickhouse::Server;
 
+use crate::record::rowbinary;
+
 /// `infrastructure/clickhouse/taxi_trips.sql`: the taxi table, named `taxi_trips` there.
 pub const TAXI_TRIPS_DDL: &str =
     include_str!("../../../../infrastructure/clickhouse/taxi_trips.sql");
@@ -55,6 +57,60 @@ pub async fn ensure_tables(server: &Server, table: &str) -> Result<(), clickhous
         }
     }
     Ok(())
+}
+
+/// The table's columns differ from what the consumer writes.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// ClickHouse could not be asked.
+    #[error(transparent)]
+    ClickHouse(#[from] clickhouse::error::Error),
+    /// Columns are missing or have other types.
+    #[error(
+        "table {table} does not have the columns the consumer writes ({problems}); create it from infrastructure/clickhouse/taxi_trips.sql or pick another --table"
+    )]
+    Mismatch {
+        /// The table.
+        table: String,
+        /// What differs.
+        problems: String,
+    },
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct ColumnType {
+    name: String,
+    #[serde(rename = "type")]
+    ty: String,
+}
+
+/// Checks that `table` has every column of [`rowbinary::COLUMNS`] with exactly that type:
+/// RowBinary is positional and untyped, so a different table would get garbage, not an error.
+pub async fn verify_table(server: &Server, table: &str) -> Result<(), SchemaError> {
+    let columns: Vec<ColumnType> = server
+        .client
+        .query("SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = ?")
+        .bind(table)
+        .fetch_all()
+        .await?;
+    let problems: Vec<String> = rowbinary::COLUMNS
+        .iter()
+        .filter_map(
+            |(name, ty)| match columns.iter().find(|c| c.name == *name) {
+                None => Some(format!("{name} missing")),
+                Some(c) if c.ty != *ty => Some(format!("{name} is {} instead of {ty}", c.ty)),
+                Some(_) => None,
+            },
+        )
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(SchemaError::Mismatch {
+            table: table.to_string(),
+            problems: problems.join(", "),
+        })
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use velostream_common::clickhouse::Server;
 
@@ -15,7 +16,10 @@ use super::retry::{Backoff, is_permanent};
 use crate::batch::Batch;
 use crate::kafka::dead_letter::DeadLetterProducer;
 use crate::observe::Metrics;
-use crate::record::TaxiRow;
+use crate::record::rowbinary;
+
+/// Bytes per chunk streamed to ClickHouse.
+const SEND_CHUNK: usize = 1 << 20;
 
 /// Why a batch was not written.
 #[derive(Debug, thiserror::Error)]
@@ -85,23 +89,20 @@ impl Writer {
 
     /// Inserts the rows, delivers the dead letters, records the offsets.
     pub async fn write(&self, batch: &Batch, abort: &CancellationToken) -> Result<(), WriteError> {
-        if !batch.records.is_empty() {
+        if batch.rows > 0 {
             let started = Instant::now();
-            let order = batch.insert_order();
-            self.retry(batch, "insert", abort, || self.insert_rows(batch, &order))
+            self.retry(batch, "insert", abort, || self.insert_rows(batch))
                 .await?;
             self.metrics
                 .insert_duration
                 .observe(started.elapsed().as_secs_f64());
-            self.metrics
-                .rows_inserted
-                .inc_by(batch.records.len() as u64);
-            self.metrics.batch_rows.observe(batch.records.len() as f64);
+            self.metrics.rows_inserted.inc_by(batch.rows as u64);
+            self.metrics.batch_rows.observe(batch.rows as f64);
         }
         if !batch.dead_letters.is_empty() {
             self.deliver_dead_letters(batch, abort).await?;
         }
-        let positions: Vec<(i32, i64)> = batch.spans.iter().map(|(p, s)| (*p, s.next)).collect();
+        let positions: Vec<(i32, i64)> = batch.spans().map(|(p, s)| (p, s.next)).collect();
         self.retry(batch, "record offsets", abort, || {
             self.offsets.save(&positions)
         })
@@ -110,16 +111,16 @@ impl Writer {
         Ok(())
     }
 
-    async fn insert_rows(
-        &self,
-        batch: &Batch,
-        order: &[u32],
-    ) -> Result<(), clickhouse::error::Error> {
-        let mut insert = self
-            .server
-            .client
-            .insert::<TaxiRow<'_>>(&self.table)
-            .await?;
+    /// One `INSERT ... FORMAT RowBinary` of the batch: each partition's rows in offset order,
+    /// partitions in order, so ClickHouse gets input already sorted by the table's key (which
+    /// costs it about half as much as unsorted input).
+    async fn insert_rows(&self, batch: &Batch) -> Result<(), clickhouse::error::Error> {
+        let sql = format!(
+            "INSERT INTO {} ({}) FORMAT RowBinary",
+            self.table,
+            rowbinary::column_list()
+        );
+        let mut insert = self.server.client.insert_formatted_with(sql);
         if self.server.version.has_insert_deduplication_token() {
             insert =
                 insert.with_setting("insert_deduplication_token", batch.dedup_token(&self.topic));
@@ -128,10 +129,10 @@ impl Writer {
             // A batch of odd TLC rows can span many months; never refuse it for that.
             insert = insert.with_setting("max_partitions_per_insert_block", "0");
         }
-        for &i in order {
-            insert
-                .write(&TaxiRow::new(&self.topic, &batch.records[i as usize]))
-                .await?;
+        for rows in batch.partitions.values() {
+            for chunk in rows.bytes.chunks(SEND_CHUNK) {
+                insert.send(Bytes::copy_from_slice(chunk)).await?;
+            }
         }
         insert.end().await
     }
@@ -172,7 +173,7 @@ impl Writer {
             let delay = backoff.next_delay();
             tracing::warn!(
                 batch = batch.seq,
-                rows = batch.records.len(),
+                rows = batch.rows,
                 step,
                 error = %err,
                 retry_in_ms = delay.as_millis() as u64,
@@ -189,7 +190,7 @@ impl Writer {
     fn aborted(&self, batch: &Batch, last_error: String) -> WriteError {
         WriteError::Aborted {
             seq: batch.seq,
-            rows: batch.records.len(),
+            rows: batch.rows,
             last_error,
         }
     }
