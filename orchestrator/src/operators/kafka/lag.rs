@@ -285,8 +285,9 @@ impl Inner {
                 .ok()
                 .and_then(|stats| stats.as_ref().and_then(|s| self.read_stats(s, partitions)));
             if let Some(found) = found {
-                // Closing a consumer takes about 100 ms: not on the reading's time.
-                tokio::task::spawn_blocking(move || drop(probe));
+                // Closed here, on this blocking thread, rather than on a detached one: a librdkafka
+                // handle still being destroyed while the process exits has crashed (SIGSEGV).
+                drop(probe);
                 return Ok(found);
             }
             if Instant::now() >= deadline {
