@@ -98,19 +98,35 @@ impl SqliteStore {
         };
         let conn = Connection::open(&path).map_err(err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
-        // WAL lets readers (the web UI) go on while a run writes; NORMAL sync is durable across
-        // process crashes, which is what we guard against (a power cut may lose the last writes).
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
+        // Several processes may open a brand-new file at once: switching it to WAL and creating the
+        // schema can report SQLITE_BUSY without waiting (SQLite's deadlock avoidance), so retry.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match Self::prepare(&conn) {
+                Ok(()) => break,
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
         Ok(Self {
             path,
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Pragmas and schema, on every open.
+    fn prepare(conn: &Connection) -> rusqlite::Result<()> {
+        // WAL lets readers (the web UI) go on while a run writes; NORMAL sync is durable across
+        // process crashes, which is what we guard against (a power cut may lose the last writes).
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)
     }
 
     /// The database file.
