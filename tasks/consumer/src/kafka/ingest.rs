@@ -1,5 +1,6 @@
-//! The ingest loop, on its own thread: polls the consumer, decodes each message into the batch
-//! being filled (or a dead letter), and hands full or old-enough batches to the inserter.
+//! The ingest loop, on its own thread: serves the consumer's events, takes messages in batches
+//! from the partitions' forwarded fetch queues (`fetch_queue`), decodes each into the batch being
+//! filled (or a dead letter), and hands full or old-enough batches to the inserter.
 //!
 //! Backpressure: one batch is inserted while the next fills. When the next is full and the
 //! inserter is still busy, every assigned partition is paused (the loop keeps polling, so the
@@ -15,11 +16,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::context::IngestContext;
+use super::fetch_queue::{FetchQueue, Fetched};
 use crate::batch::{Batch, DeadLetter};
 use crate::observe::{Health, Metrics};
 use crate::progress::Handoff;
@@ -84,7 +86,12 @@ struct State {
     /// Since when a full batch has been waiting for the inserter.
     held_since: Option<Instant>,
     first_message: Option<Instant>,
+    /// Where assigned partitions' messages are read in batches, while the loop runs.
+    fetch: Option<Arc<FetchQueue>>,
 }
+
+/// Most messages taken from librdkafka at once.
+const FETCH_BATCH: usize = 8192;
 
 /// How the loop ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,6 +141,7 @@ impl Ingest {
                 paused: false,
                 held_since: None,
                 first_message: None,
+                fetch: None,
             }),
         }
     }
@@ -150,8 +158,14 @@ impl Ingest {
     }
 
     /// Adds one message to the batch being filled.
-    fn accept(&self, state: &mut State, message: &BorrowedMessage<'_>) {
-        let (partition, offset) = (message.partition(), message.offset());
+    fn accept(
+        &self,
+        state: &mut State,
+        partition: i32,
+        offset: i64,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) {
         match state.positions.get_mut(&partition) {
             // Not ours (any more): a late message of a revoked partition.
             None => return,
@@ -163,8 +177,7 @@ impl Ingest {
             state.first_message = Some(Instant::now());
         }
         self.metrics.rows_consumed.inc();
-        let payload = message.payload().unwrap_or_default();
-        match decode(payload) {
+        match decode(payload.unwrap_or_default()) {
             Ok(trip) => state
                 .current
                 .push_row(&self.topic, partition, offset, &trip),
@@ -173,8 +186,8 @@ impl Ingest {
                 state.current.push_dead_letter(DeadLetter {
                     partition,
                     offset,
-                    key: message.key().map(<[u8]>::to_vec),
-                    payload: message.payload().map(<[u8]>::to_vec),
+                    key: key.map(<[u8]>::to_vec),
+                    payload: payload.map(<[u8]>::to_vec),
                     error,
                 });
             }
@@ -315,6 +328,17 @@ impl Ingest {
             }
             state.positions.insert(p, next.unwrap_or(-1));
             self.handoff.start(p, next.unwrap_or(-1));
+            // Before the assignment: from its first fetch on, the partition's messages go to
+            // the batch queue (see fetch_queue for why the order matters).
+            if let Some(fetch) = &state.fetch
+                && elem.topic() == self.topic
+                && !fetch.route(consumer, &self.topic, p)
+            {
+                tracing::debug!(
+                    partition = p,
+                    "Partition not routed to the batch queue; reading it message by message"
+                );
+            }
             started.push((p, next));
         }
         let assigned = if cooperative {
@@ -448,9 +472,18 @@ impl Ingest {
 
 /// Runs the loop until `ingest.stop` is cancelled, then flushes what was read and commits,
 /// within `grace`.
+///
+/// Each turn serves the consumer queue first (rebalances, statistics, errors, and messages of
+/// any partition not routed to the batch queue), then takes up to a batch's remaining room of
+/// messages from the batch queue, waiting at most `poll_timeout` when there are none.
 pub fn run(consumer: &IngestConsumer, ingest: &Ingest, grace: Duration) -> IngestOutcome {
     let poll_timeout =
         Duration::from_millis(100).min(ingest.batch_time.max(Duration::from_millis(1)));
+    let fetch = Arc::new(FetchQueue::new(consumer));
+    ingest.lock().fetch = Some(fetch.clone());
+    // The queue and the messages must go before the consumer, also when unwinding.
+    let _release = ReleaseFetchQueue(ingest);
+    let mut fetched = Fetched::with_capacity(FETCH_BATCH);
     let mut flow = Flow::Poll;
     while !ingest.stop.is_cancelled() {
         if flow == Flow::Hold {
@@ -462,34 +495,61 @@ pub fn run(consumer: &IngestConsumer, ingest: &Ingest, grace: Duration) -> Inges
             continue;
         }
         // Never hold the state lock across `poll`: rebalance callbacks run inside it and lock it.
-        let mut message = consumer.poll(poll_timeout);
-        let mut drained = 0;
-        loop {
-            match message {
-                None => break,
-                Some(Ok(m)) => {
+        let mut served = 0;
+        while let Some(item) = consumer.poll(Duration::ZERO) {
+            match item {
+                Ok(m) => {
                     let mut state = ingest.lock();
-                    ingest.accept(&mut state, &m);
-                    if state.current.messages() >= ingest.batch_rows {
-                        break;
-                    }
+                    ingest.accept(&mut state, m.partition(), m.offset(), m.key(), m.payload());
                 }
-                Some(Err(err)) => {
-                    tracing::warn!(error = %err, "Kafka consumer error");
-                    break;
-                }
+                Err(err) => tracing::warn!(error = %err, "Kafka consumer error"),
             }
-            // Drain what is already queued before looking at the clock again.
-            drained += 1;
-            if drained >= 4096 {
+            served += 1;
+            if served >= FETCH_BATCH {
                 break;
             }
-            message = consumer.poll(Duration::ZERO);
+        }
+        let room = ingest
+            .batch_rows
+            .saturating_sub(ingest.lock().current.messages())
+            .clamp(1, FETCH_BATCH);
+        let wait = if served > 0 {
+            Duration::ZERO
+        } else {
+            poll_timeout
+        };
+        if fetch.take(&mut fetched, room, Duration::ZERO) == 0 && !wait.is_zero() {
+            fetch.take(&mut fetched, room, wait);
+        }
+        if fetched.iter().next().is_some() {
+            let mut state = ingest.lock();
+            for m in fetched.iter() {
+                match m.error() {
+                    None => {
+                        ingest.accept(&mut state, m.partition(), m.offset(), m.key(), m.payload())
+                    }
+                    Some(err) => {
+                        tracing::warn!(partition = m.partition(), error = %err, "Kafka consumer error")
+                    }
+                }
+            }
+            drop(state);
+            fetched.clear();
         }
         flow = ingest.maybe_flush(consumer, &mut ingest.lock());
         ingest.commit_progress(consumer, CommitMode::Async);
     }
+    drop(fetched);
     shutdown(consumer, ingest, grace)
+}
+
+/// Takes the batch queue out of the shared state when the loop ends, however it ends.
+struct ReleaseFetchQueue<'a>(&'a Ingest);
+
+impl Drop for ReleaseFetchQueue<'_> {
+    fn drop(&mut self) {
+        self.0.lock().fetch = None;
+    }
 }
 
 fn shutdown(consumer: &IngestConsumer, ingest: &Ingest, grace: Duration) -> IngestOutcome {

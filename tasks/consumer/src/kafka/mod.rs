@@ -3,6 +3,7 @@
 
 pub mod context;
 pub mod dead_letter;
+pub mod fetch_queue;
 pub mod ingest;
 
 use rdkafka::ClientConfig;
