@@ -1,8 +1,8 @@
 //! `consumer-bench`: rows/s from a pre-filled topic of taxi rows into ClickHouse, for our consumer
 //! and two baselines measured in the same run on the same servers:
 //!
-//! - ceiling: a raw insert of the same rows already decoded in memory, in inserts as large as our
-//!   batches (the machine's ceiling for ClickHouse ingestion);
+//! - ceiling: a raw insert of the same rows already decoded in memory, in 1M-row inserts (the
+//!   machine's ceiling for ClickHouse ingestion; `--ceiling-insert-rows`);
 //! - plain: a consumer that inserts each poll's messages in small batches and commits after each,
 //!   the way the reference Python consumer did.
 //!
@@ -25,11 +25,13 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
 use velostream_common::clickhouse::{ClickHouseConfig, Server};
 use velostream_common::kafka::client_config;
 use velostream_consumer::fixture::{KeyCase, encode_parquet};
+use velostream_consumer::kafka::fetch_queue::{FetchQueue, Fetched};
 use velostream_consumer::record::{Record, TaxiRow, decode};
 use velostream_consumer::sink::schema;
 use velostream_consumer::{Consumer as VeloConsumer, Settings};
@@ -44,9 +46,12 @@ struct Args {
     /// Partitions of the topic.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
-    /// Our consumer's --batch-rows, and the ceiling's insert size.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Our consumer's --batch-rows (its default).
+    #[arg(long, default_value_t = 500_000)]
     batch_rows: usize,
+    /// Rows per insert of the ceiling: large, so the ceiling is the best the server does.
+    #[arg(long, default_value_t = 1_000_000)]
+    ceiling_insert_rows: usize,
     /// Our consumer's --batch-ms.
     #[arg(long, default_value_t = 1000)]
     batch_ms: u64,
@@ -238,19 +243,19 @@ fn fill(
     Ok(started.elapsed())
 }
 
-/// (a) The ceiling: the same rows, decoded in memory, inserted in `batch_rows`-row inserts.
+/// (a) The ceiling: the same rows, decoded in memory, inserted in `insert_rows`-row inserts.
 async fn ceiling(
     server: &Server,
     table: &str,
     sample: &[Record],
     rows: usize,
-    batch_rows: usize,
+    insert_rows: usize,
 ) -> anyhow::Result<f64> {
     schema::ensure_tables(server, table).await?;
     let started = Instant::now();
     let mut done = 0;
     while done < rows {
-        let n = batch_rows.min(rows - done);
+        let n = insert_rows.min(rows - done);
         let mut insert = server.client.insert::<TaxiRow<'_>>(table).await?;
         for i in done..done + n {
             let mut record = sample[i % sample.len()].clone();
@@ -359,19 +364,36 @@ fn fetch_only(args: &Args, s: &Servers, topic: &str, rows: usize) -> anyhow::Res
     settings.session_timeout = Duration::from_secs(6);
     settings.consumer_properties = properties(args)?;
     let consumer: BaseConsumer = velostream_consumer::kafka::consumer_config(&settings).create()?;
-    consumer.subscribe(&[topic])?;
+    // Read the way our consumer reads: every partition routed to one batch queue, then assigned.
+    let queue = FetchQueue::new(&consumer);
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..args.partitions {
+        if !queue.route(&consumer, topic, p) {
+            bail!("partition {p} of {topic} could not be routed to the batch queue");
+        }
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut fetched = Fetched::with_capacity(8192);
     let mut done = 0;
     let mut bytes = 0;
     let mut first = None;
     while done < rows {
-        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            let m = m?;
+        let _ = consumer.poll(Duration::ZERO);
+        if queue.take(&mut fetched, 8192, Duration::from_millis(10)) > 0 {
             first.get_or_insert_with(Instant::now);
-            bytes += m.payload_len();
-            done += 1;
+            for m in fetched.iter() {
+                if let Some(err) = m.error() {
+                    bail!("reading the benchmark topic: {err}");
+                }
+                bytes += m.payload().map_or(0, <[u8]>::len);
+                done += 1;
+            }
         }
     }
     let elapsed = first.map(|f| f.elapsed()).unwrap_or_default();
+    drop(fetched);
+    drop(queue);
     eprintln!("  {} MB of JSON", bytes >> 20);
     Ok(rows as f64 / elapsed.as_secs_f64())
 }
@@ -480,14 +502,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "bench_ceiling",
             &records,
             args.rows,
-            args.batch_rows,
+            args.ceiling_insert_rows,
         )
         .await?;
         eprintln!("  {ceiling_rate:.0} rows/s");
         lines.push((
             format!(
                 "(a) ceiling: raw insert from memory, {}-row inserts",
-                args.batch_rows
+                args.ceiling_insert_rows
             ),
             ceiling_rate,
             s.cpu_per_million(cpu, args.rows),
