@@ -1,8 +1,9 @@
 //! The UI in a real browser: headless Chromium driven through chromedriver (WebDriver, with
 //! fantoccini) clicks the trigger button of the example DAG, sees the run appear and succeed
 //! without reloading the page, opens the run, triggers again with params from the DAG page's
-//! form, follows a task log, toggles the pause switch, and saves the screenshots the README shows
-//! (`docs/screenshots/ui.png`, `docs/screenshots/run.png`).
+//! form, follows a task log, toggles the pause switch, and saves screenshots of both pages
+//! (`target/screenshots/`; `VELOSTREAM_UPDATE_SCREENSHOTS=1` refreshes the README's pictures in
+//! `docs/screenshots/`).
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`apt-get install -y chromium chromium-driver`,
 //! or `infrastructure/local/velostream-local install`); fails with that hint when they are
@@ -148,8 +149,15 @@ async fn wait_css(c: &Client, css: &str, secs: u64) -> fantoccini::elements::Ele
     }
 }
 
+/// Where a screenshot goes: `target/screenshots/` on every run, so a test run leaves the work
+/// tree clean; `docs/screenshots/` (the README's pictures) with `VELOSTREAM_UPDATE_SCREENSHOTS=1`.
 fn screenshot_path(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = if std::env::var_os("VELOSTREAM_UPDATE_SCREENSHOTS").is_some_and(|v| v == "1") {
+        root.join("docs/screenshots")
+    } else {
+        root.join("target/screenshots")
+    };
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }
