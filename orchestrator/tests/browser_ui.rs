@@ -301,7 +301,7 @@ async fn trigger_a_run_in_the_browser_and_watch_it_succeed() {
     // The log of check_total's second try: total = 600 / 2 + 600.
     c.goto(&format!(
         "{base}/runs/{}/tasks/check_total/log",
-        enc(&second)
+        web_common::enc(&second)
     ))
     .await
     .unwrap();
@@ -311,9 +311,12 @@ async fn trigger_a_run_in_the_browser_and_watch_it_succeed() {
     // A running task's log is followed: lines written after the page loaded appear.
     let (_, v) = env.post_json("/api/dags/ticker/runs", json!({})).await;
     let ticker = v["run_id"].as_str().unwrap().to_owned();
-    c.goto(&format!("{base}/runs/{}/tasks/tick/log", enc(&ticker)))
-        .await
-        .unwrap();
+    c.goto(&format!(
+        "{base}/runs/{}/tasks/tick/log",
+        web_common::enc(&ticker)
+    ))
+    .await
+    .unwrap();
     let log = wait_css(&c, "#log[data-running=\"true\"]", 10).await;
     let followed = Instant::now();
     let deadline = followed + Duration::from_secs(30);
@@ -338,16 +341,4 @@ async fn trigger_a_run_in_the_browser_and_watch_it_succeed() {
     env.shutdown.cancel();
     server.await.unwrap().unwrap();
     drop(driver);
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

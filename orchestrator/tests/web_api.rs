@@ -101,7 +101,7 @@ async fn a_triggered_run_succeeds_with_params_and_its_tasks_and_log_are_served()
     assert!(v["url"].as_str().unwrap().starts_with("/runs/manual__"));
     assert_eq!(env.wait_run(&run_id).await, RunState::Success);
 
-    let path = format!("/api/runs/{}", web_common_enc(&run_id));
+    let path = format!("/api/runs/{}", web_common::enc(&run_id));
     let run = env.get_json(&path).await;
     assert_eq!(run["run"]["state"], "success");
     assert_eq!(run["run"]["params"], json!({"rows": 42, "name": "velo"}));
@@ -136,19 +136,6 @@ async fn a_triggered_run_succeeds_with_params_and_its_tasks_and_log_are_served()
     assert_eq!(listed["runs"].as_array().unwrap().len(), 1);
     let (status, body) = env.get("/api/runs?state=bogus").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-}
-
-/// Percent-encodes like the server does (run ids hold `:`).
-fn web_common_enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -197,7 +184,7 @@ async fn max_active_runs_refuses_a_second_run_and_cancel_stops_the_first() {
         v["error"].as_str().unwrap().contains("max_active_runs"),
         "{v}"
     );
-    let enc = web_common_enc(&run_id);
+    let enc = web_common::enc(&run_id);
     let run = env.get_json(&format!("/api/runs/{enc}")).await;
     assert_eq!(run["run"]["driven_here"], true);
     let (status, v) = env
@@ -263,7 +250,7 @@ async fn runs_started_by_another_process_on_the_same_state_file_appear() {
     let (status, page) = env.get("/dags/greet").await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains(&outcome.run_id));
-    let enc = web_common_enc(&outcome.run_id);
+    let enc = web_common::enc(&outcome.run_id);
     let log = env
         .get_json(&format!("/api/runs/{enc}/tasks/hello/log"))
         .await;
@@ -469,7 +456,7 @@ async fn logs_are_served_only_from_the_log_directory() {
     let (_, v) = env.post_json("/api/dags/greet/runs", json!({})).await;
     let run_id = v["run_id"].as_str().unwrap().to_owned();
     env.wait_run(&run_id).await;
-    let enc = web_common_enc(&run_id);
+    let enc = web_common::enc(&run_id);
     // A traversal attempt in the task id is just an unknown task.
     let (status, _) = env
         .get(&format!(

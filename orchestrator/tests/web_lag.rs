@@ -43,10 +43,6 @@ fn commit(consumer: &BaseConsumer, topic: &str, offset: i64) {
     consumer.commit(&tpl, CommitMode::Sync).expect("committed");
 }
 
-fn enc(s: &str) -> String {
-    s.replace(':', "%3A")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_lag_chart_is_live_while_the_sensor_runs_and_recorded_after() {
     let broker = Kafka::start();
@@ -101,7 +97,10 @@ timeout = "60s"
     let deadline = Instant::now() + Duration::from_secs(30);
     let live = loop {
         let task = env
-            .get_json(&format!("/api/runs/{}/tasks/wait", enc(&run_id)))
+            .get_json(&format!(
+                "/api/runs/{}/tasks/wait",
+                web_common::enc(&run_id)
+            ))
             .await;
         let points = task["live"]["lag_series"].as_array().map_or(0, Vec::len);
         if task["state"] == "running" && points >= 2 {
@@ -118,7 +117,9 @@ timeout = "60s"
             .any(|p| p[1].as_i64() == Some(MESSAGES)),
         "{live}"
     );
-    let (_, fragment) = env.get(&format!("/fragments/runs/{}", enc(&run_id))).await;
+    let (_, fragment) = env
+        .get(&format!("/fragments/runs/{}", web_common::enc(&run_id)))
+        .await;
     assert!(fragment.contains("<polyline class=\"lag\""), "{fragment}");
     assert!(fragment.contains("Lag of <code>wait</code>"));
     assert!(fragment.contains("data-active=\"true\""));
@@ -137,13 +138,18 @@ timeout = "60s"
 
     // Afterwards the chart comes from the recorded series.
     let task = env
-        .get_json(&format!("/api/runs/{}/tasks/wait", enc(&run_id)))
+        .get_json(&format!(
+            "/api/runs/{}/tasks/wait",
+            web_common::enc(&run_id)
+        ))
         .await;
     assert_eq!(task["outputs"]["peak_lag"], MESSAGES);
     assert_eq!(task["outputs"]["lag"], 0);
     let recorded = task["outputs"]["lag_series"].as_array().unwrap();
     assert!(recorded.len() >= 4, "{task}");
-    let (_, page) = env.get(&format!("/runs/{}", enc(&run_id))).await;
+    let (_, page) = env
+        .get(&format!("/runs/{}", web_common::enc(&run_id)))
+        .await;
     assert!(
         page.contains(&format!(
             "(peak {MESSAGES}, last 0, {} checks)",

@@ -50,18 +50,6 @@ kind = "command"
 shell = "echo '::velostream:: {\"progress\": {\"done\": 5, \"total\": 10, \"unit\": \"rows\"}}'; sleep 30"
 "#;
 
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 async fn finished_run(env: &Env) -> String {
     let (status, v) = env.post_json("/api/dags/showcase/runs", json!({})).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
@@ -127,7 +115,7 @@ async fn the_dag_page_draws_the_graph_and_the_grid() {
     assert_eq!(page.matches("class=\"edge\"").count(), 4);
     assert!(page.contains(&format!(
         "of run <a href=\"/runs/{}\">{second}</a>",
-        enc(&second)
+        web_common::enc(&second)
     )));
     // The grid: a column per run, a row per task.
     assert_eq!(page.matches("class=\"cell s-success\"").count(), 8);
@@ -139,15 +127,15 @@ async fn the_dag_page_draws_the_graph_and_the_grid() {
     assert!(page.contains("name=\"params.label\""));
     // Selecting an older run draws it.
     let (_, page) = env
-        .get(&format!("/dags/showcase?run={}", enc(&first)))
+        .get(&format!("/dags/showcase?run={}", web_common::enc(&first)))
         .await;
     assert!(page.contains(&format!(
         "of run <a href=\"/runs/{}\">{first}</a>",
-        enc(&first)
+        web_common::enc(&first)
     )));
     assert!(page.contains(&format!(
         "data-src=\"/fragments/dags/showcase?run={}\"",
-        enc(&first)
+        web_common::enc(&first)
     )));
     let (status, _) = env.get("/dags/nope").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -157,7 +145,9 @@ async fn the_dag_page_draws_the_graph_and_the_grid() {
 async fn the_run_page_has_tasks_timeline_lag_chart_and_outputs() {
     let env = Env::new(&[("showcase.toml", SHOWCASE)]);
     let run_id = finished_run(&env).await;
-    let (status, page) = env.get(&format!("/runs/{}", enc(&run_id))).await;
+    let (status, page) = env
+        .get(&format!("/runs/{}", web_common::enc(&run_id)))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_escaped(&page);
     assert!(page.contains("id=\"run-state\" data-state=\"success\""));
@@ -195,7 +185,10 @@ async fn the_log_page_shows_the_try_escaped() {
     let env = Env::new(&[("showcase.toml", SHOWCASE)]);
     let run_id = finished_run(&env).await;
     let (status, page) = env
-        .get(&format!("/runs/{}/tasks/extract/log", enc(&run_id)))
+        .get(&format!(
+            "/runs/{}/tasks/extract/log",
+            web_common::enc(&run_id)
+        ))
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_escaped(&page);
@@ -206,7 +199,7 @@ async fn the_log_page_shows_the_try_escaped() {
     assert!(page.contains("data-running=\"false\""));
     assert!(page.contains(&format!(
         "data-src=\"/api/runs/{}/tasks/extract/log?try=1\"",
-        enc(&run_id)
+        web_common::enc(&run_id)
     )));
 }
 
@@ -215,7 +208,7 @@ async fn a_running_run_shows_progress_marks_pages_active_and_can_be_cancelled() 
     let env = Env::new(&[("progress.toml", PROGRESS)]);
     let (_, v) = env.post_json("/api/dags/progress/runs", json!({})).await;
     let run_id = v["run_id"].as_str().unwrap().to_owned();
-    let path = format!("/fragments/runs/{}", enc(&run_id));
+    let path = format!("/fragments/runs/{}", web_common::enc(&run_id));
     // The task reports progress as soon as it starts.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let fragment = loop {
@@ -241,11 +234,17 @@ async fn a_running_run_shows_progress_marks_pages_active_and_can_be_cancelled() 
     assert!(list.contains("data-active=\"true\""));
     assert!(list.contains("data-state=\"running\""));
     let (_, log) = env
-        .get(&format!("/runs/{}/tasks/long/log", enc(&run_id)))
+        .get(&format!(
+            "/runs/{}/tasks/long/log",
+            web_common::enc(&run_id)
+        ))
         .await;
     assert!(log.contains("data-running=\"true\""));
     let (status, _) = env
-        .post_json(&format!("/api/runs/{}/cancel", enc(&run_id)), json!({}))
+        .post_json(
+            &format!("/api/runs/{}/cancel", web_common::enc(&run_id)),
+            json!({}),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(env.wait_run(&run_id).await, RunState::Failed);
