@@ -1,6 +1,7 @@
-//! The `Store` contract, checked on both implementations (SQLite and in-memory): run creation with
+//! The `Store` contract, checked on every implementation (SQLite and in-memory): run creation with
 //! unique ids and `max_active_runs`, task and try updates, process records, recovery of runs whose
-//! owner died; and concurrent writers on one SQLite file.
+//! owner died; random update sequences that must leave every backend with the same records; and
+//! concurrent writers on one SQLite file.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use orchestrator::store::{
     MemoryStore, NewRun, Owner, ProcessRecord, RunFilter, RunState, SqliteStore, Store, StoreError,
     TaskState, TaskUpdate, Trigger, current_owner,
 };
+use proptest::prelude::*;
 use serde_json::json;
 
 fn new_run(dag: &str, owner: Owner, max: Option<u32>) -> NewRun {
@@ -213,8 +215,12 @@ fn contract(store: &dyn Store) {
 }
 
 #[test]
-fn the_memory_store_keeps_the_contract() {
-    contract(&MemoryStore::new());
+fn every_backend_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, store) in backends(dir.path()) {
+        eprintln!("contract: {name}");
+        contract(store.as_ref());
+    }
 }
 
 #[test]
@@ -270,5 +276,112 @@ fn concurrent_writers_on_one_sqlite_file_lose_nothing() {
                 .iter()
                 .all(|t| t.state == TaskState::Success)
         );
+    }
+}
+
+/// Every backend under test, fresh. A new backend is added here and inherits every contract test.
+fn backends(dir: &std::path::Path) -> Vec<(&'static str, Box<dyn Store>)> {
+    vec![
+        ("memory", Box::new(MemoryStore::new())),
+        (
+            "sqlite",
+            Box::new(SqliteStore::open(dir.join("state.db")).unwrap()),
+        ),
+    ]
+}
+
+/// One random update: a task (`zz` does not exist), a try, and any subset of the fields.
+fn any_update() -> impl Strategy<Value = (String, TaskUpdate)> {
+    let state = prop::option::of(prop::sample::select(TaskState::ALL.to_vec()));
+    (
+        prop::sample::select(vec!["a", "b", "zz"]),
+        0u32..4,
+        state,
+        prop::option::of(-2i32..3),
+        prop::option::of(prop::sample::select(vec!["boom", "bang"])),
+        prop::option::of(0i64..3),
+        prop::option::of(0u32..3),
+        0i64..1_000_000,
+    )
+        .prop_map(|(task, try_number, state, exit, error, out, log, at)| {
+            let at = chrono::DateTime::from_timestamp(1_700_000_000 + at, 0).unwrap();
+            (
+                task.to_owned(),
+                TaskUpdate {
+                    task_id: task.into(),
+                    try_number,
+                    state,
+                    at: Some(at),
+                    exit_code: exit,
+                    error: error.map(str::to_owned),
+                    outputs: out.map(|n| json!({ "n": n }).as_object().unwrap().clone()),
+                    log_path: log.map(|n| PathBuf::from(format!("/logs/try-{n}.log"))),
+                },
+            )
+        })
+}
+
+/// What a backend holds for the run, as comparable text.
+fn snapshot(store: &dyn Store, run_id: &str) -> String {
+    let mut out = format!("{:?}\n", store.task_instances(run_id).unwrap());
+    for t in ["a", "b"] {
+        out += &format!("{:?}\n", store.tries(run_id, t).unwrap());
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The rules live in one place: any sequence of updates (single or batched, valid or naming a
+    /// missing task) leaves every backend with the same instances and tries, then the same
+    /// result of closing the run as orphaned.
+    #[test]
+    fn random_update_sequences_give_every_backend_the_same_records(
+        updates in prop::collection::vec((any_update(), any::<bool>()), 1..40),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = Owner { pid: 4_000_000, ..current_owner() };
+        let mut seen: Vec<(&str, Vec<String>, String)> = Vec::new();
+        for (name, store) in backends(dir.path()) {
+            let mut proposed = new_run("p", dead.clone(), None);
+            let created = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+            (proposed.logical_date, proposed.started_at) = (created, created);
+            let run = store.create_run(&proposed).unwrap();
+            let mut results = Vec::new();
+            let mut batch = Vec::new();
+            for ((_, u), flush) in &updates {
+                batch.push((run.run_id.clone(), u.clone()));
+                if *flush {
+                    let r = if batch.len() == 1 {
+                        store.update_task(&run.run_id, &batch[0].1)
+                    } else {
+                        store.update_tasks(&batch)
+                    };
+                    results.push(format!("{:?}", r.map_err(|e| e.to_string())));
+                    batch.clear();
+                }
+            }
+            let mut snap = snapshot(store.as_ref(), &run.run_id);
+            let closed = store.fail_orphaned_runs(&|o| o.pid != dead.pid).unwrap();
+            prop_assert_eq!(closed.len(), 1);
+            let mut closed_run = closed[0].0.clone();
+            closed_run.ended_at = None;
+            snap += &format!("{closed_run:?}\n");
+            // Closing stamps "now", which differs between backends by design: compare the rest.
+            for ti in store.task_instances(&run.run_id).unwrap() {
+                snap += &format!("{:?} {:?} {:?}\n", ti.task_id, ti.state, ti.error);
+            }
+            for t in ["a", "b"] {
+                for tr in store.tries(&run.run_id, t).unwrap() {
+                    snap += &format!("{t} {} {:?} {:?}\n", tr.try_number, tr.state, tr.error);
+                }
+            }
+            seen.push((name, results, snap));
+        }
+        for w in seen.windows(2) {
+            prop_assert_eq!(&w[0].1, &w[1].1, "results differ: {} vs {}", w[0].0, w[1].0);
+            prop_assert_eq!(&w[0].2, &w[1].2, "records differ: {} vs {}", w[0].0, w[1].0);
+        }
     }
 }

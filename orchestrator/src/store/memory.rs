@@ -1,4 +1,5 @@
-//! An in-memory [`Store`] for tests and benchmarks: the same semantics as SQLite, nothing on disk.
+//! An in-memory [`Store`] for tests and benchmarks: the rules of [`rules`](super::rules) kept in
+//! plain collections, nothing on disk.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -7,7 +8,7 @@ use chrono::Utc;
 
 use super::{
     NewRun, Owner, ProcessRecord, RunFilter, RunRecord, RunState, Store, StoreError, TaskInstance,
-    TaskState, TaskTry, TaskUpdate,
+    TaskTry, TaskUpdate, rules,
 };
 
 #[derive(Debug, Default)]
@@ -21,6 +22,36 @@ struct Inner {
     processes: Vec<ProcessRecord>,
     /// DAGs whose schedule is paused.
     paused: std::collections::BTreeSet<String>,
+}
+
+impl Inner {
+    /// Applies one update whose task instance exists.
+    fn apply(&mut self, run_id: &str, u: &TaskUpdate) {
+        if let Some(ti) = self
+            .tasks
+            .get_mut(run_id)
+            .and_then(|ts| ts.iter_mut().find(|t| t.task_id == u.task_id))
+        {
+            ti.apply(u);
+        }
+        if u.try_number > 0 {
+            let tries = self
+                .tries
+                .entry((run_id.to_owned(), u.task_id.clone()))
+                .or_default();
+            let idx = tries.iter().position(|t| t.try_number == u.try_number);
+            let current = idx.map(|i| tries[i].clone());
+            match (TaskTry::updated(run_id, current, u), idx) {
+                (Some(t), Some(i)) => tries[i] = t,
+                (Some(t), None) => {
+                    // First try first, whatever order the tries were recorded in.
+                    let at = tries.partition_point(|x| x.try_number < t.try_number);
+                    tries.insert(at, t);
+                }
+                (None, _) => {}
+            }
+        }
+    }
 }
 
 /// A [`Store`] held in memory.
@@ -43,55 +74,18 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn create_run(&self, run: &NewRun) -> Result<RunRecord, StoreError> {
         let mut inner = self.lock();
-        if let Some(max) = run.max_active_runs {
-            let active = inner
-                .runs
-                .iter()
-                .filter(|r| r.dag_id == run.dag_id && r.state == RunState::Running)
-                .count() as u32;
-            if active >= max {
-                return Err(StoreError::TooManyActiveRuns {
-                    dag_id: run.dag_id.clone(),
-                    active,
-                    max,
-                });
-            }
-        }
-        let mut run_id = run.run_id.clone();
-        let mut n = 1;
-        while inner.runs.iter().any(|r| r.run_id == run_id) {
-            n += 1;
-            run_id = format!("{}.{n}", run.run_id);
-        }
-        let record = RunRecord {
-            run_id: run_id.clone(),
-            dag_id: run.dag_id.clone(),
-            dag_file: run.dag_file.clone(),
-            trigger: run.trigger,
-            state: RunState::Running,
-            logical_date: run.logical_date,
-            params: run.params.clone(),
-            started_at: run.started_at,
-            ended_at: None,
-            note: None,
-            owner: run.owner.clone(),
-        };
-        inner.runs.push(record.clone());
-        let tasks = run
-            .task_ids
+        let active = inner
+            .runs
             .iter()
-            .map(|task_id| TaskInstance {
-                run_id: run_id.clone(),
-                task_id: task_id.clone(),
-                state: TaskState::Pending,
-                try_number: 0,
-                started_at: None,
-                ended_at: None,
-                exit_code: None,
-                error: None,
-                outputs: Default::default(),
-            })
-            .collect();
+            .filter(|r| r.dag_id == run.dag_id && r.state == RunState::Running)
+            .count() as u32;
+        rules::admit(&run.dag_id, active, run.max_active_runs)?;
+        let run_id = rules::unique_run_id::<StoreError>(&run.run_id, |id| {
+            Ok(inner.runs.iter().any(|r| r.run_id == id))
+        })?;
+        let record = rules::new_run_record(run, run_id.clone());
+        inner.runs.push(record.clone());
+        let tasks = rules::new_task_instances(run, &run_id);
         inner.tasks.insert(run_id, tasks);
         Ok(record)
     }
@@ -108,90 +102,30 @@ impl Store for MemoryStore {
             .iter_mut()
             .find(|r| r.run_id == run_id)
             .ok_or_else(|| StoreError::NoSuchRun(run_id.to_owned()))?;
-        run.state = state;
-        run.ended_at = (state != RunState::Running).then(Utc::now);
-        if let Some(note) = note {
-            run.note = Some(note.to_owned());
-        }
+        run.finish(state, note, Utc::now());
         Ok(())
     }
 
     fn update_task(&self, run_id: &str, u: &TaskUpdate) -> Result<(), StoreError> {
+        self.update_tasks(&[(run_id.to_owned(), u.clone())])
+    }
+
+    fn update_tasks(&self, updates: &[(String, TaskUpdate)]) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        let ti = inner
-            .tasks
-            .get_mut(run_id)
-            .and_then(|ts| ts.iter_mut().find(|t| t.task_id == u.task_id))
-            .ok_or_else(|| StoreError::NoSuchRun(format!("{run_id} (task {})", u.task_id)))?;
-        if let Some(state) = u.state {
-            ti.state = state;
-            ti.try_number = ti.try_number.max(u.try_number);
-            if state == TaskState::Running && ti.started_at.is_none() {
-                ti.started_at = u.at;
-            }
-            ti.ended_at = if state.is_finished() { u.at } else { None };
-            if u.exit_code.is_some() {
-                ti.exit_code = u.exit_code;
-            }
-            if matches!(
-                state,
-                TaskState::Failed | TaskState::UpForRetry | TaskState::UpstreamFailed
-            ) && u.error.is_some()
-            {
-                ti.error = u.error.clone();
-            }
-            if state == TaskState::Success {
-                ti.error = None;
-                if let Some(o) = &u.outputs {
-                    ti.outputs = o.clone();
-                }
-            }
-            if u.try_number > 0 {
-                let tries = inner
-                    .tries
-                    .entry((run_id.to_owned(), u.task_id.clone()))
-                    .or_default();
-                let idx = match tries.iter().position(|t| t.try_number == u.try_number) {
-                    Some(i) => i,
-                    None => {
-                        tries.push(TaskTry {
-                            run_id: run_id.to_owned(),
-                            task_id: u.task_id.clone(),
-                            try_number: u.try_number,
-                            state,
-                            started_at: u.at,
-                            ended_at: None,
-                            exit_code: None,
-                            error: None,
-                            outputs: Default::default(),
-                            log_path: None,
-                        });
-                        tries.len() - 1
-                    }
-                };
-                let t = &mut tries[idx];
-                t.state = state;
-                if state.is_finished() || state == TaskState::UpForRetry {
-                    t.ended_at = u.at;
-                }
-                if u.exit_code.is_some() {
-                    t.exit_code = u.exit_code;
-                }
-                if u.error.is_some() {
-                    t.error = u.error.clone();
-                }
-                if let Some(o) = &u.outputs {
-                    t.outputs = o.clone();
-                }
-            }
+        // All or nothing, like a transaction: every task must exist before any is changed.
+        if let Some((run_id, u)) = updates.iter().find(|(run_id, u)| {
+            !inner
+                .tasks
+                .get(run_id)
+                .is_some_and(|ts| ts.iter().any(|t| t.task_id == u.task_id))
+        }) {
+            return Err(StoreError::NoSuchRun(format!(
+                "{run_id} (task {})",
+                u.task_id
+            )));
         }
-        if let (Some(path), true) = (&u.log_path, u.try_number > 0)
-            && let Some(t) = inner
-                .tries
-                .get_mut(&(run_id.to_owned(), u.task_id.clone()))
-                .and_then(|ts| ts.iter_mut().find(|t| t.try_number == u.try_number))
-        {
-            t.log_path = Some(path.clone());
+        for (run_id, u) in updates {
+            inner.apply(run_id, u);
         }
         Ok(())
     }
@@ -271,42 +205,18 @@ impl Store for MemoryStore {
         let now = Utc::now();
         let mut out = Vec::new();
         let orphaned: Vec<usize> = (0..inner.runs.len())
-            .filter(|&i| {
-                inner.runs[i].state == RunState::Running && !owner_alive(&inner.runs[i].owner)
-            })
+            .filter(|&i| inner.runs[i].is_orphaned(owner_alive))
             .collect();
         for i in orphaned {
-            let note = format!(
-                "interrupted: its orchestrator (pid {} on {}) stopped without finishing it",
-                inner.runs[i].owner.pid, inner.runs[i].owner.host
-            );
+            inner.runs[i].close_orphaned(now);
             let run_id = inner.runs[i].run_id.clone();
-            {
-                let run = &mut inner.runs[i];
-                run.state = RunState::Failed;
-                run.ended_at = Some(now);
-                run.note = Some(note);
-            }
             for ti in inner.tasks.get_mut(&run_id).into_iter().flatten() {
-                match ti.state {
-                    TaskState::Running | TaskState::UpForRetry => {
-                        ti.state = TaskState::Failed;
-                        ti.ended_at = Some(now);
-                        ti.error = Some("interrupted: the orchestrator stopped".into());
-                    }
-                    TaskState::Pending | TaskState::Queued => {
-                        ti.state = TaskState::Skipped;
-                        ti.ended_at = Some(now);
-                    }
-                    _ => {}
-                }
+                ti.close_orphaned(now);
             }
             for ((r, _), tries) in inner.tries.iter_mut() {
                 if *r == run_id {
-                    for t in tries.iter_mut().filter(|t| t.state == TaskState::Running) {
-                        t.state = TaskState::Failed;
-                        t.ended_at = Some(now);
-                        t.error = Some("interrupted: the orchestrator stopped".into());
+                    for t in tries.iter_mut() {
+                        t.close_orphaned(now);
                     }
                 }
             }

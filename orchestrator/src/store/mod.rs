@@ -1,16 +1,20 @@
 //! Where runs live: DAG runs, task instances and each try (state, start/end, exit status, outputs,
 //! log path), and the processes tasks spawned. [`Store`] is the contract; [`SqliteStore`] is the
 //! embedded default (safe for several processes on one file) and [`MemoryStore`] serves tests.
+//! What a change does to the records is decided once, in [`rules`]; a backend only persists.
 //!
 //! The trait is synchronous on purpose: SQLite calls take microseconds, and a server database can
 //! implement it with a blocking client. Async callers that may wait on a lock (a web handler) should
 //! call it through `tokio::task::spawn_blocking`.
 
+mod location;
 mod memory;
 mod model;
 mod owner;
+pub mod rules;
 mod sqlite;
 
+pub use location::{StateFiles, try_log_path};
 pub use memory::MemoryStore;
 pub use model::{
     NewRun, Owner, ProcessRecord, RunFilter, RunRecord, RunState, TaskInstance, TaskState, TaskTry,

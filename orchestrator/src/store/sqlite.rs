@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
     NewRun, Owner, ProcessRecord, RunFilter, RunRecord, RunState, Store, StoreError, TaskInstance,
-    TaskState, TaskTry, TaskUpdate,
+    TaskTry, TaskUpdate, rules,
 };
 
 /// How long a write waits for another process's transaction before giving up.
@@ -218,6 +218,18 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
     })
 }
 
+/// Writes a run's state, end and note back.
+fn save_run_state(tx: &rusqlite::Transaction<'_>, run: &RunRecord) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE runs SET state = ?2, ended_at = ?3, note = ?4 WHERE run_id = ?1")?
+        .execute(params![
+            run.run_id,
+            run.state.as_str(),
+            run.ended_at.map(ts),
+            run.note
+        ])?;
+    Ok(())
+}
+
 fn process_from_row(row: &Row<'_>) -> rusqlite::Result<ProcessRecord> {
     Ok(ProcessRecord {
         run_id: row.get(0)?,
@@ -228,117 +240,150 @@ fn process_from_row(row: &Row<'_>) -> rusqlite::Result<ProcessRecord> {
     })
 }
 
-/// Applies one task update inside a write transaction.
+const INSTANCE_COLUMNS: &str =
+    "run_id, task_id, state, try_number, started_at, ended_at, exit_code, error, outputs";
+
+fn instance_from_row(row: &Row<'_>) -> rusqlite::Result<TaskInstance> {
+    Ok(TaskInstance {
+        run_id: row.get(0)?,
+        task_id: row.get(1)?,
+        state: row.get::<_, String>(2)?.parse().map_err(conversion)?,
+        try_number: row.get(3)?,
+        started_at: parse_ts(row.get(4)?)?,
+        ended_at: parse_ts(row.get(5)?)?,
+        exit_code: row.get(6)?,
+        error: row.get(7)?,
+        outputs: parse_map(row.get(8)?)?,
+    })
+}
+
+const TRY_COLUMNS: &str =
+    "run_id, task_id, try_number, state, started_at, ended_at, exit_code, error, outputs, log_path";
+
+fn try_from_row(row: &Row<'_>) -> rusqlite::Result<TaskTry> {
+    Ok(TaskTry {
+        run_id: row.get(0)?,
+        task_id: row.get(1)?,
+        try_number: row.get(2)?,
+        state: row.get::<_, String>(3)?.parse().map_err(conversion)?,
+        started_at: parse_ts(row.get(4)?)?,
+        ended_at: parse_ts(row.get(5)?)?,
+        exit_code: row.get(6)?,
+        error: row.get(7)?,
+        outputs: parse_map(row.get(8)?)?,
+        log_path: row.get::<_, Option<String>>(9)?.map(PathBuf::from),
+    })
+}
+
+/// Writes a task instance's mutable fields back.
+fn save_instance(tx: &rusqlite::Transaction<'_>, ti: &TaskInstance) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE task_instances SET state = ?3, try_number = ?4, started_at = ?5, ended_at = ?6,
+            exit_code = ?7, error = ?8, outputs = ?9
+         WHERE run_id = ?1 AND task_id = ?2",
+    )?
+    .execute(params![
+        ti.run_id,
+        ti.task_id,
+        ti.state.as_str(),
+        ti.try_number,
+        ti.started_at.map(ts),
+        ti.ended_at.map(ts),
+        ti.exit_code,
+        ti.error,
+        json(&ti.outputs),
+    ])?;
+    Ok(())
+}
+
+/// Inserts or replaces a try.
+fn save_try(tx: &rusqlite::Transaction<'_>, t: &TaskTry) -> rusqlite::Result<()> {
+    tx.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO task_tries ({TRY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+    ))?
+    .execute(params![
+        t.run_id,
+        t.task_id,
+        t.try_number,
+        t.state.as_str(),
+        t.started_at.map(ts),
+        t.ended_at.map(ts),
+        t.exit_code,
+        t.error,
+        json(&t.outputs),
+        t.log_path.as_ref().map(|p| p.display().to_string()),
+    ])?;
+    Ok(())
+}
+
+/// Applies one task update inside a write transaction: load, [`rules`], save.
 fn apply_update(
+    tx: &rusqlite::Transaction<'_>,
+    run_id: &str,
+    u: &TaskUpdate,
+) -> rusqlite::Result<bool> {
+    let Some(mut ti) = tx
+        .prepare_cached(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM task_instances WHERE run_id = ?1 AND task_id = ?2"
+        ))?
+        .query_row(params![run_id, u.task_id], instance_from_row)
+        .optional()?
+    else {
+        return Ok(false);
+    };
+    if u.state.is_some() {
+        ti.apply(u);
+        save_instance(tx, &ti)?;
+    }
+    if u.try_number > 0 {
+        let current = tx
+            .prepare_cached(&format!(
+                "SELECT {TRY_COLUMNS} FROM task_tries WHERE run_id = ?1 AND task_id = ?2 AND try_number = ?3"
+            ))?
+            .query_row(params![run_id, u.task_id, u.try_number], try_from_row)
+            .optional()?;
+        if let Some(t) = TaskTry::updated(run_id, current, u) {
+            save_try(tx, &t)?;
+        }
+    }
+    Ok(true)
+}
+
+/// [`apply_update`], with an unknown run or task reported as [`StoreError::NoSuchRun`].
+fn apply_checked(
     tx: &rusqlite::Transaction<'_>,
     run_id: &str,
     u: &TaskUpdate,
     err: &dyn Fn(rusqlite::Error) -> StoreError,
 ) -> Result<(), StoreError> {
-    let e = |source| err(source);
-    let at = u.at.map(ts);
-    let outputs = u.outputs.as_ref().map(json);
-    if let Some(state) = u.state {
-        let finished = state.is_finished() || state == TaskState::UpForRetry;
-        let n = tx
-            .prepare_cached(
-                "UPDATE task_instances SET
-                    state = ?3,
-                    try_number = MAX(try_number, ?4),
-                    started_at = CASE WHEN ?3 = 'running' THEN COALESCE(started_at, ?5) ELSE started_at END,
-                    ended_at = CASE WHEN ?6 THEN ?5 ELSE NULL END,
-                    exit_code = COALESCE(?7, exit_code),
-                    error = CASE WHEN ?3 IN ('failed', 'up_for_retry', 'upstream_failed') THEN COALESCE(?8, error) WHEN ?3 = 'success' THEN NULL ELSE error END,
-                    outputs = CASE WHEN ?3 = 'success' THEN COALESCE(?9, outputs) ELSE outputs END
-                 WHERE run_id = ?1 AND task_id = ?2",
-            )
-            .map_err(e)?
-            .execute(params![
-                run_id,
-                u.task_id,
-                state.as_str(),
-                u.try_number,
-                at,
-                state.is_finished(),
-                u.exit_code,
-                u.error,
-                outputs,
-            ])
-            .map_err(e)?;
-        if n == 0 {
-            return Err(StoreError::NoSuchRun(format!(
-                "{run_id} (task {})",
-                u.task_id
-            )));
-        }
-        if u.try_number > 0 {
-            tx.prepare_cached(
-                "INSERT INTO task_tries (run_id, task_id, try_number, state, started_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (run_id, task_id, try_number) DO UPDATE SET
-                    state = excluded.state,
-                    ended_at = CASE WHEN ?6 THEN ?5 ELSE ended_at END,
-                    exit_code = COALESCE(?7, exit_code),
-                    error = COALESCE(?8, error),
-                    outputs = COALESCE(?9, outputs)",
-            )
-            .map_err(e)?
-            .execute(params![
-                run_id,
-                u.task_id,
-                u.try_number,
-                state.as_str(),
-                at,
-                finished,
-                u.exit_code,
-                u.error,
-                outputs,
-            ])
-            .map_err(e)?;
-        }
+    match apply_update(tx, run_id, u) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(StoreError::NoSuchRun(format!(
+            "{run_id} (task {})",
+            u.task_id
+        ))),
+        Err(e) => Err(err(e)),
     }
-    if let (Some(path), true) = (&u.log_path, u.try_number > 0) {
-        tx.prepare_cached(
-            "UPDATE task_tries SET log_path = ?4 WHERE run_id = ?1 AND task_id = ?2 AND try_number = ?3",
-        )
-        .map_err(e)?
-        .execute(params![run_id, u.task_id, u.try_number, path.display().to_string()])
-        .map_err(e)?;
-    }
-    Ok(())
 }
 
 impl Store for SqliteStore {
     fn create_run(&self, run: &NewRun) -> Result<RunRecord, StoreError> {
         self.write(|tx| {
             let e = |source| self.err(source);
-            if let Some(max) = run.max_active_runs {
-                let active: u32 = tx
-                    .query_row(
-                        "SELECT COUNT(*) FROM runs WHERE dag_id = ?1 AND state = 'running'",
-                        [&run.dag_id],
-                        |r| r.get(0),
-                    )
-                    .map_err(e)?;
-                if active >= max {
-                    return Err(StoreError::TooManyActiveRuns {
-                        dag_id: run.dag_id.clone(),
-                        active,
-                        max,
-                    });
-                }
-            }
-            let mut run_id = run.run_id.clone();
-            let mut n = 1;
-            while tx
-                .query_row("SELECT 1 FROM runs WHERE run_id = ?1", [&run_id], |_| Ok(()))
-                .optional()
-                .map_err(e)?
-                .is_some()
-            {
-                n += 1;
-                run_id = format!("{}.{n}", run.run_id);
-            }
+            let active: u32 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM runs WHERE dag_id = ?1 AND state = 'running'",
+                    [&run.dag_id],
+                    |r| r.get(0),
+                )
+                .map_err(e)?;
+            rules::admit(&run.dag_id, active, run.max_active_runs)?;
+            let run_id = rules::unique_run_id(&run.run_id, |id| {
+                tx.query_row("SELECT 1 FROM runs WHERE run_id = ?1", [id], |_| Ok(()))
+                    .optional()
+                    .map(|found| found.is_some())
+            })
+            .map_err(e)?;
             tx.execute(
                 &format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, NULL, NULL, ?8, ?9, ?10)"),
                 params![
@@ -357,25 +402,15 @@ impl Store for SqliteStore {
             .map_err(e)?;
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT INTO task_instances (run_id, task_id, ord, state) VALUES (?1, ?2, ?3, 'pending')",
+                    "INSERT INTO task_instances (run_id, task_id, ord, state) VALUES (?1, ?2, ?3, ?4)",
                 )
                 .map_err(e)?;
-            for (ord, task_id) in run.task_ids.iter().enumerate() {
-                insert.execute(params![run_id, task_id, ord as i64]).map_err(e)?;
+            for (ord, ti) in rules::new_task_instances(run, &run_id).iter().enumerate() {
+                insert
+                    .execute(params![run_id, ti.task_id, ord as i64, ti.state.as_str()])
+                    .map_err(e)?;
             }
-            Ok(RunRecord {
-                run_id,
-                dag_id: run.dag_id.clone(),
-                dag_file: run.dag_file.clone(),
-                trigger: run.trigger,
-                state: RunState::Running,
-                logical_date: run.logical_date,
-                params: run.params.clone(),
-                started_at: run.started_at,
-                ended_at: None,
-                note: None,
-                owner: run.owner.clone(),
-            })
+            Ok(rules::new_run_record(run, run_id))
         })
     }
 
@@ -386,29 +421,30 @@ impl Store for SqliteStore {
         note: Option<&str>,
     ) -> Result<(), StoreError> {
         self.write(|tx| {
-            let ended = (state != RunState::Running).then(|| ts(Utc::now()));
-            let n = tx
-                .execute(
-                    "UPDATE runs SET state = ?2, ended_at = ?3, note = COALESCE(?4, note) WHERE run_id = ?1",
-                    params![run_id, state.as_str(), ended, note],
+            let e = |source| self.err(source);
+            let mut run = tx
+                .query_row(
+                    &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"),
+                    [run_id],
+                    run_from_row,
                 )
-                .map_err(|e| self.err(e))?;
-            if n == 0 {
-                return Err(StoreError::NoSuchRun(run_id.to_owned()));
-            }
-            Ok(())
+                .optional()
+                .map_err(e)?
+                .ok_or_else(|| StoreError::NoSuchRun(run_id.to_owned()))?;
+            run.finish(state, note, Utc::now());
+            save_run_state(tx, &run).map_err(e)
         })
     }
 
     fn update_task(&self, run_id: &str, u: &TaskUpdate) -> Result<(), StoreError> {
-        self.write(|tx| apply_update(tx, run_id, u, &|e| self.err(e)))
+        self.write(|tx| apply_checked(tx, run_id, u, &|e| self.err(e)))
     }
 
     fn update_tasks(&self, updates: &[(String, TaskUpdate)]) -> Result<(), StoreError> {
         // One transaction for the batch: one WAL commit instead of one per update.
         self.write(|tx| {
             for (run_id, u) in updates {
-                apply_update(tx, run_id, u, &|e| self.err(e))?;
+                apply_checked(tx, run_id, u, &|e| self.err(e))?;
             }
             Ok(())
         })
@@ -477,53 +513,20 @@ impl Store for SqliteStore {
 
     fn task_instances(&self, run_id: &str) -> Result<Vec<TaskInstance>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT run_id, task_id, state, try_number, started_at, ended_at, exit_code, error, outputs
-                 FROM task_instances WHERE run_id = ?1 ORDER BY ord",
-            )
-            .and_then(|mut s| {
-                s.query_map([run_id], |row| {
-                    Ok(TaskInstance {
-                        run_id: row.get(0)?,
-                        task_id: row.get(1)?,
-                        state: row.get::<_, String>(2)?.parse().map_err(conversion)?,
-                        try_number: row.get(3)?,
-                        started_at: parse_ts(row.get(4)?)?,
-                        ended_at: parse_ts(row.get(5)?)?,
-                        exit_code: row.get(6)?,
-                        error: row.get(7)?,
-                        outputs: parse_map(row.get(8)?)?,
-                    })
-                })?
-                .collect()
-            })
+            c.prepare_cached(&format!(
+                "SELECT {INSTANCE_COLUMNS} FROM task_instances WHERE run_id = ?1 ORDER BY ord"
+            ))
+            .and_then(|mut s| s.query_map([run_id], instance_from_row)?.collect())
             .map_err(|e| self.err(e))
         })
     }
 
     fn tries(&self, run_id: &str, task_id: &str) -> Result<Vec<TaskTry>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT run_id, task_id, try_number, state, started_at, ended_at, exit_code, error, outputs, log_path
-                 FROM task_tries WHERE run_id = ?1 AND task_id = ?2 ORDER BY try_number",
-            )
-            .and_then(|mut s| {
-                s.query_map([run_id, task_id], |row| {
-                    Ok(TaskTry {
-                        run_id: row.get(0)?,
-                        task_id: row.get(1)?,
-                        try_number: row.get(2)?,
-                        state: row.get::<_, String>(3)?.parse().map_err(conversion)?,
-                        started_at: parse_ts(row.get(4)?)?,
-                        ended_at: parse_ts(row.get(5)?)?,
-                        exit_code: row.get(6)?,
-                        error: row.get(7)?,
-                        outputs: parse_map(row.get(8)?)?,
-                        log_path: row.get::<_, Option<String>>(9)?.map(PathBuf::from),
-                    })
-                })?
-                .collect()
-            })
+            c.prepare_cached(&format!(
+                "SELECT {TRY_COLUMNS} FROM task_tries WHERE run_id = ?1 AND task_id = ?2 ORDER BY try_number"
+            ))
+            .and_then(|mut s| s.query_map([run_id, task_id], try_from_row)?.collect())
             .map_err(|e| self.err(e))
         })
     }
@@ -538,45 +541,39 @@ impl Store for SqliteStore {
                 .prepare(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running'"))
                 .and_then(|mut s| s.query_map([], run_from_row)?.collect())
                 .map_err(e)?;
-            let now = ts(Utc::now());
+            let now = Utc::now();
             let mut out = Vec::new();
-            for mut run in running.into_iter().filter(|r| !owner_alive(&r.owner)) {
-                let note = format!(
-                    "interrupted: its orchestrator (pid {} on {}) stopped without finishing it",
-                    run.owner.pid, run.owner.host
-                );
-                tx.execute(
-                    "UPDATE runs SET state = 'failed', ended_at = ?2, note = ?3 WHERE run_id = ?1",
-                    params![run.run_id, now, note],
-                )
-                .map_err(e)?;
-                tx.execute(
-                    "UPDATE task_tries SET state = 'failed', ended_at = ?2, error = 'interrupted: the orchestrator stopped'
-                     WHERE run_id = ?1 AND state = 'running'",
-                    params![run.run_id, now],
-                )
-                .map_err(e)?;
-                tx.execute(
-                    "UPDATE task_instances SET state = 'failed', ended_at = ?2, error = 'interrupted: the orchestrator stopped'
-                     WHERE run_id = ?1 AND state IN ('running', 'up_for_retry')",
-                    params![run.run_id, now],
-                )
-                .map_err(e)?;
-                tx.execute(
-                    "UPDATE task_instances SET state = 'skipped', ended_at = ?2
-                     WHERE run_id = ?1 AND state IN ('pending', 'queued')",
-                    params![run.run_id, now],
-                )
-                .map_err(e)?;
+            for mut run in running.into_iter().filter(|r| r.is_orphaned(owner_alive)) {
+                run.close_orphaned(now);
+                save_run_state(tx, &run).map_err(e)?;
+                let instances: Vec<TaskInstance> = tx
+                    .prepare_cached(&format!(
+                        "SELECT {INSTANCE_COLUMNS} FROM task_instances WHERE run_id = ?1"
+                    ))
+                    .and_then(|mut s| s.query_map([&run.run_id], instance_from_row)?.collect())
+                    .map_err(e)?;
+                for mut ti in instances {
+                    if ti.close_orphaned(now) {
+                        save_instance(tx, &ti).map_err(e)?;
+                    }
+                }
+                let tries: Vec<TaskTry> = tx
+                    .prepare_cached(&format!(
+                        "SELECT {TRY_COLUMNS} FROM task_tries WHERE run_id = ?1"
+                    ))
+                    .and_then(|mut s| s.query_map([&run.run_id], try_from_row)?.collect())
+                    .map_err(e)?;
+                for mut t in tries {
+                    if t.close_orphaned(now) {
+                        save_try(tx, &t).map_err(e)?;
+                    }
+                }
                 let procs: Vec<ProcessRecord> = tx
                     .prepare("SELECT run_id, task_id, pid, start_ticks, host FROM processes WHERE run_id = ?1")
                     .and_then(|mut s| s.query_map([&run.run_id], process_from_row)?.collect())
                     .map_err(e)?;
                 tx.execute("DELETE FROM processes WHERE run_id = ?1", [&run.run_id])
                     .map_err(e)?;
-                run.state = RunState::Failed;
-                run.note = Some(note);
-                run.ended_at = Some(Utc::now());
                 out.push((run, procs));
             }
             Ok(out)
