@@ -33,6 +33,20 @@ pub enum RunEvent {
         /// What is counted (`rows`, `bytes`...).
         unit: Option<String>,
     },
+    /// A running task recorded a point of one of its time series
+    /// ([`TaskContext::record_point`](crate::operators::TaskContext::record_point)).
+    Point {
+        /// The task.
+        task_id: String,
+        /// The series' name.
+        series: String,
+        /// Its unit.
+        unit: String,
+        /// When, in Unix milliseconds.
+        at_ms: i64,
+        /// The value.
+        value: i64,
+    },
     /// The run finished.
     RunFinished {
         /// Its final state.

@@ -15,5 +15,6 @@ pub mod events;
 pub mod operators;
 pub mod process;
 pub mod scheduler;
+pub mod series;
 pub mod store;
 pub mod web;

@@ -294,7 +294,7 @@ async fn the_sensor_waits_until_the_last_message_is_committed() {
     assert_eq!(outcome.peak_lag, 1);
     let readings = readings.lock().unwrap().clone();
     assert!(readings[..3].iter().all(|&l| l == 1), "{readings:?}");
-    assert_eq!(outcome.lag_series.len(), readings.len());
+    assert_eq!(outcome.checks as usize, readings.len());
     assert_eq!(*readings.last().unwrap(), 0);
 }
 
@@ -356,7 +356,8 @@ async fn the_kinds_run_as_tasks_and_set_outputs() {
     assert_eq!(out["lag"], 0);
     assert_eq!(out["peak_lag"], 0);
     assert_eq!(out["caught_up"], true);
-    assert_eq!(out["lag_series"].as_array().unwrap().len(), 1);
+    assert_eq!(out["series"]["lag"]["points"].as_array().unwrap().len(), 1);
+    assert_eq!(out["series"]["lag"]["unit"], "messages");
     assert_eq!(out["partitions"][1]["high_watermark"], 50);
 
     // soft_fail: a lag that stays above the threshold skips the task instead of failing it.
@@ -373,7 +374,13 @@ async fn the_kinds_run_as_tasks_and_set_outputs() {
     };
     assert!(message.contains("partition 0 lags 40"), "{message}");
     assert_eq!(ctx.outputs()["peak_lag"], 40);
-    assert!(ctx.outputs()["lag_series"].as_array().unwrap().len() >= 2);
+    assert!(
+        ctx.outputs()["series"]["lag"]["points"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 2
+    );
 
     let ctx = context("drop", conns);
     kind(serde_json::json!({"kafka.delete_topic": {"topic": "rides"}}))

@@ -36,7 +36,7 @@ shell = "echo 'hello {{ params.name }}'; echo '::velostream:: {\"output\": {\"ro
 id = "after"
 kind = "noop"
 depends_on = ["hello"]
-outputs = { lag_series = [[1700000000000, 50], [1700000001000, 20], [1700000002000, 0]], html = "<img src=x onerror=alert(1)>" }
+outputs = { series = { lag = { unit = "messages", points = [[1700000000000, 50], [1700000001000, 20], [1700000002000, 0]] } }, html = "<img src=x onerror=alert(1)>" }
 "#;
 
 pub const SLOW: &str = r#"

@@ -1,10 +1,10 @@
 //! The run page's lag chart against a real broker: while a `kafka.wait_lag` sensor driven by the
-//! server runs, its checks show up live (from its progress events); once it finishes, the chart
-//! is drawn from the `lag_series` the sensor recorded in its outputs.
+//! server runs, its checks show up live (from its series points); once it finishes, the chart is
+//! drawn from the `lag` series the sensor recorded in its outputs.
 
 mod web_common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use orchestrator::store::RunState;
@@ -94,23 +94,21 @@ timeout = "60s"
     let run_id = v["run_id"].as_str().unwrap().to_owned();
 
     // While the sensor runs, its checks are charted live.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let live = loop {
-        let task = env
-            .get_json(&format!(
-                "/api/runs/{}/tasks/wait",
-                web_common::enc(&run_id)
-            ))
-            .await;
-        let points = task["live"]["lag_series"].as_array().map_or(0, Vec::len);
-        if task["state"] == "running" && points >= 2 {
-            break task;
-        }
-        assert!(Instant::now() < deadline, "no live lag points: {task}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let task_url = format!("/api/runs/{}/tasks/wait", web_common::enc(&run_id));
+    let live = velostream_testkit::wait_for_async(
+        "two live lag points",
+        Duration::from_secs(30),
+        || async {
+            let task = env.get_json(&task_url).await;
+            let points = task["live"]["series"]["lag"]["points"]
+                .as_array()
+                .map_or(0, Vec::len);
+            (task["state"] == "running" && points >= 2).then_some(task)
+        },
+    )
+    .await;
     assert!(
-        live["live"]["lag_series"]
+        live["live"]["series"]["lag"]["points"]
             .as_array()
             .unwrap()
             .iter()
@@ -120,8 +118,11 @@ timeout = "60s"
     let (_, fragment) = env
         .get(&format!("/fragments/runs/{}", web_common::enc(&run_id)))
         .await;
-    assert!(fragment.contains("<polyline class=\"lag\""), "{fragment}");
-    assert!(fragment.contains("Lag of <code>wait</code>"));
+    assert!(
+        fragment.contains("<polyline class=\"series\""),
+        "{fragment}"
+    );
+    assert!(fragment.contains("lag of <code>wait</code>"));
     assert!(fragment.contains("data-active=\"true\""));
 
     // Drain the backlog in three commits.
@@ -130,10 +131,25 @@ timeout = "60s"
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    for offset in [100, 200, MESSAGES] {
+    for offset in [100, 200] {
         commit(&consumer, "rides", offset);
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        // The sensor's next check sees the smaller backlog.
+        let lag = MESSAGES - offset;
+        velostream_testkit::wait_for_async(
+            &format!("a live lag point of {lag}"),
+            Duration::from_secs(30),
+            || async {
+                let task = env.get_json(&task_url).await;
+                task["live"]["series"]["lag"]["points"]
+                    .as_array()
+                    .and_then(|p| p.last())
+                    .is_some_and(|p| p[1].as_i64() == Some(lag))
+                    .then_some(())
+            },
+        )
+        .await;
     }
+    commit(&consumer, "rides", MESSAGES);
     assert_eq!(env.wait_run(&run_id).await, RunState::Success);
 
     // Afterwards the chart comes from the recorded series.
@@ -145,14 +161,16 @@ timeout = "60s"
         .await;
     assert_eq!(task["outputs"]["peak_lag"], MESSAGES);
     assert_eq!(task["outputs"]["lag"], 0);
-    let recorded = task["outputs"]["lag_series"].as_array().unwrap();
+    let recorded = task["outputs"]["series"]["lag"]["points"]
+        .as_array()
+        .unwrap();
     assert!(recorded.len() >= 4, "{task}");
     let (_, page) = env
         .get(&format!("/runs/{}", web_common::enc(&run_id)))
         .await;
     assert!(
         page.contains(&format!(
-            "(peak {MESSAGES}, last 0, {} checks)",
+            "(messages: peak {MESSAGES}, last 0, {} points)",
             recorded.len()
         )),
         "{page}"

@@ -27,7 +27,7 @@ shell = "echo '<b>not bold</b>'; echo '::velostream:: {\"output\": {\"rows\": 3}
 id = "sensor"
 kind = "noop"
 depends_on = ["extract"]
-outputs = { lag_series = [[1700000000000, 900], [1700000001000, 400], [1700000002000, 0]], note = "<img src=x onerror=alert(1)>" }
+outputs = { series = { lag = { unit = "messages", points = [[1700000000000, 900], [1700000001000, 400], [1700000002000, 0]] } }, note = "<img src=x onerror=alert(1)>" }
 
 [[task]]
 id = "load"
@@ -163,15 +163,15 @@ async fn the_run_page_has_tasks_timeline_lag_chart_and_outputs() {
         "a Gantt bar per task"
     );
     assert!(
-        page.contains("<polyline class=\"lag\" points=\"70,30 435,119 800,190\"/>"),
+        page.contains("<polyline class=\"series\" points=\"70,30 435,119 800,190\"/>"),
         "{page}"
     );
-    assert!(page.contains("peak 900, last 0, 3 checks"));
+    assert!(page.contains("messages: peak 900, last 0, 3 points"));
     assert!(
         page.contains("&quot;rows&quot;: 3") || page.contains("&#34;rows&#34;: 3"),
         "{page}"
     );
-    assert!(page.contains("(3 points, charted below)"));
+    assert!(page.contains("(lag: charted below)"));
     assert!(
         !page.contains("Cancel run"),
         "a finished run cannot be cancelled"
@@ -210,18 +210,15 @@ async fn a_running_run_shows_progress_marks_pages_active_and_can_be_cancelled() 
     let run_id = v["run_id"].as_str().unwrap().to_owned();
     let path = format!("/fragments/runs/{}", web_common::enc(&run_id));
     // The task reports progress as soon as it starts.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let fragment = loop {
-        let (_, fragment) = env.get(&path).await;
-        if fragment.contains("<progress") {
-            break fragment;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no progress shown:\n{fragment}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let fragment = velostream_testkit::wait_for_async(
+        "progress on the run page",
+        std::time::Duration::from_secs(20),
+        || async {
+            let (_, fragment) = env.get(&path).await;
+            fragment.contains("<progress").then_some(fragment)
+        },
+    )
+    .await;
     assert!(
         fragment.contains(
             "<progress value=\"5\" max=\"10\"></progress> <span class=\"small\">5 / 10 rows</span>"

@@ -130,6 +130,8 @@ impl Display {
                 }
                 false
             }
+            // Series are charted by the web UI; the terminal shows progress bars.
+            RunEvent::Point { .. } => false,
             RunEvent::RunFinished { .. } => true,
         }
     }

@@ -1,13 +1,12 @@
 //! The runs this process drives, whether the cron scheduler or the UI started them: each is
-//! started through the [`Engine`], its events are followed to keep live progress (and the lag
-//! series of `kafka.wait_lag` sensors while they run), it can be cancelled, and all of them are
-//! cancelled and drained when the server shuts down. Finished runs live on in the store only.
+//! started through the [`Engine`], its events are followed to keep live progress and the time
+//! series its tasks record, it can be cancelled, and all of them are cancelled and drained when
+//! the server shuts down. Finished runs live on in the store only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -15,11 +14,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::dag::Dag;
 use crate::events::{EventSink, RunEvent};
-use crate::operators::TaskKind;
 use crate::scheduler::{Engine, EngineError, RunCanceller, RunRequest};
-
-/// At most this many live lag points are kept per sensor (the stored series is the full one).
-const MAX_LIVE_POINTS: usize = 2000;
+use crate::series::{self, SeriesMap};
 
 /// What a running task reported so far.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -30,9 +26,17 @@ pub struct LiveTask {
     pub total: Option<u64>,
     /// What is counted.
     pub unit: Option<String>,
-    /// `[unix_ms, lag]` per check of a `kafka.wait_lag` sensor, while it runs.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub lag_series: Vec<[i64; 2]>,
+    /// The time series the task recorded so far, in the stored form of
+    /// [`series::OUTPUT_KEY`](crate::series::OUTPUT_KEY).
+    #[serde(
+        skip_serializing_if = "SeriesMap::is_empty",
+        serialize_with = "serialize_series"
+    )]
+    pub series: SeriesMap,
+}
+
+fn serialize_series<S: serde::Serializer>(map: &SeriesMap, s: S) -> Result<S::Ok, S::Error> {
+    series::to_output(map).serialize(s)
 }
 
 /// A run this process drives, with what its tasks reported.
@@ -110,7 +114,7 @@ impl Launcher {
                 if matches!(event, RunEvent::RunFinished { .. }) {
                     break;
                 }
-                this.note(&dag, &id, event);
+                this.note(&id, event);
             }
             if let Err(error) = handle.wait().await {
                 tracing::error!(run_id = %id, %error, "A run's driver failed");
@@ -125,34 +129,34 @@ impl Launcher {
         self.0.runs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn note(&self, dag: &Dag, run_id: &str, event: RunEvent) {
-        let RunEvent::Progress {
-            task_id,
-            done,
-            total,
-            unit,
-        } = event
-        else {
-            return;
-        };
-        let is_sensor = dag
-            .task(&task_id)
-            .is_some_and(|t| matches!(t.kind, TaskKind::KafkaWaitLag(_)));
+    fn note(&self, run_id: &str, event: RunEvent) {
         let mut runs = self.lock();
         let Some(entry) = runs.get_mut(run_id) else {
             return;
         };
-        let task = entry.live.tasks.entry(task_id).or_default();
-        task.done = done;
-        task.total = total;
-        task.unit = unit;
-        if is_sensor {
-            // The sensor reports progress as the backlog drains: done = peak - lag, total = peak.
-            let lag = total.unwrap_or(0).saturating_sub(done) as i64;
-            if task.lag_series.len() >= MAX_LIVE_POINTS {
-                task.lag_series.remove(0);
+        match event {
+            RunEvent::Progress {
+                task_id,
+                done,
+                total,
+                unit,
+            } => {
+                let task = entry.live.tasks.entry(task_id).or_default();
+                task.done = done;
+                task.total = total;
+                task.unit = unit;
             }
-            task.lag_series.push([Utc::now().timestamp_millis(), lag]);
+            RunEvent::Point {
+                task_id,
+                series: name,
+                unit,
+                at_ms,
+                value,
+            } => {
+                let task = entry.live.tasks.entry(task_id).or_default();
+                series::record(&mut task.series, &name, &unit, at_ms, value);
+            }
+            RunEvent::TaskState { .. } | RunEvent::RunFinished { .. } => {}
         }
     }
 

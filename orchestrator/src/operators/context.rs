@@ -16,7 +16,8 @@ use velostream_common::clickhouse::ClickHouseConfig;
 
 use super::OperatorError;
 use crate::events::{EventSink, RunEvent};
-use crate::process::{self, Child, LineSink, ProcessRegistry, ProcessSpec, Progress};
+use crate::process::{self, Child, LineSink, Message, ProcessRegistry, ProcessSpec};
+use crate::series::{self, SeriesMap};
 use crate::store::{ProcessRecord, Store, current_owner, process_start_ticks};
 
 /// Default grace between SIGTERM and SIGKILL when stopping a process group.
@@ -129,6 +130,7 @@ struct Inner {
     processes: Arc<ProcessRegistry>,
     log: TaskLog,
     outputs: Mutex<serde_json::Map<String, serde_json::Value>>,
+    series: Mutex<SeriesMap>,
     exit_code: Mutex<Option<i32>>,
     events: EventSink,
     store: Option<Arc<dyn Store>>,
@@ -235,13 +237,38 @@ impl TaskContext {
             .insert(key.into(), value.into());
     }
 
-    /// The outputs set so far.
+    /// The outputs set so far, with the recorded time series under [`series::OUTPUT_KEY`].
     pub fn outputs(&self) -> serde_json::Map<String, serde_json::Value> {
-        self.inner
+        let mut outputs = self
+            .inner
             .outputs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        let series = self.inner.series.lock().unwrap_or_else(|p| p.into_inner());
+        if !series.is_empty() {
+            outputs.insert(series::OUTPUT_KEY.into(), series::to_output(&series));
+        }
+        outputs
+    }
+
+    /// Records a point of the time series `name` (charted on the run page, live while the task
+    /// runs and from its outputs afterwards; bounded by thinning, see [`series::MAX_POINTS`]).
+    pub fn record_point(&self, name: &str, unit: &str, at_ms: i64, value: i64) {
+        series::record(
+            &mut self.inner.series.lock().unwrap_or_else(|p| p.into_inner()),
+            name,
+            unit,
+            at_ms,
+            value,
+        );
+        self.inner.events.send(RunEvent::Point {
+            task_id: self.inner.task_id.clone(),
+            series: name.to_owned(),
+            unit: unit.to_owned(),
+            at_ms,
+            value,
+        });
     }
 
     /// Records the exit status of the try's program (stored with the try).
@@ -362,12 +389,21 @@ impl LineSink for TaskContext {
         self.inner.log.write(line);
     }
 
-    fn output(&self, key: String, value: serde_json::Value) {
-        self.set_output(key, value);
-    }
-
-    fn progress(&self, p: Progress) {
-        self.set_progress(p.done, p.total, p.unit.as_deref());
+    fn message(&self, message: Message) {
+        match message {
+            Message::Output(outputs) => {
+                for (key, value) in outputs {
+                    self.set_output(key, value);
+                }
+            }
+            Message::Progress(p) => self.set_progress(p.done, p.total, p.unit.as_deref()),
+            Message::Point(p) => self.record_point(
+                &p.series,
+                &p.unit,
+                p.at_ms.unwrap_or_else(|| Utc::now().timestamp_millis()),
+                p.value,
+            ),
+        }
     }
 }
 
@@ -469,6 +505,7 @@ impl TaskContextBuilder {
                     memory: Mutex::new(Vec::new()),
                 },
                 outputs: Mutex::new(serde_json::Map::new()),
+                series: Mutex::new(SeriesMap::new()),
                 exit_code: Mutex::new(None),
                 events: self.events,
                 store: self.store,

@@ -264,7 +264,12 @@ fn run_live(state: &AppState, run_id: &str) -> Result<RunLive, WebError> {
     let gantt = svg::gantt(run.started_at, &tasks, Utc::now());
     let charts = tasks
         .iter()
-        .filter_map(|t| svg::lag_chart(&t.task_id, &t.lag_series()))
+        .flat_map(|t| {
+            t.series()
+                .iter()
+                .filter_map(|s| svg::chart(&t.task_id, s))
+                .collect::<Vec<_>>()
+        })
         .collect();
     Ok(RunLive {
         active: run.state == RunState::Running,

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::view::{TaskInfo, fmt_secs};
 use crate::dag::Dag;
+use crate::series::Series;
 use crate::store::TaskState;
 
 const NODE_W: i64 = 170;
@@ -272,11 +273,15 @@ pub fn gantt(run_start: DateTime<Utc>, tasks: &[TaskInfo], now: DateTime<Utc>) -
     }
 }
 
-/// A line chart of a sensor's lag over time.
+/// A line chart of one time series of a task.
 #[derive(Clone, Debug)]
 pub struct Chart {
-    /// The sensor task.
+    /// The task that recorded it.
     pub task_id: String,
+    /// The series' name.
+    pub name: String,
+    /// Its unit.
+    pub unit: String,
     /// Width.
     pub width: i64,
     /// Height.
@@ -289,20 +294,21 @@ pub struct Chart {
     pub bottom: i64,
     /// `points` attribute of the polyline.
     pub points: String,
-    /// Lag ticks (y).
+    /// Value ticks (y).
     pub y_ticks: Vec<Tick>,
     /// Time ticks (x).
     pub x_ticks: Vec<Tick>,
-    /// Peak lag.
+    /// Highest value.
     pub peak: i64,
-    /// Last lag.
+    /// Last value.
     pub last: i64,
-    /// Number of checks.
-    pub checks: usize,
+    /// Number of points.
+    pub points_count: usize,
 }
 
-/// The chart of `series` (`[unix_ms, lag]`), or `None` when it is empty.
-pub fn lag_chart(task_id: &str, series: &[[i64; 2]]) -> Option<Chart> {
+/// The chart of a task's series, or `None` when it has no point.
+pub fn chart(task_id: &str, s: &Series) -> Option<Chart> {
+    let series = &s.points;
     let first = series.first()?;
     let last = series.last()?;
     let (left, right, top, bottom) = (70i64, 800i64, 12i64, 190i64);
@@ -324,6 +330,8 @@ pub fn lag_chart(task_id: &str, series: &[[i64; 2]]) -> Option<Chart> {
     };
     Some(Chart {
         task_id: task_id.to_owned(),
+        name: s.name.clone(),
+        unit: s.unit.clone(),
         width: right + 20,
         height: bottom + 30,
         left,
@@ -344,7 +352,7 @@ pub fn lag_chart(task_id: &str, series: &[[i64; 2]]) -> Option<Chart> {
             .collect(),
         peak,
         last: last[1],
-        checks: series.len(),
+        points_count: series.len(),
     })
 }
 
@@ -376,12 +384,17 @@ mod tests {
     }
 
     #[test]
-    fn lag_chart_spans_the_plot() {
-        let c = lag_chart("wait", &[[1000, 100], [2000, 40], [3000, 0]]).unwrap();
+    fn a_chart_spans_the_plot() {
+        let lag = |points: &[[i64; 2]]| Series {
+            name: "lag".into(),
+            unit: "messages".into(),
+            points: points.to_vec(),
+        };
+        let c = chart("wait", &lag(&[[1000, 100], [2000, 40], [3000, 0]])).unwrap();
         assert_eq!(c.points, "70,12 435,119 800,190");
         assert_eq!(c.peak, 100);
         assert_eq!(c.last, 0);
-        assert!(lag_chart("wait", &[]).is_none());
-        assert_eq!(lag_chart("w", &[[5, 3]]).unwrap().checks, 1);
+        assert!(chart("wait", &lag(&[])).is_none());
+        assert_eq!(chart("w", &lag(&[[5, 3]])).unwrap().points_count, 1);
     }
 }

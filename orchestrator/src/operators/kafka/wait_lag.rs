@@ -28,10 +28,6 @@ fn default_request_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
-/// The lag series keeps at most this many points; beyond, every other point is dropped (the
-/// chart keeps its shape, the first and the latest points stay).
-pub const MAX_SERIES_POINTS: usize = 2000;
-
 /// Fields of a `kafka.wait_lag` task.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,8 +64,6 @@ pub struct LagOutcome {
     pub lag: i64,
     /// The highest total lag seen.
     pub peak_lag: i64,
-    /// `[unix_ms, total_lag]` per check (thinned to at most [`MAX_SERIES_POINTS`]).
-    pub lag_series: Vec<[i64; 2]>,
     /// How many checks ran.
     pub checks: u64,
     /// Per partition at the last check.
@@ -133,7 +127,6 @@ impl WaitLag {
             caught_up: false,
             lag: 0,
             peak_lag: 0,
-            lag_series: Vec::new(),
             checks: 0,
             partitions: Vec::new(),
         };
@@ -147,7 +140,6 @@ impl WaitLag {
             outcome.checks += 1;
             outcome.lag = reading.total;
             outcome.peak_lag = outcome.peak_lag.max(reading.total);
-            push_point(&mut outcome.lag_series, [reading.unix_ms, reading.total]);
             on_check(&reading, outcome.peak_lag);
             let caught_up = reading.max_partition_lag() <= max_lag as i64;
             outcome.partitions = reading.partitions;
@@ -194,6 +186,7 @@ impl Operator for WaitLag {
                 reading.total,
                 parts.join(" ")
             ));
+            ctx.record_point("lag", "messages", reading.unix_ms, reading.total);
             // The bar fills as the backlog drains: done = peak - current.
             ctx.set_progress(
                 (peak - reading.total).max(0) as u64,
@@ -209,10 +202,6 @@ impl Operator for WaitLag {
         ctx.set_output("peak_lag", outcome.peak_lag);
         ctx.set_output("checks", outcome.checks);
         ctx.set_output("caught_up", outcome.caught_up);
-        ctx.set_output(
-            "lag_series",
-            serde_json::to_value(&outcome.lag_series).unwrap_or_default(),
-        );
         ctx.set_output(
             "partitions",
             serde_json::to_value(&outcome.partitions).unwrap_or_default(),
@@ -256,18 +245,6 @@ impl Operator for WaitLag {
     }
 }
 
-/// Appends a point, halving the series when it reaches the cap.
-fn push_point(series: &mut Vec<[i64; 2]>, point: [i64; 2]) {
-    if series.len() >= MAX_SERIES_POINTS {
-        let mut i = 0;
-        series.retain(|_| {
-            i += 1;
-            i % 2 == 1
-        });
-    }
-    series.push(point);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,20 +264,6 @@ mod tests {
         assert!(toml::from_str::<WaitLag>("group = \"g\"\ntopic = \"t\"\nlag = 1").is_err());
         assert!(
             toml::from_str::<WaitLag>("group = \"g\"\ntopic = \"t\"\ninterval = \"soon\"").is_err()
-        );
-    }
-
-    #[test]
-    fn the_series_is_thinned_not_truncated() {
-        let mut series = Vec::new();
-        for i in 0..(MAX_SERIES_POINTS as i64 * 3) {
-            push_point(&mut series, [i, i]);
-        }
-        assert!(series.len() <= MAX_SERIES_POINTS);
-        assert_eq!(series[0], [0, 0]);
-        assert_eq!(
-            *series.last().unwrap(),
-            [MAX_SERIES_POINTS as i64 * 3 - 1; 2]
         );
     }
 }
