@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::http::{Probe, url_problems};
 use super::{ConfigProblem, Operator, OperatorError, TaskContext, ValidateContext};
-use crate::process::{Child, LineSink, ProcessSpec, Progress};
+use crate::process::{Child, LineSink, Message, ProcessSpec};
 
 /// Lines of output kept to explain a program that died or never became ready.
 const TAIL_LINES: usize = 20;
@@ -114,13 +114,8 @@ impl LineSink for Route {
         }
     }
 
-    fn output(&self, key: String, value: serde_json::Value) {
-        self.target().set_output(key, value);
-    }
-
-    fn progress(&self, progress: Progress) {
-        self.target()
-            .set_progress(progress.done, progress.total, progress.unit.as_deref());
+    fn message(&self, message: Message) {
+        self.target().message(message);
     }
 }
 

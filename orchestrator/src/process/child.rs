@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::task::JoinHandle;
 
-use super::protocol::{Line, parse_line};
+use super::{Line, Message, parse_line};
 use super::{LineSink, ProcessError, resolve_program};
 use crate::store::process_start_ticks;
 
@@ -118,18 +118,19 @@ pub fn spawn(spec: &ProcessSpec, sink: Arc<dyn LineSink>) -> Result<Child, Proce
         cmd.current_dir(spec.base_dir.join(cwd));
     }
     let parent = nix::unistd::getpid();
-    // SAFETY: the closure runs in the forked child before exec; it only calls prctl(2), getppid(2)
-    // and builds an io::Error, all async-signal-safe, and touches no memory shared with the parent.
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed (another thread of the parent may have held the allocator's lock at the
+    // fork). It calls prctl(2) and getppid(2), which are, and reports failure as a raw OS error
+    // (`io::Error::from(Errno)` is `from_raw_os_error`: no allocation, unlike `io::Error::other`);
+    // it touches no memory shared with the parent.
     // PR_SET_PDEATHSIG makes the kernel SIGKILL the child when the orchestrator thread that forked
     // it dies (tokio worker threads live as long as the runtime); the getppid check closes the race
-    // where the orchestrator died before prctl ran.
+    // where the orchestrator died before prctl ran (ESRCH: the parent is gone).
     unsafe {
         cmd.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
             if nix::unistd::getppid() != parent {
-                return Err(std::io::Error::other(
-                    "the orchestrator exited while starting",
-                ));
+                return Err(std::io::Error::from(nix::errno::Errno::ESRCH));
             }
             Ok(())
         });
@@ -182,15 +183,13 @@ async fn read_lines(stream: impl AsyncRead + Unpin, sink: Arc<dyn LineSink>, pro
         }
         match parse_line(&line) {
             Line::Log => sink.log(&line),
-            Line::Message { output, progress } => {
-                if !output.is_empty() {
+            Line::Messages(messages) => {
+                // Outputs are worth a line in the log; progress and points would flood it.
+                if messages.iter().any(|m| matches!(m, Message::Output(_))) {
                     sink.log(&line);
                 }
-                for (k, v) in output {
-                    sink.output(k, v);
-                }
-                if let Some(p) = progress {
-                    sink.progress(p);
+                for m in messages {
+                    sink.message(m);
                 }
             }
             Line::Malformed(err) => {

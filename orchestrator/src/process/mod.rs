@@ -7,14 +7,13 @@
 //! takes); the engine stops whatever is left when the run ends.
 
 mod child;
-mod protocol;
 mod registry;
 mod resolve;
 
 pub use child::{Child, ExitInfo, ProcessSpec, kill_leftover_group, spawn};
-pub use protocol::{Line, Progress, parse_line};
 pub use registry::ProcessRegistry;
 pub use resolve::resolve_program;
+pub use velostream_common::protocol::{Line, Message, Progress, parse_line};
 
 use std::path::PathBuf;
 
@@ -22,10 +21,8 @@ use std::path::PathBuf;
 pub trait LineSink: Send + Sync + 'static {
     /// A log line (stdout or stderr), without its newline.
     fn log(&self, line: &str);
-    /// An `output` entry from a `::velostream::` line.
-    fn output(&self, key: String, value: serde_json::Value);
-    /// A `progress` report from a `::velostream::` line.
-    fn progress(&self, progress: Progress);
+    /// A message of a `::velostream::` line (output, progress or a series point).
+    fn message(&self, message: Message);
 }
 
 /// Errors supervising a process.

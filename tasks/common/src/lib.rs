@@ -1,5 +1,7 @@
 //! Code shared by velostream's orchestrator, producer and consumer: how to reach ClickHouse (with
-//! server-version detection, since Debian ships 18.16 and Docker users run 24.x+) and Kafka.
+//! server-version detection, since Debian ships 18.16 and Docker users run 24.x+) and Kafka, and
+//! the `::velostream::` line protocol programs use to talk to the orchestrator.
 
 pub mod clickhouse;
 pub mod kafka;
+pub mod protocol;

@@ -79,7 +79,7 @@ fn run_produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
     progress.finish();
     let summary = outcome?;
 
-    report::emit(&report::output_value(&summary, &config.delivery.topic));
+    report::emit_output(report::output_value(&summary, &config.delivery.topic));
     tracing::info!(
         rows = summary.delivered,
         failed = summary.failed,
@@ -126,11 +126,11 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
         seconds,
         "Generated"
     );
-    report::emit(&json!({"output": {
+    report::emit_output(json!({
         "rows": args.rows,
         "bytes": bytes,
         "path": args.output.display().to_string(),
-    }}));
+    }));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -167,6 +167,6 @@ fn run_inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    report::emit(&json!({"output": {"files": files.len(), "rows": total}}));
+    report::emit_output(json!({"files": files.len(), "rows": total}));
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,7 @@
 //! contract in ARCHITECTURE.md: `progress` every second, `output` at the end), or an indicatif
 //! bar on a terminal, and a rows/s log line now and then.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -10,12 +10,10 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Value, json};
+use velostream_common::protocol::{self, Message};
 
 use crate::pipeline::Summary;
 use crate::stats::Stats;
-
-/// The prefix of lines the orchestrator reads.
-pub const LINE_PREFIX: &str = "::velostream::";
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -40,16 +38,16 @@ impl ProgressMode {
     }
 }
 
-/// Prints one `::velostream:: {json}` line on stdout and flushes it.
-pub fn emit(value: &Value) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{LINE_PREFIX} {value}");
-    let _ = out.flush();
+/// Prints outputs as one `::velostream:: {"output": ...}` line on stdout.
+pub fn emit_output(outputs: Value) {
+    if let Value::Object(map) = outputs {
+        Message::Output(map).emit();
+    }
 }
 
-/// The final `output` line of a run.
+/// The outputs of a run, for its final `output` line.
 pub fn output_value(summary: &Summary, topic: &str) -> Value {
-    json!({"output": {
+    json!({
         "rows": summary.delivered,
         "rows_per_sec": (summary.rows_per_sec() * 10.0).round() / 10.0,
         "bytes": summary.bytes,
@@ -58,7 +56,7 @@ pub fn output_value(summary: &Summary, topic: &str) -> Value {
         "files": summary.files,
         "seconds": (summary.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
         "topic": topic,
-    }})
+    })
 }
 
 /// A thread showing progress until [`Progress::finish`].
@@ -118,6 +116,7 @@ fn report(mode: ProgressMode, stats: &Stats, total: u64, done: &AtomicBool) {
     };
     let start = Instant::now();
     let mut last_line = Instant::now();
+    let mut last_rows = 0u64;
     let mut last_log = (Instant::now(), 0u64);
     loop {
         let finished = done.load(Ordering::Relaxed);
@@ -125,7 +124,24 @@ fn report(mode: ProgressMode, stats: &Stats, total: u64, done: &AtomicBool) {
         if let Some(bar) = &bar {
             bar.set_position(delivered);
         } else if mode == ProgressMode::Lines && (last_line.elapsed() >= tick || finished) {
-            emit(&json!({"progress": {"done": delivered, "total": total, "unit": "rows"}}));
+            Message::Progress(protocol::Progress {
+                done: delivered,
+                total: Some(total),
+                unit: Some("rows".into()),
+            })
+            .emit();
+            // Rows per second since the last line: the run page charts it beside the lag.
+            let secs = last_line.elapsed().as_secs_f64();
+            if secs > 0.0 && !finished {
+                Message::Point(protocol::Point {
+                    series: "rows_per_sec".into(),
+                    unit: "rows/s".into(),
+                    value: ((delivered - last_rows) as f64 / secs).round() as i64,
+                    at_ms: None,
+                })
+                .emit();
+            }
+            last_rows = delivered;
             last_line = Instant::now();
         }
         if bar.is_none() && last_log.0.elapsed() >= Duration::from_secs(10) {

@@ -606,15 +606,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(p) = plain_rate {
         println!("ours / plain   = {:.1}x", ours_rate / p);
     }
-    let output = serde_json::json!({"output": {
+    let output = serde_json::json!({
         "rows": args.rows,
         "ceiling_rows_per_sec": ceiling_rate.round(),
         "ours_rows_per_sec": ours_rate.round(),
         "plain_rows_per_sec": plain_rate.map(f64::round),
         "fetch_only_rows_per_sec": fetch_rate.round(),
         "ours_vs_ceiling": (ours_rate / ceiling_rate * 1000.0).round() / 1000.0,
-    }});
-    println!("::velostream:: {output}");
+    });
+    if let serde_json::Value::Object(map) = output {
+        velostream_common::protocol::Message::Output(map).emit();
+    }
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
+use velostream_common::protocol::Message;
 
 /// What a run did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -39,8 +40,11 @@ impl Summary {
 
     /// `::velostream:: {"output": {...}}`.
     pub fn line(&self) -> String {
-        let output = serde_json::json!({ "output": self });
-        format!("::velostream:: {output}")
+        let outputs = match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        };
+        Message::Output(outputs).to_line()
     }
 }
 
@@ -51,6 +55,7 @@ fn round3(v: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use velostream_common::protocol::{Line, parse_line};
 
     #[test]
     fn the_line_follows_the_protocol() {
@@ -62,11 +67,14 @@ mod tests {
             ..Summary::default()
         }
         .with_times(Duration::from_secs(2), Duration::from_secs(5));
-        let line = s.line();
-        let json: serde_json::Value =
-            serde_json::from_str(line.strip_prefix("::velostream:: ").unwrap()).unwrap();
-        assert_eq!(json["output"]["rows_inserted"], 8);
-        assert_eq!(json["output"]["rows_dead_lettered"], 2);
-        assert_eq!(json["output"]["rows_per_sec"], 4.0);
+        let Line::Messages(messages) = parse_line(&s.line()) else {
+            panic!("not a protocol line: {}", s.line())
+        };
+        let [Message::Output(output)] = messages.as_slice() else {
+            panic!("not one output: {messages:?}")
+        };
+        assert_eq!(output["rows_inserted"], 8);
+        assert_eq!(output["rows_dead_lettered"], 2);
+        assert_eq!(output["rows_per_sec"], 4.0);
     }
 }
