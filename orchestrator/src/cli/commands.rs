@@ -1,7 +1,7 @@
 //! The subcommands, each a function from parsed arguments to output and an exit code.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -11,46 +11,40 @@ use tokio_util::sync::CancellationToken;
 
 use super::progress::Display;
 use super::table;
-use super::{GraphArgs, GraphFormat, LogsArgs, RunArgs, RunsArgs, ValidateArgs};
+use super::{GraphArgs, GraphFormat, LogsArgs, PauseArgs, RunArgs, RunsArgs, ValidateArgs};
 use crate::dag::{self, render_dot, render_text};
 use crate::events::EventSink;
 use crate::scheduler::{Engine, EngineSettings, RunOutcome, RunRequest};
-use crate::store::{RunFilter, RunState, SqliteStore, Store, Trigger};
+use crate::store::{RunFilter, RunState, StateFiles, Store, Trigger};
 
-/// Where state lives: the database and the logs directory beside it.
-#[derive(Clone, Debug)]
-pub struct StateFiles {
-    /// The SQLite database.
-    pub db: PathBuf,
+/// Opens the state database.
+fn open(files: &StateFiles) -> anyhow::Result<Arc<dyn Store>> {
+    files
+        .open()
+        .with_context(|| format!("opening the state database {}", files.db.display()))
 }
 
-impl StateFiles {
-    /// State at `db`.
-    pub fn new(db: PathBuf) -> Self {
-        Self { db }
-    }
+/// An engine over the state, with default settings.
+fn engine(files: &StateFiles) -> anyhow::Result<Engine> {
+    Ok(Engine::new(
+        open(files)?,
+        EngineSettings::new(files.log_dir()),
+    ))
+}
 
-    /// `<dir of db>/logs`.
-    pub fn log_dir(&self) -> PathBuf {
-        self.db
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .join("logs")
-    }
-
-    fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
-        let store = SqliteStore::open(&self.db)
-            .with_context(|| format!("opening the state database {}", self.db.display()))?;
-        Ok(Arc::new(store))
-    }
-
-    fn engine(&self) -> anyhow::Result<Engine> {
-        Ok(Engine::new(
-            self.open()?,
-            EngineSettings::new(self.log_dir()),
-        ))
-    }
+/// `orchestrator pause` / `unpause`: sets the flag the cron scheduler of `orchestrator serve`
+/// reads (it looks again within a second).
+pub fn pause(files: &StateFiles, args: &PauseArgs, paused: bool) -> anyhow::Result<ExitCode> {
+    open(files)?
+        .set_paused(&args.dag, paused)
+        .with_context(|| format!("pausing or unpausing DAG {}", args.dag))?;
+    println!(
+        "DAG {} {} (in {}); a running `orchestrator serve` on this state file sees it within a second",
+        args.dag,
+        if paused { "paused" } else { "unpaused" },
+        files.db.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn recover(engine: &Engine) -> anyhow::Result<()> {
@@ -85,7 +79,7 @@ pub fn run(files: &StateFiles, args: RunArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let mut settings = EngineSettings::new(files.log_dir());
         settings.kill_grace = args.kill_grace;
-        let engine = Engine::new(files.open()?, settings);
+        let engine = Engine::new(open(files)?, settings);
         recover(&engine)?;
         let (events, rx) = EventSink::channel();
         let request = RunRequest {
@@ -250,7 +244,7 @@ pub fn graph(args: &GraphArgs) -> anyhow::Result<()> {
 
 /// `orchestrator runs [DAG]`.
 pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
-    let engine = files.engine()?;
+    let engine = engine(files)?;
     recover(&engine)?;
     let store = engine.store();
     if let Some(run_id) = &args.run {
@@ -351,7 +345,7 @@ pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
 
 /// `orchestrator logs RUN TASK [--try N]`.
 pub fn logs(files: &StateFiles, args: &LogsArgs) -> anyhow::Result<()> {
-    let store = files.open()?;
+    let store = open(files)?;
     if store.run(&args.run)?.is_none() {
         bail!("no run {}; `orchestrator runs` lists them", args.run);
     }

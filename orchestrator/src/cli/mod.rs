@@ -1,5 +1,6 @@
-//! The `orchestrator` command line: `run`, `validate`, `graph`, `runs`, `logs`. Parsing lives
-//! here; each command is a function over the library, so `main.rs` only sets up logging.
+//! The `orchestrator` command line: `run`, `validate`, `graph`, `runs`, `logs`, `serve`, `pause`
+//! and `unpause`. All parsing lives here; each command is a function over the library (`serve`
+//! hands its options to [`crate::web`]), so `main.rs` only sets up logging.
 
 mod commands;
 mod progress;
@@ -10,7 +11,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-pub use commands::{StateFiles, logs, run, runs};
+pub use commands::{logs, pause, run, runs};
+
+use crate::store::StateFiles;
+use crate::web::ServeOptions;
 
 /// Default state database, relative to the working directory.
 pub const DEFAULT_STATE: &str = ".velostream/state.db";
@@ -42,11 +46,11 @@ pub enum Command {
     /// Print the log of one try of a task.
     Logs(LogsArgs),
     /// Serve the web UI and JSON API, and fire each DAG's cron schedule, until Ctrl-C.
-    Serve(crate::web::ServeArgs),
+    Serve(ServeArgs),
     /// Pause a DAG's schedule (`serve` stops starting its scheduled runs).
-    Pause(crate::web::PauseArgs),
+    Pause(PauseArgs),
     /// Unpause a DAG's schedule.
-    Unpause(crate::web::PauseArgs),
+    Unpause(PauseArgs),
 }
 
 /// `orchestrator run`.
@@ -122,6 +126,67 @@ pub struct LogsArgs {
     pub try_number: Option<u32>,
 }
 
+/// `orchestrator serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The folder of DAG files (`*.toml`, searched recursively), reloaded when files change.
+    #[arg(long, env = "VELOSTREAM_DAGS", default_value = "dags")]
+    pub dags: PathBuf,
+
+    /// Where to listen. Loopback by default; any other address needs --token (or
+    /// --allow-unauthenticated).
+    #[arg(long, env = "VELOSTREAM_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: std::net::SocketAddr,
+
+    /// Require this token: `Authorization: Bearer <token>` for API clients, or HTTP basic auth
+    /// with any user name and the token as password for browsers.
+    #[arg(long, env = "VELOSTREAM_UI_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Serve a non-loopback address without a token (anyone who can reach it can run DAGs).
+    #[arg(long)]
+    pub allow_unauthenticated: bool,
+
+    /// Run every schedule slot missed while the server was down, oldest first (default: only the
+    /// most recent one). See docs/api.md, "Catch-up policy".
+    #[arg(long, env = "VELOSTREAM_CATCHUP")]
+    pub catchup: bool,
+
+    /// Serve the UI and API only: do not fire schedules.
+    #[arg(long)]
+    pub no_cron: bool,
+
+    /// Grace between SIGTERM and SIGKILL when stopping a task's processes.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub kill_grace: std::time::Duration,
+
+    /// Tasks running at once across all runs of this server (default: only per-DAG limits).
+    #[arg(long, value_name = "N")]
+    pub max_parallel_tasks: Option<usize>,
+}
+
+impl From<ServeArgs> for ServeOptions {
+    fn from(a: ServeArgs) -> Self {
+        Self {
+            dags: a.dags,
+            bind: a.bind,
+            token: a.token,
+            allow_unauthenticated: a.allow_unauthenticated,
+            catchup: a.catchup,
+            no_cron: a.no_cron,
+            kill_grace: a.kill_grace,
+            max_parallel_tasks: a.max_parallel_tasks,
+        }
+    }
+}
+
+/// `orchestrator pause` / `unpause`.
+#[derive(Debug, clap::Args)]
+pub struct PauseArgs {
+    /// The DAG id.
+    pub dag: String,
+}
+
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
@@ -138,9 +203,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Graph(args) => commands::graph(&args).map(|()| ExitCode::SUCCESS),
         Command::Runs(args) => runs(&files, &args).map(|()| ExitCode::SUCCESS),
         Command::Logs(args) => logs(&files, &args).map(|()| ExitCode::SUCCESS),
-        Command::Serve(args) => crate::web::serve(&files, args),
-        Command::Pause(args) => crate::web::pause(&files, &args, true),
-        Command::Unpause(args) => crate::web::pause(&files, &args, false),
+        Command::Serve(args) => crate::web::serve(&files, args.into()),
+        Command::Pause(args) => pause(&files, &args, true),
+        Command::Unpause(args) => pause(&files, &args, false),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -376,34 +376,37 @@ pub async fn cancel(
 ) -> Result<Response, WebError> {
     let html = input.html;
     let url = format!("/runs/{}", enc(&run_id));
-    if state
-        .launcher()
-        .cancel(&run_id, "cancelled from the web UI")
-    {
-        tracing::info!(run_id, "Run cancelled from the web");
-        return Ok(answer(
-            &input,
-            StatusCode::ACCEPTED,
-            json!({ "run_id": run_id, "cancelling": true }),
-            url,
-        ));
-    }
+    // The store decides whether the run is over: the launcher forgets a run a moment after it
+    // is recorded as finished.
     let id = run_id.clone();
     let record = state
         .blocking(move |s| s.store().run(&id).map_err(WebError::from))
         .await?;
     let e = match record {
         None => WebError::not_found(format!("no run {run_id}")),
-        Some(r) if r.state == RunState::Running => WebError::new(
+        Some(r) if r.state != RunState::Running => WebError::new(
+            StatusCode::CONFLICT,
+            format!("run {run_id} already finished ({})", r.state),
+        ),
+        Some(_)
+            if state
+                .launcher()
+                .cancel(&run_id, "cancelled from the web UI") =>
+        {
+            tracing::info!(run_id, "Run cancelled from the web");
+            return Ok(answer(
+                &input,
+                StatusCode::ACCEPTED,
+                json!({ "run_id": run_id, "cancelling": true }),
+                url,
+            ));
+        }
+        Some(r) => WebError::new(
             StatusCode::CONFLICT,
             format!(
                 "run {run_id} is driven by another orchestrator process (pid {} on {}); stop it there (Ctrl-C)",
                 r.owner.pid, r.owner.host
             ),
-        ),
-        Some(r) => WebError::new(
-            StatusCode::CONFLICT,
-            format!("run {run_id} already finished ({})", r.state),
         ),
     };
     Err(if html { e.page() } else { e })

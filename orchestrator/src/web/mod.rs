@@ -10,7 +10,6 @@
 
 mod api;
 mod assets;
-mod cli;
 mod config;
 mod error;
 mod metrics;
@@ -22,11 +21,11 @@ mod state;
 mod svg;
 mod view;
 
-pub use cli::{PauseArgs, pause};
-pub use config::ServeArgs;
+pub use config::ServeOptions;
 pub use error::WebError;
 pub use metrics::Metrics;
 pub use router::app;
 pub use security::SecurityConfig;
 pub use server::{serve, serve_on};
 pub use state::AppState;
+pub use view::enc;

@@ -10,20 +10,19 @@ use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::config::ServeArgs;
+use super::config::ServeOptions;
 use super::router::app;
 use super::security::SecurityConfig;
 use super::state::AppState;
-use crate::cli::StateFiles;
 use crate::cron::{CatchUp, DagFolder};
 use crate::scheduler::EngineSettings;
-use crate::store::SqliteStore;
+use crate::store::StateFiles;
 
 /// How often the metrics look at the store.
 const OBSERVE_EVERY: Duration = Duration::from_secs(2);
 
 /// `orchestrator serve`.
-pub fn serve(files: &StateFiles, args: ServeArgs) -> anyhow::Result<ExitCode> {
+pub fn serve(files: &StateFiles, args: ServeOptions) -> anyhow::Result<ExitCode> {
     if !args.bind.ip().is_loopback() && args.token.is_none() && !args.allow_unauthenticated {
         bail!(
             "refusing to serve {} without a token: anyone who reaches it could run DAGs. Pass --token (or VELOSTREAM_UI_TOKEN), bind 127.0.0.1, or pass --allow-unauthenticated",
@@ -35,7 +34,8 @@ pub fn serve(files: &StateFiles, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let store = SqliteStore::open(&files.db)
+        let store = files
+            .open()
             .with_context(|| format!("opening the state database {}", files.db.display()))?;
         let folder = DagFolder::open(&args.dags).context("loading the DAGs")?;
         let mut settings = EngineSettings::new(files.log_dir());
@@ -50,7 +50,7 @@ pub fn serve(files: &StateFiles, args: ServeArgs) -> anyhow::Result<ExitCode> {
             CatchUp::Latest
         };
         let state = AppState::new(
-            Arc::new(store),
+            store,
             settings,
             Arc::new(folder),
             SecurityConfig::for_bind(args.bind, args.token.clone()),
