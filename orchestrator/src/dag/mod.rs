@@ -8,7 +8,7 @@ mod load;
 mod spec;
 pub mod template;
 
-pub use env::interpolate;
+pub use env::{InterpolateError, interpolate};
 pub use graph::{render_dot, render_text};
 pub use load::{Diagnostic, LoadError, load, parse_str, parse_str_with_env};
 pub use spec::{Dag, ParamError, RetryPolicy, Schedule, Task, TriggerRule};

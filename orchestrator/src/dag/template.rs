@@ -196,10 +196,104 @@ pub struct CheckScope<'a> {
     pub is_upstream: &'a dyn Fn(&str) -> bool,
 }
 
-const KNOWN: &str = "params.<name>, run_id, dag.id, task.id, try_number, logical_date, ts, ds, ds_nodash, dag_dir, conn.kafka.brokers, conn.clickhouse.<url|user|password|database>, tasks.<upstream id>.output.<key>";
+/// How a run variable is rendered.
+type Render = fn(&Scope<'_>) -> Value;
 
-/// Checks that an expression names something that will exist; returns what is wrong.
-pub fn check(expr: &Expr, scope: &CheckScope<'_>) -> Result<(), String> {
+/// The variables that are values of the run, each with how it is rendered. Checking, rendering
+/// and the list in error messages all read this one table.
+const VARIABLES: &[(&str, Render)] = &[
+    ("run_id", |s| s.run_id.into()),
+    ("dag.id", |s| s.dag_id.into()),
+    ("task.id", |s| s.task_id.into()),
+    ("try_number", |s| s.try_number.into()),
+    ("logical_date", |s| rfc3339(s.logical_date)),
+    ("ts", |s| rfc3339(s.logical_date)),
+    ("ds", |s| {
+        s.logical_date.format("%Y-%m-%d").to_string().into()
+    }),
+    ("ds_nodash", |s| {
+        s.logical_date.format("%Y%m%d").to_string().into()
+    }),
+    ("dag_dir", |s| s.dag_dir.display().to_string().into()),
+    ("conn.kafka.brokers", |s| {
+        s.connections.kafka.brokers.as_str().into()
+    }),
+    ("conn.clickhouse.url", |s| {
+        s.connections.clickhouse.url.as_str().into()
+    }),
+    ("conn.clickhouse.user", |s| {
+        s.connections.clickhouse.user.as_str().into()
+    }),
+    ("conn.clickhouse.password", |s| {
+        s.connections.clickhouse.password.as_str().into()
+    }),
+    ("conn.clickhouse.database", |s| {
+        s.connections.clickhouse.database.as_str().into()
+    }),
+];
+
+/// Every form a template may use, for error messages.
+fn known() -> String {
+    let mut forms = vec!["params.<name>", "tasks.<upstream id>.output.<key>"];
+    forms.extend(VARIABLES.iter().map(|(name, _)| *name));
+    forms.join(", ")
+}
+
+/// The renderer of a run variable, when `path` names one.
+fn variable(path: &[&str]) -> Option<Render> {
+    VARIABLES
+        .iter()
+        .find(|(name, _)| name.split('.').eq(path.iter().copied()))
+        .map(|(_, render)| *render)
+}
+
+fn rfc3339(t: DateTime<Utc>) -> Value {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true).into()
+}
+
+/// A template expression that names something that will not exist.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    /// `params.<name>` of an undeclared param.
+    #[error(
+        "unknown param `{name}` in `{{{{ {expr} }}}}`; declare it under [dag.params] (known: {known})"
+    )]
+    UnknownParam {
+        /// The expression.
+        expr: String,
+        /// The param.
+        name: String,
+        /// The declared params, or `none`.
+        known: String,
+    },
+    /// `tasks.<id>...` of a task that is not in the DAG.
+    #[error("`{{{{ {expr} }}}}` names task `{id}`, which does not exist")]
+    NoSuchTask {
+        /// The expression.
+        expr: String,
+        /// The task.
+        id: String,
+    },
+    /// `tasks.<id>...` of a task that is not upstream.
+    #[error(
+        "`{{{{ {expr} }}}}` reads an output of `{id}`, which is not upstream of this task; add it to depends_on"
+    )]
+    NotUpstream {
+        /// The expression.
+        expr: String,
+        /// The task.
+        id: String,
+    },
+    /// `tasks...` without `.<id>.output.<key>`.
+    #[error("`{{{{ {0} }}}}` should look like `tasks.<id>.output.<key>`")]
+    BadTaskPath(String),
+    /// Anything else.
+    #[error("unknown template variable `{0}`; known: {known}", known = known())]
+    UnknownVariable(String),
+}
+
+/// Checks that an expression names something that will exist.
+pub fn check(expr: &Expr, scope: &CheckScope<'_>) -> Result<(), CheckError> {
     let Expr::Path(path) = expr else {
         return Ok(());
     };
@@ -210,44 +304,35 @@ pub fn check(expr: &Expr, scope: &CheckScope<'_>) -> Result<(), String> {
                 Ok(())
             } else {
                 let known: Vec<&str> = scope.params.keys().map(String::as_str).collect();
-                Err(format!(
-                    "unknown param `{name}` in `{{{{ {expr} }}}}`; declare it under [dag.params] (known: {})",
-                    if known.is_empty() {
+                Err(CheckError::UnknownParam {
+                    expr: expr.to_string(),
+                    name: (*name).to_owned(),
+                    known: if known.is_empty() {
                         "none".to_owned()
                     } else {
                         known.join(", ")
-                    }
-                ))
+                    },
+                })
             }
         }
-        ["run_id" | "try_number" | "logical_date" | "ts" | "ds" | "ds_nodash" | "dag_dir"]
-        | ["dag", "id"]
-        | ["task", "id"]
-        | ["conn", "kafka", "brokers"]
-        | [
-            "conn",
-            "clickhouse",
-            "url" | "user" | "password" | "database",
-        ] => Ok(()),
         ["tasks", id, "output", _, ..] => {
             if !(scope.task_exists)(id) {
-                Err(format!(
-                    "`{{{{ {expr} }}}}` names task `{id}`, which does not exist"
-                ))
+                Err(CheckError::NoSuchTask {
+                    expr: expr.to_string(),
+                    id: (*id).to_owned(),
+                })
             } else if !(scope.is_upstream)(id) {
-                Err(format!(
-                    "`{{{{ {expr} }}}}` reads an output of `{id}`, which is not upstream of this task; add it to depends_on"
-                ))
+                Err(CheckError::NotUpstream {
+                    expr: expr.to_string(),
+                    id: (*id).to_owned(),
+                })
             } else {
                 Ok(())
             }
         }
-        ["tasks", ..] => Err(format!(
-            "`{{{{ {expr} }}}}` should look like `tasks.<id>.output.<key>`"
-        )),
-        _ => Err(format!(
-            "unknown template variable `{expr}`; known: {KNOWN}"
-        )),
+        ["tasks", ..] => Err(CheckError::BadTaskPath(expr.to_string())),
+        p if variable(p).is_some() => Ok(()),
+        _ => Err(CheckError::UnknownVariable(expr.to_string())),
     }
 }
 
@@ -285,7 +370,6 @@ impl Scope<'_> {
             message,
         };
         let p: Vec<&str> = path.iter().map(String::as_str).collect();
-        let s = |v: &str| Ok(Value::String(v.to_owned()));
         match p.as_slice() {
             ["params", name, rest @ ..] => {
                 let v = self
@@ -295,21 +379,6 @@ impl Scope<'_> {
                 dig(v, rest)
                     .ok_or_else(|| err(format!("param `{name}` has no `{}`", rest.join("."))))
             }
-            ["run_id"] => s(self.run_id),
-            ["dag", "id"] => s(self.dag_id),
-            ["task", "id"] => s(self.task_id),
-            ["try_number"] => Ok(Value::from(self.try_number)),
-            ["logical_date" | "ts"] => {
-                s(&self.logical_date.to_rfc3339_opts(SecondsFormat::Secs, true))
-            }
-            ["ds"] => s(&self.logical_date.format("%Y-%m-%d").to_string()),
-            ["ds_nodash"] => s(&self.logical_date.format("%Y%m%d").to_string()),
-            ["dag_dir"] => s(&self.dag_dir.display().to_string()),
-            ["conn", "kafka", "brokers"] => s(&self.connections.kafka.brokers),
-            ["conn", "clickhouse", "url"] => s(&self.connections.clickhouse.url),
-            ["conn", "clickhouse", "user"] => s(&self.connections.clickhouse.user),
-            ["conn", "clickhouse", "password"] => s(&self.connections.clickhouse.password),
-            ["conn", "clickhouse", "database"] => s(&self.connections.clickhouse.database),
             ["tasks", id, "output", key, rest @ ..] => {
                 let outputs = self.outputs.get(*id).ok_or_else(|| {
                     err(format!(
@@ -330,7 +399,9 @@ impl Scope<'_> {
                 dig(v, rest)
                     .ok_or_else(|| err(format!("output `{key}` has no `{}`", rest.join("."))))
             }
-            _ => Err(err("unknown template variable".into())),
+            p => variable(p)
+                .map(|render| render(self))
+                .ok_or_else(|| err("unknown template variable".into())),
         }
     }
 }
@@ -458,22 +529,26 @@ mod tests {
         assert!(
             c("{{ params.nope }}")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown param `nope`")
         );
         assert!(c("{{ tasks.a.output.rows }}").is_ok());
         assert!(
             c("{{ tasks.b.output.rows }}")
                 .unwrap_err()
+                .to_string()
                 .contains("not upstream")
         );
         assert!(
             c("{{ tasks.z.output.rows }}")
                 .unwrap_err()
+                .to_string()
                 .contains("does not exist")
         );
         assert!(
             c("{{ whatever }}")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown template variable")
         );
         assert!(c("{{ conn.clickhouse.url }}").is_ok());

@@ -1,0 +1,91 @@
+//! Reading a DAG file: TOML with spans -> raw sections ([`raw`]) -> checks across them
+//! ([`checks`]) -> a validated [`Dag`] ([`build`]), or every problem at once with
+//! `file:line:column` ([`problems`]).
+
+mod build;
+mod checks;
+mod connections;
+mod problems;
+mod raw;
+
+use std::path::{Path, PathBuf};
+
+use toml::de::DeTable;
+
+pub use problems::{Diagnostic, LoadError};
+
+use super::spec::Dag;
+use problems::Problems;
+
+/// Reads and validates the DAG file at `path`.
+pub fn load(path: impl AsRef<Path>) -> Result<Dag, LoadError> {
+    let path = path.as_ref();
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| LoadError::whole_file(&origin, format!("cannot read the DAG file: {e}")))?;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let dir = abs.parent().map(Path::to_path_buf).unwrap_or_default();
+    let env = |k: &str| std::env::var(k).ok();
+    parse(&text, &origin, Some(abs.clone()), dir, &env)
+}
+
+/// Validates DAG text; `origin` names it in messages. Relative paths resolve against the current
+/// directory; `${ENV}` comes from the process environment.
+pub fn parse_str(text: &str, origin: &str) -> Result<Dag, LoadError> {
+    let env = |k: &str| std::env::var(k).ok();
+    let dir = std::env::current_dir().unwrap_or_default();
+    parse(text, origin, None, dir, &env)
+}
+
+/// Like [`parse_str`] with an explicit environment for `${ENV:-default}` (tests).
+pub fn parse_str_with_env(
+    text: &str,
+    origin: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Dag, LoadError> {
+    parse(text, origin, None, PathBuf::from("."), env)
+}
+
+/// The stages, one after the other; every stage reports all it finds before the DAG is refused.
+fn parse(
+    text: &str,
+    origin: &str,
+    file: Option<PathBuf>,
+    dir: PathBuf,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Dag, LoadError> {
+    let mut problems = Problems::new(text);
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        for e in &syntax {
+            problems.toml(e, None);
+        }
+        return Err(problems.into_error(origin));
+    }
+    let root_span = root.span();
+    let mut sections = raw::read_sections(root.into_inner(), root_span, &mut problems);
+    let connections = connections::build(
+        std::mem::take(&mut sections.connections),
+        env,
+        &mut problems,
+    );
+    let params = raw::params(sections.dag.as_ref());
+    let schedule = checks::dag_fields(sections.dag.as_ref(), &mut problems);
+    let graph = checks::graph(&sections.tasks, &mut problems);
+    checks::tasks(&sections.tasks, &graph, &params, &dir, &mut problems);
+    if !problems.is_empty() {
+        return Err(problems.into_error(origin));
+    }
+    let checked = build::Checked {
+        graph,
+        schedule,
+        params,
+        connections,
+        file,
+        dir,
+    };
+    match build::dag(sections, checked, &problems) {
+        Some(dag) => Ok(dag),
+        None => Err(problems.into_error(origin)),
+    }
+}
