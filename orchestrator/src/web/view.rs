@@ -13,6 +13,7 @@ use super::error::WebError;
 use super::state::AppState;
 use crate::cron::{DagFileError, LiveTask};
 use crate::dag::Dag;
+use crate::series::{self, Series};
 use crate::store::{RunFilter, RunRecord, RunState, TaskInstance, TaskState, TaskTry, Trigger};
 
 /// Largest log chunk one request returns.
@@ -20,17 +21,16 @@ pub const MAX_LOG_CHUNK: u64 = 1024 * 1024;
 /// Default log chunk.
 pub const DEFAULT_LOG_CHUNK: u64 = 256 * 1024;
 
+/// What a path segment keeps as is: RFC 3986's unreserved characters `A-Z a-z 0-9 - . _ ~`.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Percent-encodes a path segment (everything but `A-Z a-z 0-9 - . _ ~`).
 pub fn enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// A time as the UI shows it: `2024-01-31 10:07:03 UTC`, or `-`.
@@ -288,13 +288,13 @@ impl TaskInfo {
         if self.outputs.is_empty() {
             return String::new();
         }
-        // The lag series is drawn as a chart; its points would drown the table.
+        // Time series are drawn as charts; their points would drown the table.
         let mut shown = self.outputs.clone();
-        if let Some(serde_json::Value::Array(points)) = shown.get("lag_series") {
-            let n = points.len();
+        if let Some(serde_json::Value::Object(map)) = shown.get(series::OUTPUT_KEY) {
+            let names: Vec<&str> = map.keys().map(String::as_str).collect();
             shown.insert(
-                "lag_series".into(),
-                format!("({n} points, charted below)").into(),
+                series::OUTPUT_KEY.into(),
+                format!("({}: charted below)", names.join(", ")).into(),
             );
         }
         serde_json::to_string_pretty(&serde_json::Value::Object(shown)).unwrap_or_default()
@@ -316,18 +316,15 @@ impl TaskInfo {
         Some((live.done, total.max(1), label))
     }
 
-    /// The lag series to chart: live points while a sensor runs here, else the recorded output.
-    pub fn lag_series(&self) -> Vec<[i64; 2]> {
+    /// The time series to chart: the live ones while the task runs here, else the recorded ones.
+    pub fn series(&self) -> Vec<Series> {
         if let Some(live) = &self.live
-            && !live.lag_series.is_empty()
+            && !live.series.is_empty()
             && self.state == TaskState::Running
         {
-            return live.lag_series.clone();
+            return live.series.values().cloned().collect();
         }
-        self.outputs
-            .get("lag_series")
-            .and_then(|v| serde_json::from_value::<Vec<[i64; 2]>>(v.clone()).ok())
-            .unwrap_or_default()
+        series::from_outputs(&self.outputs)
     }
 }
 
