@@ -21,7 +21,7 @@ use crate::dag::template::{Scope, render_value};
 use crate::events::{EventSink, RunEvent};
 use crate::operators::{TaskContext, TaskKind};
 use crate::process::ProcessRegistry;
-use crate::store::{RunState, Store, TaskState, TaskUpdate};
+use crate::store::{RunState, Store, TaskState, TaskUpdate, try_log_path};
 
 /// Counts task `i`'s final state in its downstream tasks and queues them for a decision.
 fn propagate(dag: &Dag, i: usize, tasks: &mut [TaskRun], ready: &mut Vec<usize>) {
@@ -62,77 +62,47 @@ struct TaskRun {
     error: Option<String>,
 }
 
-impl RunDriver {
-    pub(crate) async fn drive(self) -> RunOutcome {
-        let n = self.dag.tasks.len();
-        let mut tasks: Vec<TaskRun> = (0..n)
-            .map(|i| TaskRun {
-                state: TaskState::Pending,
-                upstream: UpstreamCounts::new(self.dag.tasks[i].upstream.len()),
-                tries: 0,
-                started_at: None,
-                ended_at: None,
-                error: None,
-            })
-            .collect();
-        let mut outputs: HashMap<String, serde_json::Map<String, serde_json::Value>> =
-            HashMap::new();
-        let processes = Arc::new(ProcessRegistry::new());
-        let run_slots = Arc::new(Semaphore::new(self.dag.max_active_tasks.max(1)));
-        let mut set: JoinSet<Msg> = JoinSet::new();
-        let mut cancelled = false;
+/// Outputs of the tasks that succeeded, by task id (what templates read).
+type Outputs = HashMap<String, serde_json::Map<String, serde_json::Value>>;
 
-        tracing::info!(dag_id = %self.dag.id, run_id = %self.run_id, tasks = n, "Run started");
-        let mut ready: Vec<usize> = (0..n)
-            .filter(|&i| self.dag.tasks[i].upstream.is_empty())
-            .collect();
+/// The mutable state of a run while it is driven.
+struct Progress {
+    tasks: Vec<TaskRun>,
+    outputs: Outputs,
+    /// Tasks whose trigger rule should be looked at again.
+    ready: Vec<usize>,
+    /// Tries and retry timers in flight.
+    set: JoinSet<Msg>,
+    processes: Arc<ProcessRegistry>,
+    run_slots: Arc<Semaphore>,
+    cancelled: bool,
+}
+
+impl Progress {
+    /// Counts task `i`'s final state in its downstream tasks and queues them for a decision.
+    fn propagate(&mut self, dag: &Dag, i: usize) {
+        propagate(dag, i, &mut self.tasks, &mut self.ready);
+    }
+}
+
+impl RunDriver {
+    /// Drives the run to its end: start what is ready, wait for a try, a retry timer or the
+    /// cancel token, repeat; then stop leftover processes and record the run's state.
+    pub(crate) async fn drive(self) -> RunOutcome {
+        let mut p = self.progress();
+        tracing::info!(dag_id = %self.dag.id, run_id = %self.run_id, tasks = p.tasks.len(), "Run started");
         loop {
-            // Start (or resolve) everything decided since the last event.
-            while let Some(i) = ready.pop() {
-                if tasks[i].state != TaskState::Pending {
-                    continue;
-                }
-                match decide_counts(self.dag.tasks[i].trigger_rule, tasks[i].upstream) {
-                    Decision::Wait => {}
-                    Decision::Run => {
-                        self.set_state(&mut tasks[i], i, TaskState::Queued, 0, None);
-                        if !self.start_try(
-                            i,
-                            &mut tasks[i],
-                            &outputs,
-                            &processes,
-                            &run_slots,
-                            &mut set,
-                        ) {
-                            propagate(&self.dag, i, &mut tasks, &mut ready);
-                        }
-                    }
-                    Decision::Skip => {
-                        self.set_state(&mut tasks[i], i, TaskState::Skipped, 0, None);
-                        propagate(&self.dag, i, &mut tasks, &mut ready);
-                    }
-                    Decision::UpstreamFailed => {
-                        self.set_state(&mut tasks[i], i, TaskState::UpstreamFailed, 0, None);
-                        propagate(&self.dag, i, &mut tasks, &mut ready);
-                    }
-                }
-            }
-            if set.is_empty() {
+            self.start_ready(&mut p);
+            if p.set.is_empty() {
                 break;
             }
             let msg = tokio::select! {
                 biased;
-                () = self.token.cancelled(), if !cancelled => {
-                    cancelled = true;
-                    tracing::info!(run_id = %self.run_id, "Run cancelled, stopping its tasks");
-                    for (i, t) in tasks.iter_mut().enumerate() {
-                        if t.state == TaskState::Pending {
-                            self.set_state(t, i, TaskState::Skipped, 0, None);
-                        }
-                    }
+                () = self.token.cancelled(), if !p.cancelled => {
+                    self.on_cancel(&mut p);
                     continue;
                 }
-                joined = set.join_next() => match joined {
+                joined = p.set.join_next() => match joined {
                     Some(Ok(msg)) => msg,
                     Some(Err(e)) => {
                         // Attempts catch operator panics; a join error means the runtime is going away.
@@ -143,105 +113,166 @@ impl RunDriver {
                 },
             };
             match msg {
-                Msg::RetryDue(i) => {
-                    if cancelled {
-                        let at = Utc::now();
-                        tasks[i].ended_at = Some(at);
-                        tasks[i].error = Some("cancelled while waiting to retry".into());
-                        self.set_state(
-                            &mut tasks[i],
-                            i,
-                            TaskState::Failed,
-                            0,
-                            Some("cancelled while waiting to retry".into()),
-                        );
-                        propagate(&self.dag, i, &mut tasks, &mut ready);
-                    } else if !self.start_try(
-                        i,
-                        &mut tasks[i],
-                        &outputs,
-                        &processes,
-                        &run_slots,
-                        &mut set,
-                    ) {
-                        propagate(&self.dag, i, &mut tasks, &mut ready);
+                Msg::RetryDue(i) => self.on_retry_due(&mut p, i),
+                Msg::Attempt(r) => self.on_attempt(&mut p, r),
+            }
+        }
+        self.finish(p).await
+    }
+
+    /// Every task pending, the roots ready.
+    fn progress(&self) -> Progress {
+        let n = self.dag.tasks.len();
+        Progress {
+            tasks: (0..n)
+                .map(|i| TaskRun {
+                    state: TaskState::Pending,
+                    upstream: UpstreamCounts::new(self.dag.tasks[i].upstream.len()),
+                    tries: 0,
+                    started_at: None,
+                    ended_at: None,
+                    error: None,
+                })
+                .collect(),
+            outputs: HashMap::new(),
+            ready: (0..n)
+                .filter(|&i| self.dag.tasks[i].upstream.is_empty())
+                .collect(),
+            set: JoinSet::new(),
+            processes: Arc::new(ProcessRegistry::new()),
+            run_slots: Arc::new(Semaphore::new(self.dag.max_active_tasks.max(1))),
+            cancelled: false,
+        }
+    }
+
+    /// Starts (or resolves) every task decided since the last event.
+    fn start_ready(&self, p: &mut Progress) {
+        while let Some(i) = p.ready.pop() {
+            if p.tasks[i].state != TaskState::Pending {
+                continue;
+            }
+            match decide_counts(self.dag.tasks[i].trigger_rule, p.tasks[i].upstream) {
+                Decision::Wait => {}
+                Decision::Run => {
+                    self.set_state(&mut p.tasks[i], i, TaskState::Queued, 0, None);
+                    if !self.start_try(i, p) {
+                        p.propagate(&self.dag, i);
                     }
                 }
-                Msg::Attempt(r) => {
-                    let i = r.index;
-                    let task = &self.dag.tasks[i];
-                    if r.started_at.is_none() {
-                        self.set_state(&mut tasks[i], i, TaskState::Skipped, 0, None);
-                        continue;
-                    }
-                    tasks[i].ended_at = Some(r.ended_at);
-                    let update = |state, error: Option<String>| TaskUpdate {
-                        task_id: task.id.clone(),
-                        try_number: r.try_number,
-                        state: Some(state),
-                        at: Some(r.ended_at),
-                        exit_code: r.exit_code,
-                        error,
-                        outputs: Some(r.outputs.clone()),
-                        log_path: None,
-                    };
-                    match r.outcome {
-                        Outcome::Skipped(message) => {
-                            self.record(update(TaskState::Skipped, Some(message.clone())));
-                            self.note_state(
-                                &mut tasks[i],
-                                i,
-                                TaskState::Skipped,
-                                r.try_number,
-                                Some(message),
-                            );
-                            propagate(&self.dag, i, &mut tasks, &mut ready);
-                        }
-                        Outcome::Success => {
-                            self.record(update(TaskState::Success, None));
-                            outputs.insert(task.id.clone(), r.outputs.clone());
-                            tasks[i].error = None;
-                            self.note_state(
-                                &mut tasks[i],
-                                i,
-                                TaskState::Success,
-                                r.try_number,
-                                None,
-                            );
-                            propagate(&self.dag, i, &mut tasks, &mut ready);
-                        }
-                        Outcome::Failed(message) => {
-                            let retry = !cancelled && r.try_number <= task.retry.retries;
-                            let state = if retry {
-                                TaskState::UpForRetry
-                            } else {
-                                TaskState::Failed
-                            };
-                            tracing::info!(run_id = %self.run_id, task_id = %task.id, try_number = r.try_number, error = %message, retry, "Task try failed");
-                            self.record(update(state, Some(message.clone())));
-                            tasks[i].error = Some(message.clone());
-                            self.note_state(&mut tasks[i], i, state, r.try_number, Some(message));
-                            if retry {
-                                let delay = task.retry.delay_before(r.try_number + 1);
-                                let token = self.token.clone();
-                                set.spawn(async move {
-                                    tokio::select! {
-                                        () = tokio::time::sleep(delay) => {}
-                                        () = token.cancelled() => {}
-                                    }
-                                    Msg::RetryDue(i)
-                                });
-                            } else {
-                                propagate(&self.dag, i, &mut tasks, &mut ready);
-                            }
-                        }
-                    }
+                Decision::Skip => {
+                    self.set_state(&mut p.tasks[i], i, TaskState::Skipped, 0, None);
+                    p.propagate(&self.dag, i);
+                }
+                Decision::UpstreamFailed => {
+                    self.set_state(&mut p.tasks[i], i, TaskState::UpstreamFailed, 0, None);
+                    p.propagate(&self.dag, i);
                 }
             }
         }
+    }
 
+    /// The run was cancelled: tasks not started are skipped; running tries stop through their
+    /// child tokens and come back as failed attempts.
+    fn on_cancel(&self, p: &mut Progress) {
+        p.cancelled = true;
+        tracing::info!(run_id = %self.run_id, "Run cancelled, stopping its tasks");
+        for (i, t) in p.tasks.iter_mut().enumerate() {
+            if t.state == TaskState::Pending {
+                self.set_state(t, i, TaskState::Skipped, 0, None);
+            }
+        }
+    }
+
+    /// A retry delay has passed: start the next try, unless the run was cancelled meanwhile.
+    fn on_retry_due(&self, p: &mut Progress, i: usize) {
+        if p.cancelled {
+            const MESSAGE: &str = "cancelled while waiting to retry";
+            p.tasks[i].ended_at = Some(Utc::now());
+            p.tasks[i].error = Some(MESSAGE.into());
+            self.set_state(
+                &mut p.tasks[i],
+                i,
+                TaskState::Failed,
+                0,
+                Some(MESSAGE.into()),
+            );
+            p.propagate(&self.dag, i);
+        } else if !self.start_try(i, p) {
+            p.propagate(&self.dag, i);
+        }
+    }
+
+    /// A try ended: record it, then propagate its outcome or schedule the retry.
+    fn on_attempt(&self, p: &mut Progress, r: AttemptResult) {
+        let i = r.index;
+        let task = &self.dag.tasks[i];
+        if r.started_at.is_none() {
+            self.set_state(&mut p.tasks[i], i, TaskState::Skipped, 0, None);
+            return;
+        }
+        p.tasks[i].ended_at = Some(r.ended_at);
+        let update = |state, error: Option<String>| TaskUpdate {
+            task_id: task.id.clone(),
+            try_number: r.try_number,
+            state: Some(state),
+            at: Some(r.ended_at),
+            exit_code: r.exit_code,
+            error,
+            outputs: Some(r.outputs.clone()),
+            log_path: None,
+        };
+        match r.outcome {
+            Outcome::Skipped(message) => {
+                self.record(update(TaskState::Skipped, Some(message.clone())));
+                self.note_state(
+                    &mut p.tasks[i],
+                    i,
+                    TaskState::Skipped,
+                    r.try_number,
+                    Some(message),
+                );
+                p.propagate(&self.dag, i);
+            }
+            Outcome::Success => {
+                self.record(update(TaskState::Success, None));
+                p.outputs.insert(task.id.clone(), r.outputs.clone());
+                p.tasks[i].error = None;
+                self.note_state(&mut p.tasks[i], i, TaskState::Success, r.try_number, None);
+                p.propagate(&self.dag, i);
+            }
+            Outcome::Failed(message) => {
+                let retry = !p.cancelled && r.try_number <= task.retry.retries;
+                let state = if retry {
+                    TaskState::UpForRetry
+                } else {
+                    TaskState::Failed
+                };
+                tracing::info!(run_id = %self.run_id, task_id = %task.id, try_number = r.try_number, error = %message, retry, "Task try failed");
+                self.record(update(state, Some(message.clone())));
+                p.tasks[i].error = Some(message.clone());
+                self.note_state(&mut p.tasks[i], i, state, r.try_number, Some(message));
+                if retry {
+                    let delay = task.retry.delay_before(r.try_number + 1);
+                    let token = self.token.clone();
+                    p.set.spawn(async move {
+                        tokio::select! {
+                            () = tokio::time::sleep(delay) => {}
+                            () = token.cancelled() => {}
+                        }
+                        Msg::RetryDue(i)
+                    });
+                } else {
+                    p.propagate(&self.dag, i);
+                }
+            }
+        }
+    }
+
+    /// Stops the background processes still registered, skips what was never decided, and
+    /// records the run's state, decided by its leaves.
+    async fn finish(self, mut p: Progress) -> RunOutcome {
         // Background processes still registered (process.spawn without process.stop) go now.
-        for (task_id, result) in processes.stop_all(self.settings.kill_grace).await {
+        for (task_id, result) in p.processes.stop_all(self.settings.kill_grace).await {
             match result {
                 Ok(exit) => {
                     tracing::info!(run_id = %self.run_id, task_id, %exit, "Stopped a background process at the end of the run")
@@ -252,32 +283,27 @@ impl RunDriver {
             }
         }
         // Anything still undecided (only possible after cancel) is skipped.
-        for (i, t) in tasks.iter_mut().enumerate() {
+        for (i, t) in p.tasks.iter_mut().enumerate() {
             if !t.state.is_finished() {
                 self.set_state(t, i, TaskState::Skipped, 0, None);
             }
         }
-
         let leaves_ok = self
             .dag
             .leaves()
-            .all(|i| matches!(tasks[i].state, TaskState::Success | TaskState::Skipped));
-        let state = if cancelled || !leaves_ok {
+            .all(|i| matches!(p.tasks[i].state, TaskState::Success | TaskState::Skipped));
+        let state = if p.cancelled || !leaves_ok {
             RunState::Failed
         } else {
             RunState::Success
         };
-        let note = if cancelled {
-            Some(
-                self.cancel_reason
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone()
-                    .unwrap_or_else(|| "cancelled".into()),
-            )
-        } else {
-            None
-        };
+        let note = p.cancelled.then(|| {
+            self.cancel_reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .unwrap_or_else(|| "cancelled".into())
+        });
         self.writer.flush().await;
         if let Err(error) = self.store.finish_run(&self.run_id, state, note.as_deref()) {
             tracing::error!(run_id = %self.run_id, %error, "Cannot record the end of the run");
@@ -293,7 +319,7 @@ impl RunDriver {
                 .dag
                 .tasks
                 .iter()
-                .zip(&tasks)
+                .zip(&p.tasks)
                 .map(|(t, r)| TaskSummary {
                     task_id: t.id.clone(),
                     state: r.state,
@@ -308,23 +334,16 @@ impl RunDriver {
 
     /// Renders the task's templates and spawns its next try. Returns false when the templates
     /// cannot be rendered: the task is then failed (no retry: it would fail the same way).
-    fn start_try(
-        &self,
-        i: usize,
-        run: &mut TaskRun,
-        outputs: &HashMap<String, serde_json::Map<String, serde_json::Value>>,
-        processes: &Arc<ProcessRegistry>,
-        run_slots: &Arc<Semaphore>,
-        set: &mut JoinSet<Msg>,
-    ) -> bool {
+    fn start_try(&self, i: usize, p: &mut Progress) -> bool {
         let task = &self.dag.tasks[i];
+        let run = &mut p.tasks[i];
         run.tries += 1;
         let try_number = run.tries;
         if run.started_at.is_none() {
             run.started_at = Some(Utc::now());
         }
         let kind = if task.templated {
-            match self.render(task.id.as_str(), try_number, &task.kind, outputs) {
+            match self.render(task.id.as_str(), try_number, &task.kind, &p.outputs) {
                 Ok(k) => k,
                 Err(message) => {
                     let at = Utc::now();
@@ -360,7 +379,7 @@ impl RunDriver {
                 .logical_date(self.logical_date)
                 .dag_dir(self.dag.dir.clone())
                 .connections(self.dag.connections.clone())
-                .processes(processes.clone())
+                .processes(p.processes.clone())
                 .events(self.events.clone())
                 .store(self.store.clone())
                 .kill_grace(self.settings.kill_grace);
@@ -372,7 +391,7 @@ impl RunDriver {
             timeout: task.timeout,
             ctx_builder,
             token: self.token.child_token(),
-            run_slots: run_slots.clone(),
+            run_slots: p.run_slots.clone(),
             global_slots: self.global_slots.clone(),
             writer: self.writer.clone(),
             run_id: self.run_id.clone(),
@@ -380,7 +399,8 @@ impl RunDriver {
             log_path,
             stop_grace: self.settings.kill_grace + Duration::from_secs(5),
         };
-        set.spawn(async move { Msg::Attempt(attempt.run().await) });
+        p.set
+            .spawn(async move { Msg::Attempt(attempt.run().await) });
         true
     }
 
@@ -389,7 +409,7 @@ impl RunDriver {
         task_id: &str,
         try_number: u32,
         kind: &TaskKind,
-        outputs: &HashMap<String, serde_json::Map<String, serde_json::Value>>,
+        outputs: &Outputs,
     ) -> Result<TaskKind, String> {
         let scope = Scope {
             params: &self.params,
@@ -410,12 +430,13 @@ impl RunDriver {
     }
 
     fn log_path(&self, task_id: &str, try_number: u32) -> PathBuf {
-        self.settings
-            .log_dir
-            .join(&self.dag.id)
-            .join(&self.run_id)
-            .join(task_id)
-            .join(format!("try-{try_number}.log"))
+        try_log_path(
+            &self.settings.log_dir,
+            &self.dag.id,
+            &self.run_id,
+            task_id,
+            try_number,
+        )
     }
 
     fn record(&self, update: TaskUpdate) {
