@@ -97,17 +97,5 @@ pub fn scrape(addr: &str) -> Option<String> {
     }
 }
 
-/// Polls `f` every 200 ms until it returns something; panics naming `what` after `timeout`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+#[allow(unused_imports)] // Not every test binary waits.
+pub use velostream_testkit::wait_for;

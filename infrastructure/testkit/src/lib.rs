@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod wait;
+pub use wait::{wait_for, wait_for_async};
+
 /// The command that installs every server binary the harness needs.
 pub const INSTALL_HINT: &str =
     "run `infrastructure/local/velostream-local install` (as root) from the repository root";

@@ -96,24 +96,15 @@ pub fn process_gone(pid: u32) -> bool {
 
 /// Reads a file of whitespace-separated pids, waiting until it has `n` of them.
 pub fn read_pids(path: &Path, n: usize) -> Vec<u32> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            let pids: Vec<u32> = text
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect();
-            if pids.len() >= n {
-                return pids;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never got {n} pids",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let what = format!("{n} pids in {}", path.display());
+    velostream_testkit::wait_for(&what, Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(path).ok()?;
+        let pids: Vec<u32> = text
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        (pids.len() >= n).then_some(pids)
+    })
 }
 
 /// Sanity check that a store agrees with an outcome.

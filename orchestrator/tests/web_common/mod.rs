@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -139,18 +139,12 @@ impl Env {
 
 /// Waits (up to 60 s) until the run finishes.
 pub async fn wait_run(store: &dyn Store, run_id: &str) -> RunState {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let what = format!("run {run_id} to finish");
+    velostream_testkit::wait_for_async(&what, Duration::from_secs(60), || async {
         let run = store.run(run_id).unwrap().expect("run exists");
-        if run.state != RunState::Running {
-            return run.state;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "run {run_id} still running after 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (run.state != RunState::Running).then_some(run.state)
+    })
+    .await
 }
 
 /// Writes a DAG file into `dir`.
@@ -158,15 +152,5 @@ pub fn write(dir: &Path, name: &str, text: &str) {
     std::fs::write(dir.join(name), text).unwrap();
 }
 
-/// Percent-encodes a path segment as the server does (run ids hold `:`).
-pub fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
+#[allow(unused_imports)] // Not every test binary builds URLs.
+pub use orchestrator::web::enc;

@@ -126,20 +126,8 @@ pub fn committed(kafka: &Kafka, group: &str, topic: &str, partitions: i32) -> BT
         .collect()
 }
 
-/// Polls `check` until it returns `Some`, panicking with `what` after `timeout`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+#[allow(unused_imports)] // Not every test binary waits.
+pub use velostream_testkit::wait_for;
 
 /// `SELECT count() FROM table FINAL`, the validation query; 0 while the table does not exist.
 pub fn count_final(ch: &ClickHouse, table: &str) -> u64 {
