@@ -16,11 +16,11 @@ run:
 
 test: install
 	# The end-to-end tests spawn the producer and consumer binaries: build them first.
-	$(CARGO) build --workspace --bins
+	$(CARGO) build --workspace --bins --all-features
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --workspace --no-tests=fail; \
+		$(CARGO) nextest run --workspace --all-features --no-tests=fail; \
 	else \
-		$(CARGO) test --workspace; \
+		$(CARGO) test --workspace --all-features; \
 	fi
 
 up: install
@@ -39,5 +39,5 @@ bench:
 
 lint:
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --all-features

@@ -94,6 +94,8 @@ impl Programs {
             "velostream-producer",
             "-p",
             "velostream-consumer",
+            "--features",
+            "velostream-producer/bench,velostream-consumer/bench",
         ]);
         match self.profile().as_str() {
             "debug" => {}

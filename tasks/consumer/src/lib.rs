@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod cli;
+#[cfg(feature = "bench")]
 pub mod fixture;
 pub mod kafka;
 pub mod observe;
