@@ -150,10 +150,7 @@ fn print_summary(outcome: &RunOutcome) {
         })
         .collect();
     println!();
-    print!(
-        "{}",
-        table::render(&["TASK", "STATE", "TRIES", "DURATION"], &rows)
-    );
+    table::print(&["TASK", "STATE", "TRIES", "DURATION"], &rows);
     for t in outcome
         .tasks
         .iter()
@@ -286,15 +283,10 @@ pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
                 ]
             })
             .collect();
-        print!(
-            "{}",
-            table::render(
-                &[
-                    "TASK", "STATE", "TRIES", "DURATION", "EXIT", "OUTPUTS", "ERROR"
-                ],
-                &rows
-            )
-        );
+        let header = [
+            "TASK", "STATE", "TRIES", "DURATION", "EXIT", "OUTPUTS", "ERROR",
+        ];
+        table::print(&header, &rows);
         return Ok(());
     }
     let list = store.runs(&RunFilter {
@@ -331,15 +323,10 @@ pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    print!(
-        "{}",
-        table::render(
-            &[
-                "RUN", "DAG", "STATE", "STARTED", "DURATION", "TRIGGER", "NOTE"
-            ],
-            &rows
-        )
-    );
+    let header = [
+        "RUN", "DAG", "STATE", "STARTED", "DURATION", "TRIGGER", "NOTE",
+    ];
+    table::print(&header, &rows);
     Ok(())
 }
 

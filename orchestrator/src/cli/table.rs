@@ -1,5 +1,10 @@
 //! Plain-text tables for the terminal: left-aligned columns sized to their widest cell.
 
+/// Prints `rows` under `header` on stdout (see [`render`]).
+pub fn print(header: &[&str], rows: &[Vec<String>]) {
+    std::print!("{}", render(header, rows));
+}
+
 /// Renders `rows` under `header` with two spaces between columns.
 pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();

@@ -237,6 +237,15 @@ impl TaskContext {
             .insert(key.into(), value.into());
     }
 
+    /// Sets every field of `outcome` (a struct serialized as a JSON object) as an output.
+    pub fn set_outputs_from(&self, outcome: &impl Serialize) {
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(outcome) {
+            for (key, value) in fields {
+                self.set_output(key, value);
+            }
+        }
+    }
+
     /// The outputs set so far, with the recorded time series under [`series::OUTPUT_KEY`].
     pub fn outputs(&self) -> serde_json::Map<String, serde_json::Value> {
         let mut outputs = self

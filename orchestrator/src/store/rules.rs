@@ -59,17 +59,7 @@ pub fn new_run_record(run: &NewRun, run_id: String) -> RunRecord {
 pub fn new_task_instances(run: &NewRun, run_id: &str) -> Vec<TaskInstance> {
     run.task_ids
         .iter()
-        .map(|task_id| TaskInstance {
-            run_id: run_id.to_owned(),
-            task_id: task_id.clone(),
-            state: TaskState::Pending,
-            try_number: 0,
-            started_at: None,
-            ended_at: None,
-            exit_code: None,
-            error: None,
-            outputs: Default::default(),
-        })
+        .map(|task_id| TaskInstance::pending(run_id, task_id))
         .collect()
 }
 
@@ -100,6 +90,21 @@ impl RunRecord {
 }
 
 impl TaskInstance {
+    /// An instance of a run just created: pending, never tried.
+    pub fn pending(run_id: &str, task_id: &str) -> Self {
+        TaskInstance {
+            run_id: run_id.to_owned(),
+            task_id: task_id.to_owned(),
+            state: TaskState::Pending,
+            try_number: 0,
+            started_at: None,
+            ended_at: None,
+            exit_code: None,
+            error: None,
+            outputs: Default::default(),
+        }
+    }
+
     /// Applies an update that carries a state (an update without one changes no instance):
     /// the try number only grows; the first `running` stamps `started_at`; a final state stamps
     /// `ended_at` (and any other clears it); an exit code replaces the last one; an error is kept
@@ -209,20 +214,6 @@ impl TaskTry {
 mod tests {
     use super::*;
 
-    fn instance() -> TaskInstance {
-        TaskInstance {
-            run_id: "r".into(),
-            task_id: "a".into(),
-            state: TaskState::Pending,
-            try_number: 0,
-            started_at: None,
-            ended_at: None,
-            exit_code: None,
-            error: None,
-            outputs: Default::default(),
-        }
-    }
-
     fn upd(try_number: u32, state: TaskState) -> TaskUpdate {
         TaskUpdate {
             task_id: "a".into(),
@@ -235,7 +226,7 @@ mod tests {
 
     #[test]
     fn success_clears_the_error_and_keeps_outputs_only_from_success() {
-        let mut ti = instance();
+        let mut ti = TaskInstance::pending("r", "a");
         let mut failed = upd(1, TaskState::UpForRetry);
         failed.error = Some("boom".into());
         failed.outputs = Some(serde_json::json!({"x": 1}).as_object().unwrap().clone());

@@ -218,6 +218,18 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
     })
 }
 
+/// Every row of a query (a cached statement), mapped by `row`.
+fn select<T>(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    c.prepare_cached(sql)?.query_map(params, row)?.collect()
+}
+
+const PROCESS_COLUMNS: &str = "run_id, task_id, pid, start_ticks, host";
+
 /// Writes a run's state, end and note back.
 fn save_run_state(tx: &rusqlite::Transaction<'_>, run: &RunRecord) -> rusqlite::Result<()> {
     tx.prepare_cached("UPDATE runs SET state = ?2, ended_at = ?3, note = ?4 WHERE run_id = ?1")?
@@ -472,10 +484,12 @@ impl Store for SqliteStore {
 
     fn processes(&self, run_id: &str) -> Result<Vec<ProcessRecord>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(
-                "SELECT run_id, task_id, pid, start_ticks, host FROM processes WHERE run_id = ?1 ORDER BY pid",
+            select(
+                c,
+                &format!("SELECT {PROCESS_COLUMNS} FROM processes WHERE run_id = ?1 ORDER BY pid"),
+                [run_id],
+                process_from_row,
             )
-            .and_then(|mut s| s.query_map([run_id], process_from_row)?.collect())
             .map_err(|e| self.err(e))
         })
     }
@@ -495,38 +509,42 @@ impl Store for SqliteStore {
     fn runs(&self, f: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
         self.read(|c| {
             let limit = if f.limit == 0 { -1 } else { f.limit as i64 };
-            c.prepare_cached(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs
-                 WHERE (?1 IS NULL OR dag_id = ?1) AND (?2 IS NULL OR state = ?2)
-                 ORDER BY started_at DESC, rowid DESC LIMIT ?3"
-            ))
-            .and_then(|mut s| {
-                s.query_map(
-                    params![f.dag_id, f.state.map(RunState::as_str), limit],
-                    run_from_row,
-                )?
-                .collect()
-            })
+            select(
+                c,
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs
+                     WHERE (?1 IS NULL OR dag_id = ?1) AND (?2 IS NULL OR state = ?2)
+                     ORDER BY started_at DESC, rowid DESC LIMIT ?3"
+                ),
+                params![f.dag_id, f.state.map(RunState::as_str), limit],
+                run_from_row,
+            )
             .map_err(|e| self.err(e))
         })
     }
 
     fn task_instances(&self, run_id: &str) -> Result<Vec<TaskInstance>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {INSTANCE_COLUMNS} FROM task_instances WHERE run_id = ?1 ORDER BY ord"
-            ))
-            .and_then(|mut s| s.query_map([run_id], instance_from_row)?.collect())
+            select(
+                c,
+                &format!(
+                    "SELECT {INSTANCE_COLUMNS} FROM task_instances WHERE run_id = ?1 ORDER BY ord"
+                ),
+                [run_id],
+                instance_from_row,
+            )
             .map_err(|e| self.err(e))
         })
     }
 
     fn tries(&self, run_id: &str, task_id: &str) -> Result<Vec<TaskTry>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {TRY_COLUMNS} FROM task_tries WHERE run_id = ?1 AND task_id = ?2 ORDER BY try_number"
-            ))
-            .and_then(|mut s| s.query_map([run_id, task_id], try_from_row)?.collect())
+            select(
+                c,
+                &format!("SELECT {TRY_COLUMNS} FROM task_tries WHERE run_id = ?1 AND task_id = ?2 ORDER BY try_number"),
+                [run_id, task_id],
+                try_from_row,
+            )
             .map_err(|e| self.err(e))
         })
     }
@@ -537,41 +555,52 @@ impl Store for SqliteStore {
     ) -> Result<Vec<(RunRecord, Vec<ProcessRecord>)>, StoreError> {
         self.write(|tx| {
             let e = |source| self.err(source);
-            let running: Vec<RunRecord> = tx
-                .prepare(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running'"))
-                .and_then(|mut s| s.query_map([], run_from_row)?.collect())
-                .map_err(e)?;
+            let running = select(
+                tx,
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running'"),
+                [],
+                run_from_row,
+            )
+            .map_err(e)?;
             let now = Utc::now();
             let mut out = Vec::new();
             for mut run in running.into_iter().filter(|r| r.is_orphaned(owner_alive)) {
                 run.close_orphaned(now);
                 save_run_state(tx, &run).map_err(e)?;
-                let instances: Vec<TaskInstance> = tx
-                    .prepare_cached(&format!(
-                        "SELECT {INSTANCE_COLUMNS} FROM task_instances WHERE run_id = ?1"
-                    ))
-                    .and_then(|mut s| s.query_map([&run.run_id], instance_from_row)?.collect())
-                    .map_err(e)?;
+                let of_run = |table: &str, columns: &str| {
+                    format!("SELECT {columns} FROM {table} WHERE run_id = ?1")
+                };
+                let instances = select(
+                    tx,
+                    &of_run("task_instances", INSTANCE_COLUMNS),
+                    [&run.run_id],
+                    instance_from_row,
+                )
+                .map_err(e)?;
                 for mut ti in instances {
                     if ti.close_orphaned(now) {
                         save_instance(tx, &ti).map_err(e)?;
                     }
                 }
-                let tries: Vec<TaskTry> = tx
-                    .prepare_cached(&format!(
-                        "SELECT {TRY_COLUMNS} FROM task_tries WHERE run_id = ?1"
-                    ))
-                    .and_then(|mut s| s.query_map([&run.run_id], try_from_row)?.collect())
-                    .map_err(e)?;
+                let tries = select(
+                    tx,
+                    &of_run("task_tries", TRY_COLUMNS),
+                    [&run.run_id],
+                    try_from_row,
+                )
+                .map_err(e)?;
                 for mut t in tries {
                     if t.close_orphaned(now) {
                         save_try(tx, &t).map_err(e)?;
                     }
                 }
-                let procs: Vec<ProcessRecord> = tx
-                    .prepare("SELECT run_id, task_id, pid, start_ticks, host FROM processes WHERE run_id = ?1")
-                    .and_then(|mut s| s.query_map([&run.run_id], process_from_row)?.collect())
-                    .map_err(e)?;
+                let procs = select(
+                    tx,
+                    &of_run("processes", PROCESS_COLUMNS),
+                    [&run.run_id],
+                    process_from_row,
+                )
+                .map_err(e)?;
                 tx.execute("DELETE FROM processes WHERE run_id = ?1", [&run.run_id])
                     .map_err(e)?;
                 out.push((run, procs));
@@ -594,9 +623,14 @@ impl Store for SqliteStore {
 
     fn paused_dags(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
         self.read(|c| {
-            c.prepare_cached("SELECT dag_id FROM dag_flags WHERE paused != 0")
-                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-                .map_err(|e| self.err(e))
+            select(
+                c,
+                "SELECT dag_id FROM dag_flags WHERE paused != 0",
+                [],
+                |r| r.get(0),
+            )
+            .map(|ids: Vec<String>| ids.into_iter().collect())
+            .map_err(|e| self.err(e))
         })
     }
 
@@ -621,15 +655,13 @@ impl Store for SqliteStore {
         self.read(|c| {
             let e = |source| self.err(source);
             let mut counts = super::StateCounts::default();
-            let runs: Vec<(String, String, u64)> = c
-                .prepare_cached("SELECT dag_id, state, COUNT(*) FROM runs GROUP BY dag_id, state")
-                .and_then(|mut s| {
-                    s.query_map([], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
-                    })?
-                    .collect()
-                })
-                .map_err(e)?;
+            let runs: Vec<(String, String, u64)> = select(
+                c,
+                "SELECT dag_id, state, COUNT(*) FROM runs GROUP BY dag_id, state",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)),
+            )
+            .map_err(e)?;
             for (dag, state, n) in runs {
                 let state = state.parse().map_err(|_| StoreError::Corrupt {
                     what: "run state",
@@ -637,13 +669,13 @@ impl Store for SqliteStore {
                 })?;
                 counts.runs.insert((dag, state), n);
             }
-            let tasks: Vec<(String, u64)> = c
-                .prepare_cached("SELECT state, COUNT(*) FROM task_instances GROUP BY state")
-                .and_then(|mut s| {
-                    s.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
-                        .collect()
-                })
-                .map_err(e)?;
+            let tasks: Vec<(String, u64)> = select(
+                c,
+                "SELECT state, COUNT(*) FROM task_instances GROUP BY state",
+                [],
+                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
+            )
+            .map_err(e)?;
             for (state, n) in tasks {
                 let state = state.parse().map_err(|_| StoreError::Corrupt {
                     what: "task state",

@@ -54,7 +54,15 @@ async fn a_slow_or_dead_clickhouse_pauses_fetching_and_nothing_is_lost() {
     let consumed = consumer
         .metric("velostream_consumer_rows_consumed_total")
         .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    // Give fetching every chance to go on: wait until the consumer has retried the insert twice
+    // more (each retry is an insert timeout plus a backoff), then look again.
+    let failures = consumer
+        .metric("velostream_consumer_insert_failures_total")
+        .unwrap_or(0.0);
+    wait_for("two more insert retries", Duration::from_secs(60), || {
+        (consumer.metric("velostream_consumer_insert_failures_total")? >= failures + 2.0)
+            .then_some(())
+    });
     let consumed_later = consumer
         .metric("velostream_consumer_rows_consumed_total")
         .unwrap();

@@ -393,14 +393,8 @@ impl Operator for CreateTopic {
     async fn execute(&self, ctx: &TaskContext) -> Result<(), OperatorError> {
         let brokers = ctx.connections().kafka.brokers.clone();
         let mut log = |line: String| ctx.log(line);
-        let outcome = self
-            .run(&brokers, ctx.cancel_token(), &mut log)
-            .await
-            .map_err(super::operator_error)?;
-        ctx.set_output("topic", outcome.topic);
-        ctx.set_output("partitions", outcome.partitions);
-        ctx.set_output("created", outcome.created);
-        ctx.set_output("recreated", outcome.recreated);
+        let outcome = self.run(&brokers, ctx.cancel_token(), &mut log).await;
+        ctx.set_outputs_from(&outcome.map_err(super::operator_error)?);
         Ok(())
     }
 }
@@ -413,12 +407,8 @@ impl Operator for DeleteTopic {
     async fn execute(&self, ctx: &TaskContext) -> Result<(), OperatorError> {
         let brokers = ctx.connections().kafka.brokers.clone();
         let mut log = |line: String| ctx.log(line);
-        let outcome = self
-            .run(&brokers, ctx.cancel_token(), &mut log)
-            .await
-            .map_err(super::operator_error)?;
-        ctx.set_output("topic", outcome.topic);
-        ctx.set_output("deleted", outcome.deleted);
+        let outcome = self.run(&brokers, ctx.cancel_token(), &mut log).await;
+        ctx.set_outputs_from(&outcome.map_err(super::operator_error)?);
         Ok(())
     }
 }

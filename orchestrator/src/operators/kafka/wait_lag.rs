@@ -198,14 +198,7 @@ impl Operator for WaitLag {
             .run(&brokers, ctx.cancel_token(), &mut on_check)
             .await
             .map_err(super::operator_error)?;
-        ctx.set_output("lag", outcome.lag);
-        ctx.set_output("peak_lag", outcome.peak_lag);
-        ctx.set_output("checks", outcome.checks);
-        ctx.set_output("caught_up", outcome.caught_up);
-        ctx.set_output(
-            "partitions",
-            serde_json::to_value(&outcome.partitions).unwrap_or_default(),
-        );
+        ctx.set_outputs_from(&outcome);
         if outcome.caught_up {
             ctx.log(format!(
                 "Group {} caught up on {} after {} check(s); peak lag {}",
