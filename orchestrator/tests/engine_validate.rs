@@ -213,7 +213,7 @@ shell = "echo {{ params.rows }}"
         dag.tasks[0].timeout,
         Some(std::time::Duration::from_secs(60))
     );
-    assert!(dag.tasks[0].templated && !dag.tasks[1].templated);
+    assert!(dag.tasks[0].templates.is_some() && dag.tasks[1].templates.is_none());
     assert_eq!(dag.connections.clickhouse.url, "http://ch:8123");
     assert_eq!(dag.max_active_tasks, 3);
     assert_eq!(dag.max_active_runs, 16);

@@ -186,8 +186,10 @@ async fn a_program_never_ready_is_stopped_at_the_timeout() {
     assert!(message.contains("was not ready within 1s"), "{message}");
     assert!(message.contains("no response"), "{message}");
     assert!(message.contains("waiting for godot"), "{message}");
+    // The program's own output may be logged before the line that names its pid.
     let log = ctx.memory_log();
-    let pid: u64 = log[0]
+    let started = log.iter().find(|l| l.contains("(pid ")).unwrap();
+    let pid: u64 = started
         .rsplit("pid ")
         .next()
         .unwrap()

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::template::TemplatedValue;
 use crate::operators::{Connections, TaskKind};
 
 /// When a task runs, given its upstream tasks' states (as in Airflow).
@@ -155,8 +156,9 @@ pub struct Task {
     pub upstream: Vec<usize>,
     /// Indices of its direct downstream tasks.
     pub downstream: Vec<usize>,
-    /// Whether any string of its kind config holds a template.
-    pub templated: bool,
+    /// Its kind config as JSON with its templates parsed, when any string of it holds one: each
+    /// try renders it and reads the kind back from it.
+    pub templates: Option<TemplatedValue>,
     /// 1-based line of the task in its file.
     pub line: usize,
 }

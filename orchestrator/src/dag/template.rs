@@ -11,8 +11,8 @@
 //! | `tasks.<id>.output.<key>` | an output of an upstream task (like Airflow's XCom) |
 //! | `"text"` | the text itself (`{{ "{{" }}` writes a literal `{{`) |
 //!
-//! Templates are parsed and their names checked when the DAG loads; they are rendered just before
-//! a try runs.
+//! Templates are parsed and their names checked when the DAG loads ([`TemplatedValue`] keeps a
+//! task's parsed templates); they are rendered just before a try runs.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -418,24 +418,68 @@ fn dig(v: &Value, rest: &[&str]) -> Option<Value> {
     Some(v.clone())
 }
 
-/// Renders every string inside `value` (objects, arrays, nested) in place.
-pub fn render_value(value: &mut Value, scope: &Scope<'_>) -> Result<(), RenderError> {
-    match value {
-        Value::String(s) if has_template(s) => {
-            let t = Template::parse(s).map_err(|e| RenderError {
-                expr: s.clone(),
-                message: e.message,
-            })?;
-            *s = t.render(scope)?;
+/// A step from a value to one inside it.
+#[derive(Clone, Debug, PartialEq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// A value (a task's fields as JSON) whose template strings were parsed once, when the DAG
+/// loaded; each try renders them without parsing again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TemplatedValue {
+    value: Value,
+    /// Where each template string is, and the template.
+    templates: Vec<(Vec<Step>, Template)>,
+}
+
+impl TemplatedValue {
+    /// Parses every template string inside `value`; `None` when it holds none.
+    pub fn parse(value: Value) -> Result<Option<Self>, ParseError> {
+        let mut templates = Vec::new();
+        collect(&value, &mut Vec::new(), &mut templates)?;
+        Ok((!templates.is_empty()).then_some(Self { value, templates }))
+    }
+
+    /// The value with every template rendered with `scope`.
+    pub fn render(&self, scope: &Scope<'_>) -> Result<Value, RenderError> {
+        let mut out = self.value.clone();
+        for (path, template) in &self.templates {
+            let mut v = &mut out;
+            for step in path {
+                v = match (step, v) {
+                    (Step::Key(k), Value::Object(m)) => m.get_mut(k),
+                    (Step::Index(i), Value::Array(a)) => a.get_mut(*i),
+                    _ => None,
+                }
+                .expect("a template's path was taken from this value");
+            }
+            *v = Value::String(template.render(scope)?);
         }
+        Ok(out)
+    }
+}
+
+fn collect(
+    v: &Value,
+    path: &mut Vec<Step>,
+    out: &mut Vec<(Vec<Step>, Template)>,
+) -> Result<(), ParseError> {
+    match v {
+        Value::String(s) if has_template(s) => out.push((path.clone(), Template::parse(s)?)),
         Value::Array(items) => {
-            for v in items {
-                render_value(v, scope)?;
+            for (i, item) in items.iter().enumerate() {
+                path.push(Step::Index(i));
+                collect(item, path, out)?;
+                path.pop();
             }
         }
         Value::Object(map) => {
-            for v in map.values_mut() {
-                render_value(v, scope)?;
+            for (k, item) in map {
+                path.push(Step::Key(k.clone()));
+                collect(item, path, out)?;
+                path.pop();
             }
         }
         _ => {}
@@ -500,6 +544,26 @@ mod tests {
             err.to_string().contains("did not set output `nope`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_templated_value_renders_each_template_where_it_stands() {
+        let params = json!({"topic": "taxi"}).as_object().unwrap().clone();
+        let (outputs, conns) = (HashMap::new(), Connections::default());
+        let scope = scope_with(&params, &outputs, &conns);
+        let fields =
+            json!({"topic": "{{ params.topic }}", "args": ["-n", "{{ try_number }}"], "n": 3});
+        let t = TemplatedValue::parse(fields).unwrap().unwrap();
+        assert_eq!(
+            t.render(&scope).unwrap(),
+            json!({"topic": "taxi", "args": ["-n", "2"], "n": 3})
+        );
+        assert!(
+            TemplatedValue::parse(json!({"plain": 1}))
+                .unwrap()
+                .is_none()
+        );
+        assert!(TemplatedValue::parse(json!("{{ oops")).is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::rules::{Decision, UpstreamCounts, decide_counts};
 use super::writer::StoreWriter;
 use super::{EngineSettings, RunOutcome, TaskSummary};
 use crate::dag::Dag;
-use crate::dag::template::{Scope, render_value};
+use crate::dag::template::{Scope, TemplatedValue};
 use crate::events::{EventSink, RunEvent};
 use crate::operators::{TaskContext, TaskKind};
 use crate::process::ProcessRegistry;
@@ -342,8 +342,8 @@ impl RunDriver {
         if run.started_at.is_none() {
             run.started_at = Some(Utc::now());
         }
-        let kind = if task.templated {
-            match self.render(task.id.as_str(), try_number, &task.kind, &p.outputs) {
+        let kind = if let Some(templates) = &task.templates {
+            match self.render(task.id.as_str(), try_number, templates, &p.outputs) {
                 Ok(k) => k,
                 Err(message) => {
                     let at = Utc::now();
@@ -408,7 +408,7 @@ impl RunDriver {
         &self,
         task_id: &str,
         try_number: u32,
-        kind: &TaskKind,
+        templates: &TemplatedValue,
         outputs: &Outputs,
     ) -> Result<TaskKind, String> {
         let scope = Scope {
@@ -422,9 +422,7 @@ impl RunDriver {
             connections: &self.dag.connections,
             outputs,
         };
-        let mut value = serde_json::to_value(kind)
-            .map_err(|e| format!("cannot template the task's fields: {e}"))?;
-        render_value(&mut value, &scope).map_err(|e| e.to_string())?;
+        let value = templates.render(&scope).map_err(|e| e.to_string())?;
         serde_json::from_value(value)
             .map_err(|e| format!("the task's fields are invalid after templating: {e}"))
     }

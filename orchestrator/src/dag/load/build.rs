@@ -11,7 +11,7 @@ use super::problems::Problems;
 use super::raw::{RawTask, Sections};
 use crate::dag::graph;
 use crate::dag::spec::{Dag, RetryPolicy, Schedule, Task};
-use crate::dag::template;
+use crate::dag::template::{self, TemplatedValue};
 use crate::operators::Connections;
 use toml::de::DeValue;
 
@@ -32,7 +32,7 @@ pub(super) struct Checked {
 
 /// Builds the DAG from sections that passed every check; `None` when a part is missing (which
 /// the checks have reported).
-pub(super) fn dag(s: Sections<'_>, c: Checked, problems: &Problems<'_>) -> Option<Dag> {
+pub(super) fn dag(s: Sections<'_>, c: Checked, problems: &mut Problems<'_>) -> Option<Dag> {
     let raw_dag = s.dag?;
     let order = graph::topo_order(&c.graph.upstream);
     let mut new_index = vec![0; s.tasks.len()];
@@ -62,9 +62,30 @@ pub(super) fn dag(s: Sections<'_>, c: Checked, problems: &Problems<'_>) -> Optio
                 .max_retry_delay
                 .unwrap_or(RetryPolicy::default().max_delay),
         };
-        let templated = kind_fields
+        // Only a kind whose own fields hold a template is rendered per try.
+        let templates = if kind_fields
             .iter()
-            .any(|(_, v)| value_has_template(v.get_ref()));
+            .any(|(_, v)| value_has_template(v.get_ref()))
+        {
+            match serde_json::to_value(&kind)
+                .map_err(|e| e.to_string())
+                .and_then(|v| TemplatedValue::parse(v).map_err(|e| e.message))
+            {
+                Ok(t) => t,
+                Err(message) => {
+                    problems.at(
+                        Some(span.clone()),
+                        format!(
+                            "task `{}`: cannot prepare its templates: {message}",
+                            identity.id.get_ref()
+                        ),
+                    );
+                    continue;
+                }
+            }
+        } else {
+            None
+        };
         tasks.push(Task {
             id: identity.id.into_inner(),
             description: attrs.description,
@@ -82,7 +103,7 @@ pub(super) fn dag(s: Sections<'_>, c: Checked, problems: &Problems<'_>) -> Optio
                 .map(|&u| new_index[u])
                 .collect(),
             downstream: Vec::new(),
-            templated,
+            templates,
             line: problems.line_of(span.start),
         });
     }

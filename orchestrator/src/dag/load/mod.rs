@@ -84,8 +84,8 @@ fn parse(
         file,
         dir,
     };
-    match build::dag(sections, checked, &problems) {
-        Some(dag) => Ok(dag),
-        None => Err(problems.into_error(origin)),
+    match build::dag(sections, checked, &mut problems) {
+        Some(dag) if problems.is_empty() => Ok(dag),
+        _ => Err(problems.into_error(origin)),
     }
 }
