@@ -38,14 +38,15 @@ pub fn repo_root() -> PathBuf {
         .expect("the testkit crate lives in <repo>/infrastructure/testkit")
 }
 
-/// The real NYC TLC sample (100,000 rows of January 2023), kept beside the repository in `../shared`.
+/// The real NYC TLC sample (100,000 rows of January 2023) that ships with the repository in
+/// `data/nyc-taxi/` (see `data/README.md`).
 ///
 /// Override with `VELOSTREAM_TAXI_SAMPLE`. Panics with a clear message if the file is missing.
 pub fn taxi_sample() -> PathBuf {
     let path = std::env::var_os("VELOSTREAM_TAXI_SAMPLE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            repo_root().join("../shared/data/nyc-taxi/yellow_tripdata_2023-01_100k.parquet")
+            repo_root().join("data/nyc-taxi/yellow_tripdata_2023-01_100k.parquet")
         });
     assert!(
         path.is_file(),
