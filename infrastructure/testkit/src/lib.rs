@@ -45,9 +45,7 @@ pub fn repo_root() -> PathBuf {
 pub fn taxi_sample() -> PathBuf {
     let path = std::env::var_os("VELOSTREAM_TAXI_SAMPLE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            repo_root().join("data/nyc-taxi/yellow_tripdata_2023-01_100k.parquet")
-        });
+        .unwrap_or_else(|| repo_root().join("data/nyc-taxi/yellow_tripdata_2023-01_100k.parquet"));
     assert!(
         path.is_file(),
         "the NYC taxi sample is missing at {}: set VELOSTREAM_TAXI_SAMPLE to a TLC yellow-taxi Parquet file",

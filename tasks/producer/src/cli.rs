@@ -44,6 +44,41 @@ pub struct Cli {
     pub produce: Option<ProduceArgs>,
 }
 
+impl Cli {
+    /// Parses the process's command line (see [`Cli::parse_args`]).
+    pub fn parse_env() -> Self {
+        Self::parse_args(std::env::args_os())
+    }
+
+    /// Parses a command line. A subcommand is parsed on its own: producing options can come from
+    /// the environment (the orchestrator passes `KAFKA_BROKERS`), and clap would count them as
+    /// given and then require the other producing arguments of `velostream-producer fetch` too.
+    pub fn parse_args<I, T>(args: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let first = args.get(1).and_then(|a| a.to_str()).unwrap_or_default();
+        if <Command as clap::Subcommand>::has_subcommand(first) {
+            let sub = SubcommandOnly::parse_from(args);
+            return Self {
+                command: Some(sub.command),
+                produce: None,
+            };
+        }
+        Self::parse_from(args)
+    }
+}
+
+/// A command line that starts with a subcommand.
+#[derive(Debug, Parser)]
+#[command(name = "velostream-producer", version)]
+struct SubcommandOnly {
+    #[command(subcommand)]
+    command: Command,
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -53,6 +88,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Check inputs and print their files, rows and schemas, without sending anything.
     Inspect(InspectArgs),
+    /// Download NYC TLC yellow-taxi months into a cache (resumed, checked, fetched only once).
+    Fetch(FetchArgs),
 }
 
 /// Options of a producing run.
@@ -271,6 +308,35 @@ pub struct InspectArgs {
     /// Which schema inputs must have.
     #[arg(long, value_enum, default_value_t = SchemaCheck::Taxi)]
     pub schema: SchemaCheck,
+}
+
+/// `velostream-producer fetch`.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Months: `2023-01`, `2023-01..2024-02` (both included), or a comma-separated list.
+    pub months: String,
+    /// Where the trip-record files are published; each month is `<URL>/yellow_tripdata_YYYY-MM.parquet`.
+    #[arg(long, env = "VELOSTREAM_TLC_BASE_URL", default_value = crate::fetch::DEFAULT_BASE_URL)]
+    pub base_url: String,
+    /// The cache directory (created if missing).
+    #[arg(long, env = "VELOSTREAM_TLC_CACHE", default_value = ".velostream/tlc")]
+    pub cache_dir: PathBuf,
+    /// Also link the requested months into this directory (its other *.parquet files removed
+    /// first), to give one producer run exactly these months as input.
+    #[arg(long, value_name = "DIR")]
+    pub into: Option<PathBuf>,
+    /// Downloads at once.
+    #[arg(long, default_value_t = 2)]
+    pub parallel: usize,
+    /// Attempts per file; each one after a cut connection resumes where the last stopped.
+    #[arg(long, default_value_t = 5)]
+    pub attempts: usize,
+    /// Time limit to connect, and between two pieces of a download.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Progress display: a bar per file on a terminal, `::velostream::` lines otherwise.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
 }
 
 #[cfg(test)]

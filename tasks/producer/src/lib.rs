@@ -6,10 +6,11 @@
 //! delivers with an idempotent producer and counts acknowledgements in [`stats`], and [`report`]
 //! tells the orchestrator (`::velostream::` lines on stdout) and a person (a progress bar) how it
 //! goes, while [`metrics`] serves the same counters to Prometheus. [`generate`] writes synthetic
-//! taxi Parquet files for benchmarks; [`cli`] is the command line of the binary.
+//! taxi Parquet files for benchmarks; [`fetch`] downloads real TLC months; [`cli`] is the command line of the binary.
 
 pub mod cli;
 pub mod encode;
+pub mod fetch;
 pub mod generate;
 pub mod input;
 pub mod kafka;

@@ -4,15 +4,14 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use tracing_subscriber::EnvFilter;
-use velostream_producer::cli::{Cli, Command, GenerateArgs, InspectArgs, ProduceArgs};
+use velostream_producer::cli::{Cli, Command, FetchArgs, GenerateArgs, InspectArgs, ProduceArgs};
 use velostream_producer::metrics::MetricsServer;
 use velostream_producer::report::{self, Progress};
 use velostream_producer::stats::Stats;
-use velostream_producer::{generate, input, pipeline, shutdown};
+use velostream_producer::{fetch, generate, input, pipeline, shutdown};
 
 /// Nothing was sent: bad input or configuration, broker unreachable, missing topic.
 const EXIT_NOT_STARTED: u8 = 1;
@@ -22,7 +21,7 @@ const EXIT_FAILED_ROWS: u8 = 3;
 const EXIT_INTERRUPTED: u8 = 4;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_env();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -32,6 +31,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Generate(args)) => run_generate(&args),
         Some(Command::Inspect(args)) => run_inspect(&args),
+        Some(Command::Fetch(args)) => run_fetch(&args),
         Some(Command::Produce(args)) => run_produce(&args),
         None => match &cli.produce {
             Some(args) => run_produce(args),
@@ -130,6 +130,44 @@ fn run_generate(args: &GenerateArgs) -> anyhow::Result<ExitCode> {
         "rows": args.rows,
         "bytes": bytes,
         "path": args.output.display().to_string(),
+    }));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_fetch(args: &FetchArgs) -> anyhow::Result<ExitCode> {
+    let months = fetch::parse_months(&args.months)?;
+    let config = fetch::FetchConfig {
+        base_url: args.base_url.clone(),
+        cache_dir: args.cache_dir.clone(),
+        parallel: args.parallel,
+        attempts: args.attempts.max(1),
+        timeout: args.timeout,
+        progress: args.progress,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let fetched = runtime.block_on(fetch::fetch(&months, &config))?;
+    if let Some(dir) = &args.into {
+        fetch::link_into(&fetched, dir)?;
+    }
+    let rows: i64 = fetched.iter().map(|f| f.rows).sum();
+    let downloaded = fetched.iter().filter(|f| f.downloaded).count();
+    tracing::info!(months = fetched.len(), downloaded, rows, cache = %config.cache_dir.display(), "Fetched");
+    report::emit_output(json!({
+        "months": fetched.len(),
+        "downloaded": downloaded,
+        "cached": fetched.len() - downloaded,
+        "rows": rows,
+        "bytes": fetched.iter().map(|f| f.bytes).sum::<u64>(),
+        "dir": args.into.as_ref().unwrap_or(&config.cache_dir).display().to_string(),
+        "per_month": fetched
+            .iter()
+            .map(|f| format!("{} {} rows", f.month, f.rows))
+            .collect::<Vec<_>>()
+            .join(", "),
+        "files": fetched,
     }));
     Ok(ExitCode::SUCCESS)
 }

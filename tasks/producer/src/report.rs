@@ -29,7 +29,7 @@ pub enum ProgressMode {
 }
 
 impl ProgressMode {
-    fn resolve(self) -> Self {
+    pub(crate) fn resolve(self) -> Self {
         match self {
             Self::Auto if std::io::stdout().is_terminal() => Self::Bar,
             Self::Auto => Self::Lines,
