@@ -43,6 +43,8 @@ const DAG_KEYS: &[&str] = &[
     "id",
     "description",
     "schedule",
+    "timezone",
+    "catchup",
     "params",
     "max_active_runs",
     "max_active_tasks",
@@ -66,6 +68,12 @@ struct RawDag {
     /// Cron schedule for `orchestrator serve`.
     #[serde(default)]
     schedule: Option<Spanned<String>>,
+    /// IANA time zone the schedule is evaluated in (default UTC).
+    #[serde(default)]
+    timezone: Option<Spanned<String>>,
+    /// Run every missed slot (true) or only the latest (false); default: the server's `--catchup`.
+    #[serde(default)]
+    catchup: Option<bool>,
     /// Params and their defaults.
     #[serde(default)]
     params: Option<Spanned<BTreeMap<String, Value>>>,
@@ -459,6 +467,15 @@ fn parse(
             );
         }
     }
+    let timezone =
+        raw_dag
+            .as_ref()
+            .and_then(|d| d.timezone.as_ref())
+            .map_or(Some(chrono_tz::UTC), |z| {
+                super::timezone::parse(z.get_ref())
+                    .map_err(|m| problems.at(Some(z.span()), m))
+                    .ok()
+            });
     let schedule = raw_dag
         .as_ref()
         .and_then(|d| d.schedule.as_ref())
@@ -466,7 +483,8 @@ fn parse(
             Schedule::parse(s.get_ref())
                 .map_err(|m| problems.at(Some(s.span()), m))
                 .ok()
-        });
+        })
+        .map(|s| s.in_timezone(timezone.unwrap_or(chrono_tz::UTC)));
     if let Some(d) = &raw_dag {
         if !is_id(d.id.get_ref()) {
             problems.at(
@@ -707,6 +725,8 @@ fn parse(
         id: raw_dag.id.into_inner(),
         description: raw_dag.description,
         schedule,
+        timezone: timezone.unwrap_or(chrono_tz::UTC),
+        catchup: raw_dag.catchup,
         params,
         max_active_runs: raw_dag
             .max_active_runs
