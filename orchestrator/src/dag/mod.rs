@@ -3,6 +3,7 @@
 //! or a [`LoadError`] listing every problem with its line and column. See `docs/dag-format.md`.
 
 pub mod crontab;
+pub mod dates;
 mod env;
 mod graph;
 mod load;
