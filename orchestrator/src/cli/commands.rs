@@ -45,7 +45,7 @@ impl StateFiles {
         Ok(Arc::new(store))
     }
 
-    fn engine(&self) -> anyhow::Result<Engine> {
+    pub(super) fn engine(&self) -> anyhow::Result<Engine> {
         Ok(Engine::new(
             self.open()?,
             EngineSettings::new(self.log_dir()),
@@ -53,7 +53,7 @@ impl StateFiles {
     }
 }
 
-fn recover(engine: &Engine) -> anyhow::Result<()> {
+pub(super) fn recover(engine: &Engine) -> anyhow::Result<()> {
     for run in engine.recover().context("recovering interrupted runs")? {
         eprintln!(
             "note: run {} of DAG {} was interrupted (its orchestrator, pid {}, died); marked failed",
@@ -306,6 +306,7 @@ pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
     let list = store.runs(&RunFilter {
         dag_id: args.dag.clone(),
         state: None,
+        trigger: None,
         limit: args.limit,
     })?;
     if list.is_empty() {

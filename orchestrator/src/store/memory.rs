@@ -57,6 +57,17 @@ impl Store for MemoryStore {
                 });
             }
         }
+        if let Some(holder) = inner.runs.iter().find(|r| {
+            r.dag_id == run.dag_id
+                && r.logical_date == run.logical_date
+                && r.state == RunState::Running
+        }) {
+            return Err(StoreError::SlotBusy {
+                dag_id: run.dag_id.clone(),
+                logical_date: run.logical_date.to_rfc3339(),
+                run_id: holder.run_id.clone(),
+            });
+        }
         let mut run_id = run.run_id.clone();
         let mut n = 1;
         while inner.runs.iter().any(|r| r.run_id == run_id) {
@@ -241,6 +252,7 @@ impl Store for MemoryStore {
             .rev()
             .filter(|r| f.dag_id.as_ref().is_none_or(|d| *d == r.dag_id))
             .filter(|r| f.state.is_none_or(|s| s == r.state))
+            .filter(|r| f.trigger.is_none_or(|t| t == r.trigger))
             .cloned()
             .collect();
         out.sort_by_key(|r| std::cmp::Reverse(r.started_at));

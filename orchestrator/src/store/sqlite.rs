@@ -328,6 +328,21 @@ impl Store for SqliteStore {
                     });
                 }
             }
+            let busy: Option<String> = tx
+                .query_row(
+                    "SELECT run_id FROM runs WHERE dag_id = ?1 AND logical_date = ?2 AND state = 'running'",
+                    params![run.dag_id, ts(run.logical_date)],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(e)?;
+            if let Some(holder) = busy {
+                return Err(StoreError::SlotBusy {
+                    dag_id: run.dag_id.clone(),
+                    logical_date: ts(run.logical_date),
+                    run_id: holder,
+                });
+            }
             let mut run_id = run.run_id.clone();
             let mut n = 1;
             while tx
@@ -462,11 +477,17 @@ impl Store for SqliteStore {
             c.prepare_cached(&format!(
                 "SELECT {RUN_COLUMNS} FROM runs
                  WHERE (?1 IS NULL OR dag_id = ?1) AND (?2 IS NULL OR state = ?2)
+                   AND (?4 IS NULL OR trigger = ?4)
                  ORDER BY started_at DESC, rowid DESC LIMIT ?3"
             ))
             .and_then(|mut s| {
                 s.query_map(
-                    params![f.dag_id, f.state.map(RunState::as_str), limit],
+                    params![
+                        f.dag_id,
+                        f.state.map(RunState::as_str),
+                        limit,
+                        f.trigger.map(super::Trigger::as_str)
+                    ],
                     run_from_row,
                 )?
                 .collect()

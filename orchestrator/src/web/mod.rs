@@ -10,6 +10,7 @@
 
 mod api;
 mod assets;
+mod backfill;
 mod cli;
 mod config;
 mod error;
