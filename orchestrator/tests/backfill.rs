@@ -524,6 +524,20 @@ async fn the_api_and_the_dag_page_plan_start_show_and_cancel_backfills() {
             .iter()
             .all(|r| r["trigger"] == "backfill")
     );
+    let newest = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|r| r["logical_date"].as_str().unwrap().to_owned())
+        .unwrap();
+    assert_eq!(
+        newest["logical_date_local"],
+        "Tue 2026-03-03 06:00:00 UTC (+00:00)"
+    );
+    assert_eq!(
+        newest["data_interval"],
+        serde_json::json!(["2026-03-02T06:00:00Z", "2026-03-03T06:00:00Z"])
+    );
     assert_eq!(
         env.get_json("/api/runs?trigger=scheduled").await["runs"]
             .as_array()

@@ -97,6 +97,10 @@ pub struct RunInfo {
     pub trigger: Trigger,
     /// Logical date.
     pub logical_date: DateTime<Utc>,
+    /// The logical date in the DAG's time zone (when the DAG is loaded).
+    pub logical_date_local: Option<String>,
+    /// The run's data interval `[start, end)` (when the DAG is loaded).
+    pub data_interval: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// Start.
     pub started_at: DateTime<Utc>,
     /// End.
@@ -117,7 +121,12 @@ impl RunInfo {
     fn new(r: RunRecord, state: &AppState, now: DateTime<Utc>) -> Self {
         let driven_here = state.launcher().drives(&r.run_id);
         let end = r.ended_at.or((r.state == RunState::Running).then_some(now));
+        let dag = state.folder().get(&r.dag_id);
         Self {
+            logical_date_local: dag
+                .as_ref()
+                .map(|d| crate::cron::upcoming::local(r.logical_date, d.timezone)),
+            data_interval: dag.as_ref().map(|d| d.data_interval(r.logical_date)),
             url: format!("/runs/{}", enc(&r.run_id)),
             duration_seconds: secs_between(Some(r.started_at), end),
             run_id: r.run_id,
@@ -140,7 +149,12 @@ impl RunInfo {
 
     /// Logical date, formatted.
     pub fn logical(&self) -> String {
-        fmt_time(Some(self.logical_date))
+        match &self.logical_date_local {
+            Some(local) if !local.ends_with("UTC (+00:00)") => {
+                format!("{} ({local})", fmt_time(Some(self.logical_date)))
+            }
+            _ => fmt_time(Some(self.logical_date)),
+        }
     }
 
     /// Duration, formatted.
