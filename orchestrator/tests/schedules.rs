@@ -2,7 +2,8 @@
 //! paused clock across both daylight-saving changes (a skipped slot runs once at the change, a
 //! repeated one once), `[dag] catchup` over the server's default, `orchestrator next` as printed
 //! by the binary, load errors for zones, crontab fields and date helpers (file:line:column), and
-//! the data-interval variables and helpers rendered in a real run.
+//! the data-interval variables and helpers rendered in a real run, and the zone and next fire
+//! times on the DAG pages and in the API.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,6 +18,8 @@ use orchestrator::store::{
     MemoryStore, NewRun, RunFilter, RunState, Store, Trigger, current_owner,
 };
 use tokio_util::sync::CancellationToken;
+
+mod web_common;
 
 fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -351,4 +354,46 @@ shell = "printf '%s\n' '{{ data_interval_start }}' '{{ data_interval_end }}' '{{
             "1769900400"
         ]
     );
+}
+
+#[tokio::test]
+async fn the_ui_and_api_show_the_dags_zone_and_its_next_fire_times() {
+    let env = web_common::Env::new(&[(
+        "paris.toml",
+        &dag(
+            "paris",
+            "schedule = \"0 9 * * 1-5\"\ntimezone = \"Europe/Paris\"",
+        ),
+    )]);
+    let info = env.get_json("/api/dags/paris").await;
+    assert_eq!(info["timezone"], "Europe/Paris");
+    let upcoming = info["upcoming"].as_array().unwrap();
+    assert_eq!(upcoming.len(), 5, "{info}");
+    for u in upcoming {
+        let at: DateTime<Utc> = u["fire_at"].as_str().unwrap().parse().unwrap();
+        let local = u["fire_at_local"].as_str().unwrap();
+        assert!(local.contains(" 09:00:00 CE"), "{local}");
+        assert!(
+            !local.starts_with("Sat") && !local.starts_with("Sun"),
+            "{local}"
+        );
+        assert!(at > Utc::now());
+        assert_eq!(u["data_interval_end"], u["fire_at"]);
+    }
+    let next = env
+        .get_json("/api/dags/paris/next?count=2&after=2026-03-27T12:00:00Z")
+        .await;
+    assert_eq!(next["next"][0]["fire_at"], "2026-03-30T07:00:00Z", "{next}");
+    assert_eq!(
+        next["next"][0]["data_interval_start"],
+        "2026-03-27T08:00:00Z"
+    );
+    let (_, page) = env.get("/dags/paris").await;
+    assert!(
+        page.contains("<dd class=\"timezone\">Europe/Paris</dd>"),
+        "{page}"
+    );
+    assert!(page.contains("Fires at (Europe/Paris)"), "{page}");
+    let (_, list) = env.get("/fragments/dags").await;
+    assert!(list.contains("Europe/Paris"), "{list}");
 }
