@@ -360,6 +360,35 @@ async fn trigger_a_run_in_the_browser_and_watch_it_succeed() {
         .send_keys("2026-03-02")
         .await
         .unwrap();
+    // First a dry run: the slots and what would happen to each, nothing started.
+    let dry = ".backfill-form input[name=\"dry_run\"]";
+    c.find(Locator::Css(dry))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css(".backfill-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let flash = wait_css(&c, "#flash.ok", 5).await.text().await.unwrap();
+    assert!(
+        flash.starts_with("Dry run: 2 slot(s)")
+            && flash.contains("2026-03-01T00:00:00Z run; 2026-03-02T00:00:00Z run"),
+        "{flash}"
+    );
+    c.execute("document.getElementById('flash').className = ''", vec![])
+        .await
+        .unwrap();
+    c.find(Locator::Css(dry))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     c.find(Locator::Css(".backfill-form button"))
         .await
         .unwrap()
