@@ -31,10 +31,12 @@ pub fn parse(name: &str) -> Result<Tz, String> {
         })
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+    // The best name, and the runners-up that score nearly as well.
+    let best = scored.first().map_or(0.0, |(s, _)| *s);
     let near: Vec<&str> = scored
         .iter()
         .take(3)
-        .filter(|(s, _)| *s > 0.7)
+        .filter(|(s, _)| *s > 0.7 && *s >= best - 0.02)
         .map(|(_, n)| *n)
         .collect();
     let hint = match near.as_slice() {
@@ -155,7 +157,7 @@ mod tests {
         assert_eq!(parse("Europe/Paris").unwrap(), chrono_tz::Europe::Paris);
         assert_eq!(parse("UTC").unwrap(), chrono_tz::UTC);
         let e = parse("Europe/Pariss").unwrap_err();
-        assert!(e.contains("did you mean \"Europe/Paris\""), "{e}");
+        assert!(e.contains("did you mean \"Europe/Paris\"? "), "{e}");
         let e = parse("europe/paris").unwrap_err();
         assert!(e.contains("\"Europe/Paris\""), "{e}");
         let e = parse("Paris").unwrap_err();
