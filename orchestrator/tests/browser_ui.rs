@@ -1,7 +1,8 @@
 //! The UI in a real browser: headless Chromium driven through chromedriver (WebDriver, with
 //! fantoccini) clicks the trigger button of the example DAG, sees the run appear and succeed
 //! without reloading the page, opens the run, triggers again with params from the DAG page's
-//! form, follows a task log, toggles the pause switch, and saves screenshots of both pages
+//! form, follows a task log, toggles the pause switch, starts a backfill from the DAG page's form and
+//! watches its progress, and saves screenshots of both pages
 //! (`target/screenshots/`; `VELOSTREAM_UPDATE_SCREENSHOTS=1` refreshes the README's pictures in
 //! `docs/screenshots/`).
 //!
@@ -336,6 +337,102 @@ async fn trigger_a_run_in_the_browser_and_watch_it_succeed() {
     }
     let text = log.text().await.unwrap();
     assert_eq!(text.matches("tick ").count(), 15, "each line once: {text}");
+
+    // A backfill from the DAG page's form: two daily slots, shown with their progress.
+    c.goto(&format!("{base}/dags/hello")).await.unwrap();
+    assert!(
+        wait_css(&c, "table.upcoming", 5)
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("UTC"),
+        "the next fire times"
+    );
+    wait_css(&c, ".backfill-form input[name=\"from\"]", 5)
+        .await
+        .send_keys("2026-03-01")
+        .await
+        .unwrap();
+    c.find(Locator::Css(".backfill-form input[name=\"to\"]"))
+        .await
+        .unwrap()
+        .send_keys("2026-03-02")
+        .await
+        .unwrap();
+    // First a dry run: the slots and what would happen to each, nothing started.
+    let dry = ".backfill-form input[name=\"dry_run\"]";
+    c.find(Locator::Css(dry))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css(".backfill-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let flash = wait_css(&c, "#flash.ok", 5).await.text().await.unwrap();
+    assert!(
+        flash.starts_with("Dry run: 2 slot(s)")
+            && flash.contains("2026-03-01T00:00:00Z run; 2026-03-02T00:00:00Z run"),
+        "{flash}"
+    );
+    c.execute("document.getElementById('flash').className = ''", vec![])
+        .await
+        .unwrap();
+    c.find(Locator::Css(dry))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.find(Locator::Css(".backfill-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let flash = wait_css(&c, "#flash.ok", 5).await.text().await.unwrap();
+    assert!(
+        flash.starts_with("Started backfill hello__backfill__1"),
+        "{flash}"
+    );
+    // The live fragment is redrawn every second: look the cell up again each time.
+    let cell = "tr[data-backfill=\"hello__backfill__1\"] .backfill-progress";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = match c.find(Locator::Css(cell)).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if text.contains("(finished)") {
+            assert!(text.contains("2/2 done: 2 succeeded"), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backfill did not finish: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let backfill_runs = env
+        .state
+        .store()
+        .runs(&orchestrator::store::RunFilter {
+            trigger: Some(orchestrator::store::Trigger::Backfill),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(backfill_runs.len(), 2);
+    assert!(
+        backfill_runs
+            .iter()
+            .all(|r| r.state == orchestrator::store::RunState::Success)
+    );
+    wait_css(&c, "table.backfill-runs tr[data-run]", 10).await;
 
     c.close().await.unwrap();
     env.shutdown.cancel();

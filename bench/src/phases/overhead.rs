@@ -181,6 +181,7 @@ fn run_chain(
         .runs(&RunFilter {
             dag_id: Some(dag_id.to_string()),
             state: None,
+            trigger: None,
             limit: 1,
         })?
         .into_iter()

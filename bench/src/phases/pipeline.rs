@@ -167,6 +167,7 @@ pub fn run(ctx: &Context, clickhouse: &ClickHouseConfig) -> Result<PipelineFigur
         .runs(&RunFilter {
             dag_id: Some(DAG_ID.into()),
             state: None,
+            trigger: None,
             limit: 1,
         })?
         .into_iter()

@@ -25,7 +25,7 @@ fn open(files: &StateFiles) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// An engine over the state, with default settings.
-fn engine(files: &StateFiles) -> anyhow::Result<Engine> {
+pub(super) fn engine(files: &StateFiles) -> anyhow::Result<Engine> {
     Ok(Engine::new(
         open(files)?,
         EngineSettings::new(files.log_dir()),
@@ -47,7 +47,7 @@ pub fn pause(files: &StateFiles, args: &PauseArgs, paused: bool) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-fn recover(engine: &Engine) -> anyhow::Result<()> {
+pub(super) fn recover(engine: &Engine) -> anyhow::Result<()> {
     for run in engine.recover().context("recovering interrupted runs")? {
         eprintln!(
             "note: run {} of DAG {} was interrupted (its orchestrator, pid {}, died); marked failed",
@@ -292,6 +292,7 @@ pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
     let list = store.runs(&RunFilter {
         dag_id: args.dag.clone(),
         state: None,
+        trigger: None,
         limit: args.limit,
     })?;
     if list.is_empty() {

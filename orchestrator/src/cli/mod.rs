@@ -1,8 +1,10 @@
-//! The `orchestrator` command line: `run`, `validate`, `graph`, `runs`, `logs`, `serve`, `pause`
-//! and `unpause`. All parsing lives here; each command is a function over the library (`serve`
-//! hands its options to [`crate::web`]), so `main.rs` only sets up logging.
+//! The `orchestrator` command line: `run`, `validate`, `graph`, `next`, `backfill`, `runs`, `logs`,
+//! `serve`, `pause` and `unpause`. All parsing lives here; each command is a function over the
+//! library (`serve` hands its options to [`crate::web`]), so `main.rs` only sets up logging.
 
+mod backfill;
 mod commands;
+mod next;
 mod progress;
 mod table;
 
@@ -11,7 +13,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub use backfill::BackfillArgs;
 pub use commands::{logs, pause, run, runs};
+pub use next::NextArgs;
 
 use crate::store::StateFiles;
 use crate::web::ServeOptions;
@@ -41,6 +45,12 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Print a DAG's tasks and dependencies as text and/or Graphviz DOT.
     Graph(GraphArgs),
+    /// Print the next fire times of a DAG's schedule with their data intervals, in the DAG's
+    /// time zone and UTC.
+    Next(NextArgs),
+    /// Run a DAG once per schedule slot in a past range (oldest first), or list the slots with
+    /// --dry-run.
+    Backfill(BackfillArgs),
     /// List past and current runs, newest first (or one run's tasks with --run).
     Runs(RunsArgs),
     /// Print the log of one try of a task.
@@ -201,6 +211,8 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Run(args) => run(&files, args),
         Command::Validate(args) => Ok(commands::validate(&args)),
         Command::Graph(args) => commands::graph(&args).map(|()| ExitCode::SUCCESS),
+        Command::Next(args) => next::next(&args).map(|()| ExitCode::SUCCESS),
+        Command::Backfill(args) => backfill::backfill(&files, &args),
         Command::Runs(args) => runs(&files, &args).map(|()| ExitCode::SUCCESS),
         Command::Logs(args) => logs(&files, &args).map(|()| ExitCode::SUCCESS),
         Command::Serve(args) => crate::web::serve(&files, args.into()),

@@ -2,12 +2,15 @@
 //! reloaded when files change), the runs this process drives ([`Launcher`]: started by the cron
 //! scheduler or the UI, with their live progress) and the cron scheduler itself
 //! ([`CronScheduler`]: fires each DAG's schedule, respects `max_active_runs` and pauses, and
-//! applies the catch-up policy of [`policy`] to slots missed while the server was down).
+//! applies the catch-up policy of [`policy`] to slots missed while the server was down), and
+//! [`backfill`]s of past slots.
 
+pub mod backfill;
 mod dags;
 mod launcher;
 pub mod policy;
 mod scheduler;
+pub mod upcoming;
 
 pub use dags::{DagFileError, DagFolder, DagFolderError, LoadedDags};
 pub use launcher::{Launcher, LiveRun, LiveTask};

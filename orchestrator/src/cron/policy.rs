@@ -6,7 +6,7 @@
 //! - Slots missed while the server was down (or while a run held `max_active_runs`) are not run
 //!   one after another by default ([`CatchUp::Latest`]): only the most recent missed slot runs, once.
 //!   This is Airflow's `catchup = False`.
-//! - With [`CatchUp::All`] (`orchestrator serve --catchup`), every missed slot runs, oldest first,
+//! - With [`CatchUp::All`] (`orchestrator serve --catchup`, or `[dag] catchup = true` for one DAG), every missed slot runs, oldest first,
 //!   as `max_active_runs` allows; at most [`MAX_CATCHUP_SLOTS`] are kept (the oldest are dropped).
 //! - Slots that pass while a DAG is paused are dropped under both policies: unpausing does not
 //!   replay them.

@@ -87,6 +87,19 @@ impl CronScheduler {
         }
     }
 
+    /// Looks at least this often (default 1 s) for pauses, changed files and held-back slots.
+    pub fn with_poll(mut self, poll: Duration) -> Self {
+        self.poll = poll;
+        self
+    }
+
+    /// A clock that starts at `start` and then follows tokio's time, so tests can run schedules
+    /// across a given date (a daylight-saving change) with `tokio::time::pause()`.
+    pub fn tokio_clock_from(start: DateTime<Utc>) -> Clock {
+        let begin = tokio::time::Instant::now();
+        Arc::new(move || start + chrono::Duration::from_std(begin.elapsed()).unwrap_or_default())
+    }
+
     /// A clock that starts at the wall clock's time and then follows tokio's time, so tests can
     /// run schedules with `tokio::time::pause()`.
     pub fn tokio_clock() -> Clock {
@@ -243,9 +256,15 @@ impl CronScheduler {
             cron.pending.clear();
             return;
         }
-        let dropped = policy::enqueue(&mut cron.pending, due, self.policy);
+        // `[dag] catchup` wins over the server's `--catchup`.
+        let policy = match dag.catchup {
+            Some(true) => CatchUp::All,
+            Some(false) => CatchUp::Latest,
+            None => self.policy,
+        };
+        let dropped = policy::enqueue(&mut cron.pending, due, policy);
         if dropped > 0 || truncated {
-            tracing::info!(dag_id = %dag.id, dropped, older_dropped = truncated, policy = ?self.policy, "Skipped missed schedule slots (catch-up policy)");
+            tracing::info!(dag_id = %dag.id, dropped, older_dropped = truncated, policy = ?policy, "Skipped missed schedule slots (catch-up policy)");
         }
         while let Some(slot) = cron.pending.front().copied() {
             let launcher = self.launcher.clone();
@@ -267,6 +286,10 @@ impl CronScheduler {
                     tracing::info!(dag_id = %dag.id, %run_id, slot = %slot, "Started a scheduled run");
                 }
                 Ok(Err(EngineError::Store(StoreError::TooManyActiveRuns { .. }))) => break,
+                Ok(Err(EngineError::Store(StoreError::SlotBusy { run_id, .. }))) => {
+                    cron.pending.pop_front();
+                    tracing::info!(dag_id = %dag.id, slot = %slot, holder = %run_id, "Scheduled slot skipped: a run of it (a backfill's) is running");
+                }
                 Ok(Err(error)) => {
                     cron.pending.pop_front();
                     tracing::error!(dag_id = %dag.id, slot = %slot, %error, "Cannot start a scheduled run; slot dropped");

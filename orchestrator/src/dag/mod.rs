@@ -2,11 +2,14 @@
 //! topological order with their upstream/downstream indices, retry policies, templates checked),
 //! or a [`LoadError`] listing every problem with its line and column. See `docs/dag-format.md`.
 
+pub mod crontab;
+pub mod dates;
 mod env;
 mod graph;
 mod load;
 mod spec;
 pub mod template;
+pub mod timezone;
 
 pub use env::{InterpolateError, interpolate};
 pub use graph::{render_dot, render_text};

@@ -85,53 +85,62 @@ impl RetryPolicy {
     }
 }
 
-/// A cron schedule: 5 fields (minute hour day month weekday, as in crontab and Airflow), 6 or 7
-/// (with seconds, and years), or `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`.
+/// A cron schedule in a time zone: crontab's dialect (5 fields, or 6 and 7 with seconds and
+/// years, or `@daily`...; see [`super::crontab`]) evaluated in the DAG's zone with the
+/// daylight-saving rule of [`super::timezone`].
 #[derive(Clone, Debug)]
 pub struct Schedule {
     /// The expression as written.
     pub expr: String,
-    cron: cron::Schedule,
+    /// The zone its wall-clock times are in (UTC unless `[dag] timezone` says otherwise).
+    pub timezone: chrono_tz::Tz,
+    crontab: super::crontab::Crontab,
 }
 
 impl Schedule {
-    /// Parses a cron expression.
+    /// Parses a cron expression, in UTC.
     pub fn parse(expr: &str) -> Result<Self, String> {
-        let trimmed = expr.trim();
-        let full = if !trimmed.starts_with('@') && trimmed.split_whitespace().count() == 5 {
-            format!("0 {trimmed}")
-        } else {
-            trimmed.to_owned()
-        };
-        let cron = full.parse::<cron::Schedule>().map_err(|e| {
-            // The cron crate's message repeats the expression with a caret; keep its last line.
-            let e = e.to_string();
-            let reason = e
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .trim()
-                .to_owned();
-            format!(
-                "bad cron expression {expr:?}: {reason}; write e.g. \"*/15 * * * *\" or \"@daily\""
-            )
+        let crontab = expr.parse().map_err(|e: super::crontab::CrontabError| {
+            format!("bad cron expression {expr:?}: {e}")
         })?;
         Ok(Self {
             expr: expr.to_owned(),
-            cron,
+            timezone: chrono_tz::UTC,
+            crontab,
         })
+    }
+
+    /// The same schedule in `timezone`.
+    pub fn in_timezone(self, timezone: chrono_tz::Tz) -> Self {
+        Self { timezone, ..self }
     }
 
     /// The first slot strictly after `t`.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.after(&t).next()
+        super::timezone::next_after(&self.crontab, self.timezone, t)
+    }
+
+    /// The last slot strictly before `t`.
+    pub fn prev_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        super::timezone::prev_before(&self.crontab, self.timezone, t)
+    }
+
+    /// The data interval `[start, end)` of a run with logical date `t`: it ends at the latest
+    /// slot at or before `t` (the slot itself for a scheduled or backfill run) and starts at the
+    /// slot before that, as in Airflow.
+    pub fn data_interval(&self, t: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+        let whole = t - chrono::Duration::nanoseconds(t.timestamp_subsec_nanos().into());
+        let end = self
+            .prev_before(whole + chrono::Duration::seconds(1))
+            .unwrap_or(t);
+        let start = self.prev_before(end).unwrap_or(end);
+        (start, end)
     }
 }
 
 impl PartialEq for Schedule {
     fn eq(&self, other: &Self) -> bool {
-        self.expr == other.expr
+        self.expr == other.expr && self.timezone == other.timezone
     }
 }
 
@@ -172,6 +181,10 @@ pub struct Dag {
     pub description: Option<String>,
     /// When the cron scheduler starts it.
     pub schedule: Option<Schedule>,
+    /// The zone of its schedule and of the times the UI shows for it (UTC by default).
+    pub timezone: chrono_tz::Tz,
+    /// `[dag] catchup`: whether missed slots all run; `None` follows the server's `--catchup`.
+    pub catchup: Option<bool>,
     /// Params with their defaults.
     pub params: serde_json::Map<String, Value>,
     /// Runs of this DAG allowed at once.
@@ -223,6 +236,14 @@ impl Dag {
     /// A task's index in [`tasks`](Self::tasks).
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.index.get(id).copied()
+    }
+
+    /// The data interval `[start, end)` of a run with logical date `t`: see
+    /// [`Schedule::data_interval`]; a DAG without a schedule has the empty interval `[t, t)`.
+    pub fn data_interval(&self, t: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+        self.schedule
+            .as_ref()
+            .map_or((t, t), |s| s.data_interval(t))
     }
 
     /// Tasks without downstream tasks: their states decide the run's.

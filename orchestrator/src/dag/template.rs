@@ -6,6 +6,9 @@
 //! | `run_id`, `dag.id`, `task.id`, `try_number` | who is running |
 //! | `logical_date`, `ts` | the logical date, RFC 3339 |
 //! | `ds`, `ds_nodash` | the logical date as `2024-01-31` / `20240131` |
+//! | `data_interval_start`, `data_interval_end` | the run's data interval, RFC 3339 |
+//! | `prev_ds`, `next_ds` | the previous and next slot as `2024-01-31` (`ds` without a schedule) |
+//! | `format(...)`, `add_days(...)`, `yyyymm(...)`... | typed date helpers, see [`super::dates`] |
 //! | `dag_dir` | the DAG file's directory |
 //! | `conn.kafka.brokers`, `conn.clickhouse.{url,user,password,database}` | the connections |
 //! | `tasks.<id>.output.<key>` | an output of an upstream task (like Airflow's XCom) |
@@ -42,6 +45,8 @@ pub enum Expr {
     Path(Vec<String>),
     /// `"text"`.
     Literal(String),
+    /// A date helper call, e.g. `format(data_interval_start, "%Y-%m")`, with its text.
+    Call(super::dates::Node, String),
 }
 
 impl fmt::Display for Expr {
@@ -49,6 +54,7 @@ impl fmt::Display for Expr {
         match self {
             Self::Path(p) => f.write_str(&p.join(".")),
             Self::Literal(s) => write!(f, "{s:?}"),
+            Self::Call(_, text) => f.write_str(text),
         }
     }
 }
@@ -167,6 +173,10 @@ fn parse_expr(s: &str) -> Result<(Expr, usize), (usize, String)> {
     if body.is_empty() {
         return Err((0, "empty `{{ }}`".into()));
     }
+    if body.contains('(') {
+        let node = super::dates::parse(body).map_err(|(off, m)| (lead + off, m))?;
+        return Ok((Expr::Call(node, body.to_owned()), end + 2));
+    }
     let mut path = Vec::new();
     for seg in body.split('.') {
         if seg.is_empty()
@@ -214,6 +224,26 @@ const VARIABLES: &[(&str, Render)] = &[
     ("ds_nodash", |s| {
         s.logical_date.format("%Y%m%d").to_string().into()
     }),
+    ("data_interval_start", |s| {
+        rfc3339(s.dates().data_interval.0)
+    }),
+    ("data_interval_end", |s| rfc3339(s.dates().data_interval.1)),
+    ("prev_ds", |s| {
+        s.dates()
+            .data_interval
+            .0
+            .format("%Y-%m-%d")
+            .to_string()
+            .into()
+    }),
+    ("next_ds", |s| {
+        let end = s.dates().data_interval.1;
+        let next = s
+            .schedule
+            .and_then(|sch| sch.next_after(end))
+            .unwrap_or(s.logical_date);
+        next.format("%Y-%m-%d").to_string().into()
+    }),
     ("dag_dir", |s| s.dag_dir.display().to_string().into()),
     ("conn.kafka.brokers", |s| {
         s.connections.kafka.brokers.as_str().into()
@@ -236,6 +266,7 @@ const VARIABLES: &[(&str, Render)] = &[
 fn known() -> String {
     let mut forms = vec!["params.<name>", "tasks.<upstream id>.output.<key>"];
     forms.extend(VARIABLES.iter().map(|(name, _)| *name));
+    forms.push("format(...)/add_days(...)/add_months(...)/yyyymm(...) and the other date helpers");
     forms.join(", ")
 }
 
@@ -287,6 +318,14 @@ pub enum CheckError {
     /// `tasks...` without `.<id>.output.<key>`.
     #[error("`{{{{ {0} }}}}` should look like `tasks.<id>.output.<key>`")]
     BadTaskPath(String),
+    /// A date helper called wrongly.
+    #[error("`{{{{ {expr} }}}}`: {message}")]
+    Helper {
+        /// The expression.
+        expr: String,
+        /// What is wrong.
+        message: String,
+    },
     /// Anything else.
     #[error("unknown template variable `{0}`; known: {known}", known = known())]
     UnknownVariable(String),
@@ -294,8 +333,17 @@ pub enum CheckError {
 
 /// Checks that an expression names something that will exist.
 pub fn check(expr: &Expr, scope: &CheckScope<'_>) -> Result<(), CheckError> {
-    let Expr::Path(path) = expr else {
-        return Ok(());
+    let path = match expr {
+        Expr::Path(path) => path,
+        Expr::Call(node, _) => {
+            return super::dates::check(node)
+                .map(|_| ())
+                .map_err(|message| CheckError::Helper {
+                    expr: expr.to_string(),
+                    message,
+                });
+        }
+        Expr::Literal(_) => return Ok(()),
     };
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
     match p.as_slice() {
@@ -351,6 +399,10 @@ pub struct Scope<'a> {
     pub try_number: u32,
     /// The logical date.
     pub logical_date: DateTime<Utc>,
+    /// The DAG's schedule (it gives the data interval and the previous and next slots).
+    pub schedule: Option<&'a crate::dag::Schedule>,
+    /// The DAG's time zone (date helpers work in it).
+    pub timezone: chrono_tz::Tz,
     /// The DAG file's directory.
     pub dag_dir: &'a Path,
     /// The connections.
@@ -360,9 +412,28 @@ pub struct Scope<'a> {
 }
 
 impl Scope<'_> {
+    /// The run's dates for the helpers.
+    fn dates(&self) -> super::dates::Dates {
+        super::dates::Dates {
+            logical_date: self.logical_date,
+            data_interval: self
+                .schedule
+                .map_or((self.logical_date, self.logical_date), |s| {
+                    s.data_interval(self.logical_date)
+                }),
+            timezone: self.timezone,
+        }
+    }
+
     fn eval(&self, expr: &Expr) -> Result<Value, RenderError> {
         let path = match expr {
             Expr::Literal(s) => return Ok(Value::String(s.clone())),
+            Expr::Call(node, text) => {
+                return super::dates::eval(node, &self.dates()).map_err(|message| RenderError {
+                    expr: text.clone(),
+                    message,
+                });
+            }
             Expr::Path(p) => p,
         };
         let err = |message: String| RenderError {
@@ -506,6 +577,8 @@ mod tests {
             logical_date: DateTime::parse_from_rfc3339("2024-01-31T10:00:00Z")
                 .unwrap()
                 .with_timezone(&Utc),
+            schedule: None,
+            timezone: chrono_tz::UTC,
             dag_dir: Path::new("/dags"),
             connections: conns,
             outputs,

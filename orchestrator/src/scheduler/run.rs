@@ -418,6 +418,8 @@ impl RunDriver {
             task_id,
             try_number,
             logical_date: self.logical_date,
+            schedule: self.dag.schedule.as_ref(),
+            timezone: self.dag.timezone,
             dag_dir: &self.dag.dir,
             connections: &self.dag.connections,
             outputs,

@@ -80,6 +80,12 @@ impl Store for MemoryStore {
             .filter(|r| r.dag_id == run.dag_id && r.state == RunState::Running)
             .count() as u32;
         rules::admit(&run.dag_id, active, run.max_active_runs)?;
+        let holder = inner.runs.iter().find(|r| {
+            r.dag_id == run.dag_id
+                && r.logical_date == run.logical_date
+                && r.state == RunState::Running
+        });
+        rules::slot_free(run, holder.map(|r| r.run_id.as_str()))?;
         let run_id = rules::unique_run_id::<StoreError>(&run.run_id, |id| {
             Ok(inner.runs.iter().any(|r| r.run_id == id))
         })?;
@@ -175,6 +181,7 @@ impl Store for MemoryStore {
             .rev()
             .filter(|r| f.dag_id.as_ref().is_none_or(|d| *d == r.dag_id))
             .filter(|r| f.state.is_none_or(|s| s == r.state))
+            .filter(|r| f.trigger.is_none_or(|t| t == r.trigger))
             .cloned()
             .collect();
         out.sort_by_key(|r| std::cmp::Reverse(r.started_at));

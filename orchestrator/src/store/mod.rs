@@ -58,6 +58,19 @@ pub enum StoreError {
         /// The limit.
         max: u32,
     },
+    /// A run of the DAG with the same logical date (schedule slot) is running: a slot never runs
+    /// twice at once, whoever starts it (the cron scheduler, a backfill, a manual run).
+    #[error(
+        "DAG {dag_id} already has run {run_id} running for the logical date {logical_date}; a slot never runs twice at once: wait for it to finish"
+    )]
+    SlotBusy {
+        /// The DAG.
+        dag_id: String,
+        /// The slot, RFC 3339.
+        logical_date: String,
+        /// The run holding it.
+        run_id: String,
+    },
     /// No run has this id.
     #[error("no run {0}; `orchestrator runs` lists them")]
     NoSuchRun(String),
@@ -75,7 +88,8 @@ pub enum StoreError {
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Creates a run in state `running` with a `pending` instance of every task in `run.task_ids`,
     /// in one transaction. Fails with [`StoreError::TooManyActiveRuns`] when the DAG already has
-    /// `run.max_active_runs` running runs. `run.run_id` is made unique by appending `.2`, `.3`...
+    /// `run.max_active_runs` running runs, and with [`StoreError::SlotBusy`] when a run of the DAG
+    /// with the same logical date is running. `run.run_id` is made unique by appending `.2`, `.3`...
     fn create_run(&self, run: &NewRun) -> Result<RunRecord, StoreError>;
 
     /// Sets a run's state (and end time and note when finished).
@@ -144,6 +158,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
             .runs(&RunFilter {
                 dag_id: Some(dag_id.to_owned()),
                 state: None,
+                trigger: None,
                 limit: 0,
             })?
             .into_iter()

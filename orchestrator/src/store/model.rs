@@ -133,6 +133,8 @@ pub enum Trigger {
     Manual,
     /// The cron scheduler.
     Scheduled,
+    /// `orchestrator backfill`, or a backfill from the UI or API: one run per past slot.
+    Backfill,
 }
 
 impl Trigger {
@@ -141,6 +143,7 @@ impl Trigger {
         match self {
             Self::Manual => "manual",
             Self::Scheduled => "scheduled",
+            Self::Backfill => "backfill",
         }
     }
 }
@@ -151,6 +154,7 @@ impl FromStr for Trigger {
         match s {
             "manual" => Ok(Self::Manual),
             "scheduled" => Ok(Self::Scheduled),
+            "backfill" => Ok(Self::Backfill),
             _ => Err(UnknownState(s.to_owned())),
         }
     }
@@ -312,6 +316,8 @@ pub struct RunFilter {
     pub dag_id: Option<String>,
     /// Only runs in this state.
     pub state: Option<RunState>,
+    /// Only runs started this way (e.g. `backfill`).
+    pub trigger: Option<Trigger>,
     /// At most this many (newest first); 0 means no limit.
     pub limit: usize,
 }

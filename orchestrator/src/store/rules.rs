@@ -24,6 +24,21 @@ pub fn admit(dag_id: &str, active: u32, max: Option<u32>) -> Result<(), StoreErr
     }
 }
 
+/// Refuses a new run of a slot (DAG and logical date) that a running run already holds, so that
+/// the cron scheduler, a backfill and a manual run never run the same slot twice at once.
+pub fn slot_free(run: &NewRun, holder: Option<&str>) -> Result<(), StoreError> {
+    match holder {
+        Some(holder) => Err(StoreError::SlotBusy {
+            dag_id: run.dag_id.clone(),
+            logical_date: run
+                .logical_date
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            run_id: holder.to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The first of `proposed`, `proposed.2`, `proposed.3`... for which `taken` says no.
 pub fn unique_run_id<E>(
     proposed: &str,

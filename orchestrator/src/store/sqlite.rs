@@ -390,6 +390,15 @@ impl Store for SqliteStore {
                 )
                 .map_err(e)?;
             rules::admit(&run.dag_id, active, run.max_active_runs)?;
+            let holder: Option<String> = tx
+                .query_row(
+                    "SELECT run_id FROM runs WHERE dag_id = ?1 AND logical_date = ?2 AND state = 'running'",
+                    params![run.dag_id, ts(run.logical_date)],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(e)?;
+            rules::slot_free(run, holder.as_deref())?;
             let run_id = rules::unique_run_id(&run.run_id, |id| {
                 tx.query_row("SELECT 1 FROM runs WHERE run_id = ?1", [id], |_| Ok(()))
                     .optional()
@@ -514,9 +523,15 @@ impl Store for SqliteStore {
                 &format!(
                     "SELECT {RUN_COLUMNS} FROM runs
                      WHERE (?1 IS NULL OR dag_id = ?1) AND (?2 IS NULL OR state = ?2)
+                       AND (?4 IS NULL OR trigger = ?4)
                      ORDER BY started_at DESC, rowid DESC LIMIT ?3"
                 ),
-                params![f.dag_id, f.state.map(RunState::as_str), limit],
+                params![
+                    f.dag_id,
+                    f.state.map(RunState::as_str),
+                    limit,
+                    f.trigger.map(super::Trigger::as_str)
+                ],
                 run_from_row,
             )
             .map_err(|e| self.err(e))

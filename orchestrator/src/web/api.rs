@@ -86,6 +86,16 @@ impl<S: Send + Sync> FromRequest<S> for Submitted {
 }
 
 impl Submitted {
+    /// One field of the body.
+    pub(super) fn field(&self, key: &str) -> Option<&Value> {
+        self.fields.get(key)
+    }
+
+    /// Whether a browser posted a plain form.
+    pub(super) fn is_html(&self) -> bool {
+        self.html
+    }
+
     /// A local path to go back to after a form post (`next` field), or `fallback`.
     fn next(&self, fallback: String) -> String {
         self.fields
@@ -105,7 +115,7 @@ fn wants_html(headers: &HeaderMap) -> bool {
 }
 
 /// Answers a state change: JSON with `status`, or a redirect for a plain form post.
-fn answer(input: &Submitted, status: StatusCode, body: Value, go: String) -> Response {
+pub(super) fn answer(input: &Submitted, status: StatusCode, body: Value, go: String) -> Response {
     if input.html {
         Redirect::to(&input.next(go)).into_response()
     } else {
@@ -127,11 +137,16 @@ pub async fn index() -> Json<Value> {
             "GET /api/csrf",
             "GET /api/dags?recent=N",
             "GET /api/dags/{dag_id}?recent=N",
-            "GET /api/dags/{dag_id}/runs?limit=N&state=S",
+            "GET /api/dags/{dag_id}/runs?limit=N&state=S&trigger=T",
+            "GET /api/dags/{dag_id}/next?count=N&after=T",
+            "GET /api/dags/{dag_id}/backfills",
+            "POST /api/dags/{dag_id}/backfills",
+            "GET /api/backfills",
+            "POST /api/backfills/{backfill_id}/cancel",
             "POST /api/dags/{dag_id}/runs",
             "POST /api/dags/{dag_id}/pause",
             "POST /api/dags/{dag_id}/unpause",
-            "GET /api/runs?dag=D&state=S&limit=N",
+            "GET /api/runs?dag=D&state=S&trigger=T&limit=N",
             "GET /api/runs/{run_id}",
             "POST /api/runs/{run_id}/cancel",
             "GET /api/runs/{run_id}/tasks/{task_id}",
@@ -192,6 +207,7 @@ pub async fn dag(
 pub struct RunsQuery {
     dag: Option<String>,
     state: Option<String>,
+    trigger: Option<String>,
     limit: Option<usize>,
 }
 
@@ -207,9 +223,22 @@ fn run_filter(dag: Option<String>, q: &RunsQuery) -> Result<RunFilter, WebError>
             })
         })
         .transpose()?;
+    let trigger = q
+        .trigger
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<Trigger>().map_err(|_| {
+                WebError::bad_request(format!(
+                    "unknown trigger {t:?}: use manual, scheduled or backfill"
+                ))
+            })
+        })
+        .transpose()?;
     Ok(RunFilter {
         dag_id: dag.or_else(|| q.dag.clone()),
         state,
+        trigger,
         limit: q.limit.unwrap_or(50).clamp(1, 1000),
     })
 }

@@ -10,6 +10,7 @@
 
 mod api;
 mod assets;
+mod backfill;
 mod config;
 mod error;
 mod metrics;

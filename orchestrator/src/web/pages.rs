@@ -115,6 +115,10 @@ pub struct DagLive {
     grid: Vec<GridRun>,
     active: bool,
     csrf: String,
+    /// The server's backfills of this DAG, newest first.
+    backfills: Vec<crate::cron::backfill::BackfillStatus>,
+    /// Its newest runs with the trigger `backfill`.
+    backfill_runs: Vec<RunInfo>,
 }
 
 /// A param field of the trigger form.
@@ -170,7 +174,18 @@ fn dag_live(
             .as_ref()
             .map(|r| format!("/runs/{}/tasks/{}/log", enc(r), enc(task)))
     });
+    let backfill_runs = view::runs(
+        state,
+        &crate::store::RunFilter {
+            dag_id: Some(dag.id.clone()),
+            trigger: Some(crate::store::Trigger::Backfill),
+            limit: GRID_RUNS,
+            ..Default::default()
+        },
+    )?;
     let live = DagLive {
+        backfills: state.backfills().list(Some(&dag.id)),
+        backfill_runs,
         active: info.active(),
         graph_run: graph_run.map(|g| g.run.clone()),
         dag: info,

@@ -6,7 +6,7 @@ use axum::middleware;
 use axum::routing::{get, post};
 
 use super::state::AppState;
-use super::{api, assets, pages, security};
+use super::{api, assets, backfill, pages, security};
 
 /// The whole web app over `state`.
 pub fn app(state: AppState) -> Router {
@@ -31,6 +31,16 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/dags/{dag_id}/pause", post(api::pause))
         .route("/api/dags/{dag_id}/unpause", post(api::unpause))
+        .route("/api/dags/{dag_id}/next", get(backfill::next))
+        .route(
+            "/api/dags/{dag_id}/backfills",
+            get(backfill::list_dag).post(backfill::start),
+        )
+        .route("/api/backfills", get(backfill::list))
+        .route(
+            "/api/backfills/{backfill_id}/cancel",
+            post(backfill::cancel),
+        )
         .route("/api/runs", get(api::runs))
         .route("/api/runs/{run_id}", get(api::run))
         .route("/api/runs/{run_id}/cancel", post(api::cancel))

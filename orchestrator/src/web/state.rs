@@ -1,5 +1,5 @@
 //! What every handler gets: the store, the DAG folder, the runs this process drives, the cron
-//! scheduler's view of schedules, the security rules and the metrics.
+//! scheduler's view of schedules, the backfills, the security rules and the metrics.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::WebError;
 use super::metrics::Metrics;
 use super::security::SecurityConfig;
+use crate::cron::backfill::Backfills;
 use crate::cron::{CatchUp, CronScheduler, DagFolder, Launcher};
 use crate::scheduler::{Engine, EngineSettings};
 use crate::store::Store;
@@ -19,6 +20,7 @@ struct Inner {
     folder: Arc<DagFolder>,
     launcher: Launcher,
     cron: Arc<CronScheduler>,
+    backfills: Backfills,
     log_dir: PathBuf,
     security: SecurityConfig,
     metrics: Arc<Metrics>,
@@ -50,6 +52,7 @@ impl AppState {
             folder,
             launcher,
             cron,
+            backfills: Backfills::default(),
             log_dir,
             security,
             metrics: Arc::new(Metrics::new()),
@@ -75,6 +78,11 @@ impl AppState {
     /// The cron scheduler.
     pub fn cron(&self) -> &Arc<CronScheduler> {
         &self.0.cron
+    }
+
+    /// The backfills this server drives.
+    pub fn backfills(&self) -> &Backfills {
+        &self.0.backfills
     }
 
     /// Where try logs live.

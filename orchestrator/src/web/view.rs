@@ -97,6 +97,10 @@ pub struct RunInfo {
     pub trigger: Trigger,
     /// Logical date.
     pub logical_date: DateTime<Utc>,
+    /// The logical date in the DAG's time zone (when the DAG is loaded).
+    pub logical_date_local: Option<String>,
+    /// The run's data interval `[start, end)` (when the DAG is loaded).
+    pub data_interval: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// Start.
     pub started_at: DateTime<Utc>,
     /// End.
@@ -117,7 +121,12 @@ impl RunInfo {
     fn new(r: RunRecord, state: &AppState, now: DateTime<Utc>) -> Self {
         let driven_here = state.launcher().drives(&r.run_id);
         let end = r.ended_at.or((r.state == RunState::Running).then_some(now));
+        let dag = state.folder().get(&r.dag_id);
         Self {
+            logical_date_local: dag
+                .as_ref()
+                .map(|d| crate::cron::upcoming::local(r.logical_date, d.timezone)),
+            data_interval: dag.as_ref().map(|d| d.data_interval(r.logical_date)),
             url: format!("/runs/{}", enc(&r.run_id)),
             duration_seconds: secs_between(Some(r.started_at), end),
             run_id: r.run_id,
@@ -140,7 +149,12 @@ impl RunInfo {
 
     /// Logical date, formatted.
     pub fn logical(&self) -> String {
-        fmt_time(Some(self.logical_date))
+        match &self.logical_date_local {
+            Some(local) if !local.ends_with("UTC (+00:00)") => {
+                format!("{} ({local})", fmt_time(Some(self.logical_date)))
+            }
+            _ => fmt_time(Some(self.logical_date)),
+        }
     }
 
     /// Duration, formatted.
@@ -170,6 +184,10 @@ pub struct DagInfo {
     pub file: Option<String>,
     /// Cron expression.
     pub schedule: Option<String>,
+    /// The IANA zone its schedule is evaluated in.
+    pub timezone: String,
+    /// The next fire times (from the scheduler's next run, or from now) with their data intervals.
+    pub upcoming: Vec<crate::cron::upcoming::Upcoming>,
     /// Whether its schedule is paused.
     pub paused: bool,
     /// The next slot the scheduler will fire.
@@ -200,6 +218,21 @@ impl DagInfo {
         } else {
             fmt_time(self.next_run)
         }
+    }
+
+    /// The next run in the DAG's zone, when it is not UTC.
+    pub fn next_local(&self) -> Option<String> {
+        let tz: chrono_tz::Tz = self.timezone.parse().ok()?;
+        (tz != chrono_tz::UTC && !self.paused)
+            .then(|| self.next_run.map(|t| crate::cron::upcoming::local(t, tz)))
+            .flatten()
+    }
+
+    /// An upcoming slot's data interval in the DAG's zone.
+    pub fn interval(&self, u: &crate::cron::upcoming::Upcoming) -> String {
+        let tz: chrono_tz::Tz = self.timezone.parse().unwrap_or(chrono_tz::UTC);
+        let f = |t: DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string();
+        format!("[{}, {})", f(u.data_interval_start), f(u.data_interval_end))
     }
 
     /// Whether any of its recent runs is running.
@@ -388,6 +421,9 @@ pub fn dag(state: &AppState, dag_id: &str, recent: usize) -> Result<(DagInfo, Ar
     Ok((info, dag))
 }
 
+/// How many upcoming fire times a DAG shows.
+const UPCOMING: usize = 5;
+
 fn dag_info(
     state: &AppState,
     dag: &Dag,
@@ -399,6 +435,7 @@ fn dag_info(
     let runs = state.store().runs(&RunFilter {
         dag_id: Some(dag.id.clone()),
         state: None,
+        trigger: None,
         limit: recent,
     })?;
     let sched = schedules.get(&dag.id);
@@ -408,6 +445,14 @@ fn dag_info(
         description: dag.description.clone(),
         file: dag.file.as_ref().map(|p| p.display().to_string()),
         schedule: dag.schedule.as_ref().map(|s| s.expr.clone()),
+        timezone: dag.timezone.name().to_owned(),
+        upcoming: dag.schedule.as_ref().map_or_else(Vec::new, |s| {
+            // From just before the scheduler's next slot (so it is the first), else from now.
+            let from = sched
+                .and_then(|s| s.next_run)
+                .map_or(now, |n| n - chrono::Duration::seconds(1));
+            crate::cron::upcoming::upcoming(s, from, UPCOMING)
+        }),
         paused: is_paused,
         next_run: sched.and_then(|s| s.next_run).filter(|_| !is_paused),
         waiting_slots: sched.map_or(0, |s| s.waiting),

@@ -24,6 +24,7 @@ const DEFAULT_MAX_ACTIVE_TASKS: usize = 16;
 pub(super) struct Checked {
     pub graph: Graph,
     pub schedule: Option<Schedule>,
+    pub timezone: chrono_tz::Tz,
     pub params: serde_json::Map<String, serde_json::Value>,
     pub connections: Connections,
     pub file: Option<PathBuf>,
@@ -121,6 +122,8 @@ pub(super) fn dag(s: Sections<'_>, c: Checked, problems: &mut Problems<'_>) -> O
         id: raw_dag.id.into_inner(),
         description: raw_dag.description,
         schedule: c.schedule,
+        timezone: c.timezone,
+        catchup: raw_dag.catchup,
         params: c.params,
         max_active_runs: raw_dag
             .max_active_runs

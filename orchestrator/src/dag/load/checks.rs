@@ -12,8 +12,11 @@ use toml::de::DeValue;
 use super::problems::Problems;
 use super::raw::{RawDag, RawTask};
 use crate::dag::graph;
+use chrono_tz::Tz;
+
 use crate::dag::spec::Schedule;
 use crate::dag::template::{self, CheckScope, Template};
+use crate::dag::timezone;
 use crate::operators::{Operator, ValidateContext};
 
 /// Whether `s` is a valid DAG id: letters, digits, `_`, `-`, `.` (not first).
@@ -31,9 +34,14 @@ fn is_task_id(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
 }
 
-/// Checks the `[dag]` fields; returns the parsed schedule.
-pub(super) fn dag_fields(dag: Option<&RawDag>, problems: &mut Problems<'_>) -> Option<Schedule> {
-    let d = dag?;
+/// Checks the `[dag]` fields; returns the schedule, evaluated in the DAG's time zone, and the zone.
+pub(super) fn dag_fields(
+    dag: Option<&RawDag>,
+    problems: &mut Problems<'_>,
+) -> (Option<Schedule>, Tz) {
+    let Some(d) = dag else {
+        return (None, chrono_tz::UTC);
+    };
     if let Some(p) = &d.params {
         for name in p.get_ref().keys().filter(|k| !is_task_id(k)) {
             problems.at(
@@ -61,11 +69,18 @@ pub(super) fn dag_fields(dag: Option<&RawDag>, problems: &mut Problems<'_>) -> O
     {
         problems.at(Some(m.span()), "max_active_tasks must be at least 1");
     }
-    d.schedule.as_ref().and_then(|s| {
+    let timezone = d.timezone.as_ref().map_or(Some(chrono_tz::UTC), |z| {
+        timezone::parse(z.get_ref())
+            .map_err(|m| problems.at(Some(z.span()), m))
+            .ok()
+    });
+    let timezone = timezone.unwrap_or(chrono_tz::UTC);
+    let schedule = d.schedule.as_ref().and_then(|s| {
         Schedule::parse(s.get_ref())
             .map_err(|e| problems.at(Some(s.span()), e.to_string()))
             .ok()
-    })
+    });
+    (schedule.map(|s| s.in_timezone(timezone)), timezone)
 }
 
 /// The tasks as a graph: ids to positions, and each task's upstream positions.

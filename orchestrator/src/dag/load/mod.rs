@@ -70,7 +70,7 @@ fn parse(
         &mut problems,
     );
     let params = raw::params(sections.dag.as_ref());
-    let schedule = checks::dag_fields(sections.dag.as_ref(), &mut problems);
+    let (schedule, timezone) = checks::dag_fields(sections.dag.as_ref(), &mut problems);
     let graph = checks::graph(&sections.tasks, &mut problems);
     checks::tasks(&sections.tasks, &graph, &params, &dir, &mut problems);
     if !problems.is_empty() {
@@ -79,6 +79,7 @@ fn parse(
     let checked = build::Checked {
         graph,
         schedule,
+        timezone,
         params,
         connections,
         file,

@@ -35,6 +35,12 @@ pub(super) struct RawDag {
     /// Cron schedule for `orchestrator serve`.
     #[serde(default)]
     pub schedule: Option<Spanned<String>>,
+    /// IANA time zone the schedule is evaluated in (default UTC).
+    #[serde(default)]
+    pub timezone: Option<Spanned<String>>,
+    /// Run every missed slot (true) or only the latest (false); default: the server's `--catchup`.
+    #[serde(default)]
+    pub catchup: Option<bool>,
     /// Params and their defaults.
     #[serde(default)]
     pub params: Option<Spanned<BTreeMap<String, Value>>>,

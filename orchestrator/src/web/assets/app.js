@@ -74,6 +74,11 @@
         if (!res.ok) flash(d.error || ('HTTP ' + res.status), false);
         else if (d.run_id && d.cancelling) flash('Cancelling run ' + d.run_id, true);
         else if (d.run_id) flash('Started run ' + d.run_id, true, d.url);
+        else if (d.backfill_id && d.cancelling) flash('Cancelling backfill ' + d.backfill_id, true);
+        else if (d.backfill_id) flash('Started backfill ' + d.backfill_id + ': ' + d.summary, true);
+        else if (d.dry_run) flash('Dry run: ' + d.summary + (d.slots || []).slice(0, 12).map(function (x) {
+          return '; ' + x.logical_date + ' ' + x.action.replace(/_/g, ' ');
+        }).join('') + ((d.slots || []).length > 12 ? '; ...' : ''), true);
         else if (d.dag_id) flash((d.paused ? 'Paused ' : 'Unpaused ') + d.dag_id, true);
       })
       .catch(function (e) { flash('Request failed: ' + e, false); })
