@@ -439,3 +439,117 @@ async fn trigger_a_run_in_the_browser_and_watch_it_succeed() {
     server.await.unwrap().unwrap();
     drop(driver);
 }
+
+/// The benchmark DAG of the product, pointed at `infra` and at the repository by absolute paths.
+fn benchmark_dag(infra: &velostream_testkit::Infra) -> String {
+    let root = velostream_testkit::repo_root();
+    let dag = std::fs::read_to_string(root.join("dags/velostream_benchmark.toml")).unwrap();
+    let ch = &infra.clickhouse;
+    dag.replace(
+        "\"../infrastructure/",
+        &format!("\"{}/infrastructure/", root.display()),
+    )
+    .replace("${KAFKA_BROKERS:-127.0.0.1:9092}", &infra.kafka.bootstrap)
+    .replace("${CLICKHOUSE_URL:-http://127.0.0.1:8123}", &ch.http_url)
+    .replace("${CLICKHOUSE_USER:-velostream}", ch.user)
+    .replace("${CLICKHOUSE_PASSWORD:-velostream}", ch.password)
+}
+
+/// The spike story: the benchmark DAG against real servers, triggered from the UI's API; its run
+/// page charts the producer's rows per second and the consumer's lag rising while the producer
+/// runs and falling to 0, kept after the run (`target/screenshots/run-benchmark.png`).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_benchmark_run_page_charts_lag_rising_and_draining() {
+    let chromium = find("VELOSTREAM_CHROMIUM", &["chromium", "chromium-browser"]);
+    let chromedriver = find("VELOSTREAM_CHROMEDRIVER", &["chromedriver"]);
+    let infra = velostream_testkit::Infra::start();
+    let env = Env::new(&[("velostream_benchmark.toml", &benchmark_dag(&infra))]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(orchestrator::web::serve_on(
+        listener,
+        env.state.clone(),
+        false,
+        Duration::from_millis(500),
+    ));
+    let consumer_http = format!("127.0.0.1:{}", velostream_testkit::free_port());
+    let (status, v) = env
+        .post_json(
+            "/api/dags/velostream_benchmark/runs",
+            json!({"params": {
+                "local_infra": false,
+                "repeat": 2,
+                "topic": "spike",
+                "table": "spike_trips",
+                "consumer_http": consumer_http,
+                "input": velostream_testkit::taxi_sample().display().to_string(),
+            }}),
+        )
+        .await;
+    assert!(status.is_success(), "{v}");
+    let run_id = v["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        env.wait_run(&run_id).await,
+        orchestrator::store::RunState::Success,
+        "{}",
+        env.get_json(&format!("/api/runs/{}", web_common::enc(&run_id)))
+            .await
+    );
+
+    // The consumer's series moved to the stop task whole: lag rose above 0 and ended at 0.
+    let stop = env
+        .get_json(&format!(
+            "/api/runs/{}/tasks/stop_consumer",
+            web_common::enc(&run_id)
+        ))
+        .await;
+    let lag = stop["outputs"]["series"]["lag"]["points"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no lag series: {stop}"));
+    let values: Vec<i64> = lag.iter().map(|p| p[1].as_i64().unwrap()).collect();
+    let peak = values.iter().copied().max().unwrap();
+    assert!(peak > 0, "the lag never rose: {values:?}");
+    assert_eq!(values.last(), Some(&0), "the lag did not drain: {values:?}");
+    let produce = env
+        .get_json(&format!(
+            "/api/runs/{}/tasks/produce",
+            web_common::enc(&run_id)
+        ))
+        .await;
+    let rate = &produce["outputs"]["series"]["rows_per_sec"]["points"];
+    eprintln!(
+        "consumer lag peak {peak} over {} points; producer rows/s points {}",
+        values.len(),
+        rate.as_array().map_or(0, Vec::len)
+    );
+
+    // The run page draws them.
+    let driver = Driver::start(&chromedriver);
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&driver, &chromium, profile.path()).await;
+    c.goto(&format!("{base}/runs/{}", web_common::enc(&run_id)))
+        .await
+        .unwrap();
+    wait_css(&c, "#run-state[data-state=\"success\"]", 20).await;
+    let page = c.source().await.unwrap();
+    assert!(page.contains("lag of <code>stop_consumer</code>"), "{page}");
+    assert!(
+        page.contains(&format!("messages: peak {peak}, last 0")),
+        "{page}"
+    );
+    wait_css(&c, "svg.chart polyline.series", 5).await;
+    // The charts are below the task table and the timeline: show them.
+    c.execute(
+        "[...document.querySelectorAll('h2')].find(h => h.textContent.includes('stop_consumer')).scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let png = c.screenshot().await.unwrap();
+    let path = screenshot_path("run-benchmark.png");
+    std::fs::write(&path, png).unwrap();
+    eprintln!("screenshot: {}", path.display());
+    c.close().await.unwrap();
+    env.shutdown.cancel();
+    server.await.unwrap().unwrap();
+}

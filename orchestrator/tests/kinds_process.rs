@@ -303,7 +303,9 @@ async fn cancelling_a_spawn_while_it_starts_stops_the_program() {
         matches!(result, Err(OperatorError::Cancelled)),
         "{result:?}"
     );
-    let pid: u64 = ctx.memory_log()[0]
+    let log = ctx.memory_log();
+    let started = log.iter().find(|l| l.contains("(pid ")).unwrap();
+    let pid: u64 = started
         .rsplit("pid ")
         .next()
         .unwrap()

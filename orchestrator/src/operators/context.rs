@@ -131,6 +131,8 @@ struct Inner {
     log: TaskLog,
     outputs: Mutex<serde_json::Map<String, serde_json::Value>>,
     series: Mutex<SeriesMap>,
+    /// Whether [`TaskContext::outputs`] includes the series (not for a background program's).
+    series_in_outputs: std::sync::atomic::AtomicBool,
     exit_code: Mutex<Option<i32>>,
     events: EventSink,
     store: Option<Arc<dyn Store>>,
@@ -255,10 +257,43 @@ impl TaskContext {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let series = self.inner.series.lock().unwrap_or_else(|p| p.into_inner());
-        if !series.is_empty() {
+        let keep = self
+            .inner
+            .series_in_outputs
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if keep && !series.is_empty() {
             outputs.insert(series::OUTPUT_KEY.into(), series::to_output(&series));
         }
         outputs
+    }
+
+    /// Leaves the series out of this try's outputs: they belong to a background program that
+    /// outlives the task (they still go out live, and to whoever takes them over).
+    pub fn keep_series_out_of_outputs(&self) {
+        self.inner
+            .series_in_outputs
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Takes over the time series `other` recorded (a background program's, when a process.stop
+    /// task takes over its output); points recorded here already stay.
+    pub fn adopt_series(&self, other: &TaskContext) {
+        if Arc::ptr_eq(&self.inner, &other.inner) {
+            return;
+        }
+        let theirs = other
+            .inner
+            .series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut mine = self.inner.series.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, mut s) in theirs {
+            if let Some(own) = mine.remove(&name) {
+                s.points.extend(own.points);
+            }
+            mine.insert(name, s);
+        }
     }
 
     /// Records a point of the time series `name` (charted on the run page, live while the task
@@ -515,6 +550,7 @@ impl TaskContextBuilder {
                 },
                 outputs: Mutex::new(serde_json::Map::new()),
                 series: Mutex::new(SeriesMap::new()),
+                series_in_outputs: std::sync::atomic::AtomicBool::new(true),
                 exit_code: Mutex::new(None),
                 events: self.events,
                 store: self.store,

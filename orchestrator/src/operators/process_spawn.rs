@@ -6,7 +6,8 @@
 //! The program's output goes to this task's log while it starts and runs. When a process.stop
 //! task stops it, the output from then on (the consumer's last flush, its final
 //! `::velostream::` outputs) goes to the stop task instead, so those outputs are readable
-//! downstream as `{{ tasks.<stop task>.output.<key> }}`.
+//! downstream as `{{ tasks.<stop task>.output.<key> }}`; the time series the program reported
+//! (the consumer's lag and rows per second) move to the stop task whole, points so far included.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -146,7 +147,10 @@ pub(crate) fn redirect_output(spawn_task: &str, to: &TaskContext) -> bool {
         .and_then(|r| r.upgrade());
     match route {
         Some(route) => {
-            *route.target.lock().unwrap_or_else(|p| p.into_inner()) = to.clone();
+            let mut target = route.target.lock().unwrap_or_else(|p| p.into_inner());
+            // The series the program reported so far go along: the stop task keeps them whole.
+            to.adopt_series(&target);
+            *target = to.clone();
             true
         }
         None => false,
@@ -297,6 +301,9 @@ impl Operator for ProcessSpawn {
         ctx.set_output("pid", pid);
         ctx.set_output("program", program.clone());
         ctx.set_output("ready_ms", started.elapsed().as_millis() as u64);
+        // The program's series go on after this task: they are shown live here while the run
+        // goes, and kept by the process.stop task that takes them over.
+        ctx.keep_series_out_of_outputs();
         remember(ctx, &route);
         ctx.processes().register(ctx.task_id(), child)?;
         Ok(())

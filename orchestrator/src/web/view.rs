@@ -349,15 +349,23 @@ impl TaskInfo {
         Some((live.done, total.max(1), label))
     }
 
-    /// The time series to chart: the live ones while the task runs here, else the recorded ones.
+    /// The time series to chart: while the run is driven here, the live ones of a running task,
+    /// or of a finished task whose background program still reports (a `process.spawn`'s
+    /// consumer) when they hold more than its recorded outputs; else the recorded ones.
     pub fn series(&self) -> Vec<Series> {
+        let stored = series::from_outputs(&self.outputs);
         if let Some(live) = &self.live
             && !live.series.is_empty()
-            && self.state == TaskState::Running
         {
-            return live.series.values().cloned().collect();
+            let points =
+                |s: &mut dyn Iterator<Item = &Series>| -> usize { s.map(|s| s.points.len()).sum() };
+            if self.state == TaskState::Running
+                || points(&mut live.series.values()) > points(&mut stored.iter())
+            {
+                return live.series.values().cloned().collect();
+            }
         }
-        series::from_outputs(&self.outputs)
+        stored
     }
 }
 

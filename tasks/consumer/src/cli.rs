@@ -39,6 +39,10 @@ pub struct Args {
     /// Flush a non-empty batch this many ms after its first message, once the previous insert is done.
     #[arg(long, env = "VELOSTREAM_BATCH_MS", default_value_t = 1000)]
     pub batch_ms: u64,
+    /// Print the lag and rows/s series for the orchestrator's run page this often when stdout is
+    /// not a terminal ("0s": never).
+    #[arg(long, env = "VELOSTREAM_SERIES_INTERVAL", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub series_interval: Duration,
     /// Serve /health (readiness) and /metrics (Prometheus) here; "off" to serve nothing.
     #[arg(long, env = "VELOSTREAM_HTTP_ADDR", default_value = "127.0.0.1:9464")]
     pub http_addr: String,
@@ -108,6 +112,7 @@ impl Args {
         s.insert_timeout = self.insert_timeout;
         s.max_backoff = self.max_backoff;
         s.shutdown_grace = self.shutdown_grace;
+        s.series_interval = self.series_interval;
         s.revoke_timeout = self.revoke_timeout;
         s.consumer_properties = self
             .consumer_properties

@@ -13,7 +13,7 @@ use crate::kafka::consumer_config;
 use crate::kafka::context::IngestContext;
 use crate::kafka::dead_letter::DeadLetterProducer;
 use crate::kafka::ingest::{self, Ingest, IngestConsumer, IngestOutcome};
-use crate::observe::{Health, Metrics, Summary, http};
+use crate::observe::{Health, Metrics, Summary, http, series};
 use crate::progress::Handoff;
 use crate::settings::{Settings, SettingsError};
 use crate::sink::retry::{Backoff, is_permanent};
@@ -113,6 +113,11 @@ impl Consumer {
             "ClickHouse ready"
         );
 
+        tokio::spawn(series::report(
+            self.metrics.clone(),
+            s.series_interval,
+            http_stop.clone(),
+        ));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let handoff = Arc::new(Handoff::new(tx));
         let offsets = OffsetStore::new(server.client.clone(), &s.table, &s.topic, &s.group);

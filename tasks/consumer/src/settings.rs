@@ -38,6 +38,8 @@ pub struct Settings {
     pub max_backoff: Duration,
     /// After SIGTERM: how long flushing and committing may take before the process gives up.
     pub shutdown_grace: Duration,
+    /// How often the lag and rows/s series go to stdout for the orchestrator (zero: never).
+    pub series_interval: Duration,
     /// How long a revoked partition's last rows may take to reach ClickHouse before the
     /// rebalance goes on without them (the next owner then reads them again; FINAL dedups).
     pub revoke_timeout: Duration,
@@ -101,6 +103,7 @@ impl Settings {
             insert_timeout: Duration::from_secs(120),
             max_backoff: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(25),
+            series_interval: Duration::from_secs(1),
             revoke_timeout: Duration::from_secs(15),
             consumer_properties: Vec::new(),
         }

@@ -450,6 +450,7 @@ impl Ingest {
             return;
         };
         let acked = self.handoff.acked();
+        let mut total = 0;
         for (p, part) in &topic.partitions {
             let Some(&next) = acked.get(p) else {
                 continue;
@@ -462,11 +463,14 @@ impl Ingest {
             } else {
                 part.lo_offset.max(0)
             };
+            let lag = (part.hi_offset - from).max(0);
+            total += lag;
             self.metrics
                 .partition_lag
                 .get_or_create(&Metrics::partition_labels(&self.topic, *p))
-                .set((part.hi_offset - from).max(0));
+                .set(lag);
         }
+        self.metrics.lag.set(total);
     }
 }
 

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub insert_failures: Counter,
     /// Per partition: the broker's high watermark minus the next offset not yet in ClickHouse.
     pub partition_lag: Family<PartitionLabels, Gauge>,
+    /// The sum of `partition_lag` over this member's partitions.
+    pub lag: Gauge,
     /// 1 while fetching is paused because ClickHouse has not taken the previous batch yet.
     pub fetch_paused: Gauge,
     /// Rows of the batch being inserted (0 when the inserter is idle).
@@ -67,6 +69,7 @@ impl Metrics {
             insert_failures: Counter::default(),
             partition_lag: Family::default(),
             fetch_paused: Gauge::default(),
+            lag: Gauge::default(),
             inflight_rows: Gauge::default(),
             assigned_partitions: Gauge::default(),
             rebalances: Counter::default(),
@@ -112,6 +115,11 @@ impl Metrics {
             "insert_failures",
             "Failed inserts or offset records, each retried",
             m.insert_failures.clone(),
+        );
+        registry.register(
+            "lag",
+            "Messages in this member's partitions not yet in ClickHouse (the sum of partition_lag)",
+            m.lag.clone(),
         );
         registry.register(
             "partition_lag",

@@ -16,6 +16,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use velostream_common::kafka::client_config;
+use velostream_common::protocol::{Line, Message, parse_line};
 use velostream_consumer::fixture::{KeyCase, encode_parquet};
 use velostream_testkit::{ClickHouse, Kafka};
 
@@ -314,12 +315,16 @@ impl Drop for ConsumerProcess {
     }
 }
 
-/// The `output` object of the `::velostream::` summary line.
+/// The `output` object of the `::velostream::` summary line (series points come before it).
 pub fn summary(lines: &[String]) -> serde_json::Value {
-    let line = lines
+    lines
         .iter()
-        .find_map(|l| l.strip_prefix("::velostream:: "))
-        .unwrap_or_else(|| panic!("no ::velostream:: line in stdout: {lines:?}"));
-    let value: serde_json::Value = serde_json::from_str(line).unwrap();
-    value["output"].clone()
+        .find_map(|l| match parse_line(l) {
+            Line::Messages(m) => m.into_iter().find_map(|m| match m {
+                Message::Output(o) => Some(serde_json::Value::Object(o)),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no ::velostream:: output line in stdout: {lines:?}"))
 }
