@@ -333,9 +333,39 @@ async fn the_server_fires_a_fast_schedule_and_stops_when_paused() {
         .await
         .unwrap();
     assert_eq!(paused.status(), 200);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Wait until the scheduler has seen the pause (a tick published it), then until it has let
+    // two slots go by while paused: no run may appear meanwhile.
+    let dag_state = || async {
+        let v: serde_json::Value = http
+            .get(format!("{base}/api/dags/fast"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v
+    };
+    let skipped = velostream_testkit::wait_for_async(
+        "the scheduler to see the pause",
+        Duration::from_secs(15),
+        || async {
+            let v = dag_state().await;
+            (v["paused"] == true && v["skipped_while_paused"].is_u64())
+                .then(|| v["skipped_while_paused"].as_u64().unwrap_or(0))
+        },
+    )
+    .await;
     let after_pause = scheduled().await;
-    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    velostream_testkit::wait_for_async(
+        "two slots to pass while paused",
+        Duration::from_secs(15),
+        || async {
+            let v = dag_state().await;
+            (v["skipped_while_paused"].as_u64().unwrap_or(0) >= skipped + 2).then_some(())
+        },
+    )
+    .await;
     assert_eq!(
         scheduled().await,
         after_pause,

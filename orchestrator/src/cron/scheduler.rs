@@ -34,6 +34,8 @@ pub struct DagSchedule {
     pub next_run: Option<DateTime<Utc>>,
     /// Slots due but held back because the DAG has `max_active_runs` runs going.
     pub waiting: usize,
+    /// Slots that came due while the DAG was paused and were dropped, since the server started.
+    pub skipped_while_paused: u64,
 }
 
 struct DagCron {
@@ -41,6 +43,8 @@ struct DagCron {
     /// The newest slot already handled (run, queued or dropped).
     cursor: DateTime<Utc>,
     pending: VecDeque<DateTime<Utc>>,
+    /// Slots dropped because the DAG was paused.
+    skipped_while_paused: u64,
 }
 
 /// Fires DAG schedules; see the module doc.
@@ -181,6 +185,7 @@ impl CronScheduler {
                                 expr: schedule.expr.clone(),
                                 cursor,
                                 pending: VecDeque::new(),
+                                skipped_while_paused: 0,
                             },
                         );
                     }
@@ -211,6 +216,7 @@ impl CronScheduler {
                     paused: is_paused,
                     next_run,
                     waiting: cron.pending.len(),
+                    skipped_while_paused: cron.skipped_while_paused,
                 },
             );
         }
@@ -253,6 +259,7 @@ impl CronScheduler {
             if !due.is_empty() || !cron.pending.is_empty() {
                 tracing::info!(dag_id = %dag.id, slots = due.len() + cron.pending.len(), "Dropped slots of a paused DAG");
             }
+            cron.skipped_while_paused += (due.len() + cron.pending.len()) as u64;
             cron.pending.clear();
             return;
         }

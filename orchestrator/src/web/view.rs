@@ -194,6 +194,8 @@ pub struct DagInfo {
     pub next_run: Option<DateTime<Utc>>,
     /// Slots held back by `max_active_runs`.
     pub waiting_slots: usize,
+    /// Slots dropped while the DAG was paused (since the server started).
+    pub skipped_while_paused: u64,
     /// Runs allowed at once.
     pub max_active_runs: u32,
     /// Tasks of one run allowed at once.
@@ -464,6 +466,7 @@ fn dag_info(
         paused: is_paused,
         next_run: sched.and_then(|s| s.next_run).filter(|_| !is_paused),
         waiting_slots: sched.map_or(0, |s| s.waiting),
+        skipped_while_paused: sched.map_or(0, |s| s.skipped_while_paused),
         max_active_runs: dag.max_active_runs,
         max_active_tasks: dag.max_active_tasks,
         params: dag.params.clone(),
