@@ -366,3 +366,53 @@ env = { EXTRA = "{{ dag.id }}" }
     assert_eq!(ti[0].outputs["t"], json!("show"));
     assert_eq!(ti[0].outputs["x"], json!("envs"));
 }
+
+#[tokio::test]
+async fn rendered_values_are_checked_with_the_load_time_rules() {
+    // A literal `partitions = 0` is refused by the loader; the same value from a param must be
+    // refused when the task runs, with the same message, before the broker is asked anything.
+    let text = r#"
+[dag]
+id = "rendered"
+
+[dag.params]
+partitions = 3
+
+[[task]]
+id = "topic"
+kind = "kafka.create_topic"
+topic = "t"
+partitions = "{{ params.partitions }}"
+timeout = "2s"
+retries = 2
+"#;
+    let literal = text.replace("\"{{ params.partitions }}\"", "0");
+    let load_error = orchestrator::dag::parse_str(&literal, "literal.toml")
+        .unwrap_err()
+        .to_string();
+    let rule = "task `topic`: `partitions` is 0; a topic needs at least 1 partition";
+    assert!(load_error.contains(rule), "{load_error}");
+
+    let logs = tempfile::tempdir().unwrap();
+    let (engine, store) = engine(logs.path());
+    let request = RunRequest {
+        params: BTreeMap::from([("partitions".to_owned(), "0".to_owned())]),
+        ..Default::default()
+    };
+    let outcome = engine
+        .run(
+            dag(text),
+            request,
+            EventSink::none(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(state(&outcome, "topic"), TaskState::Failed, "{outcome:#?}");
+    let ti = store.task_instances(&outcome.run_id).unwrap();
+    let topic = ti.iter().find(|t| t.task_id == "topic").unwrap();
+    let error = topic.error.clone().unwrap();
+    assert!(error.contains(rule), "{error}");
+    // Not retried: the same values would fail the same way.
+    assert_eq!(store.tries(&outcome.run_id, "topic").unwrap().len(), 1);
+}

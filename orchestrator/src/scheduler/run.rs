@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::{Attempt, AttemptResult, Outcome};
+use super::rendered;
 use super::rules::{Decision, UpstreamCounts, decide_counts};
 use super::writer::StoreWriter;
 use super::{EngineSettings, RunOutcome, TaskSummary};
@@ -343,7 +344,11 @@ impl RunDriver {
             run.started_at = Some(Utc::now());
         }
         let kind = if task.templated {
-            match self.render(task.id.as_str(), try_number, &task.kind, &p.outputs) {
+            match self
+                .render(task.id.as_str(), try_number, &task.kind, &p.outputs)
+                .and_then(|k| {
+                    rendered::check(&self.dag, task.id.as_str(), &k, &self.params).map(|()| k)
+                }) {
                 Ok(k) => k,
                 Err(message) => {
                     let at = Utc::now();
