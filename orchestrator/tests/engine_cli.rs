@@ -201,6 +201,32 @@ fn a_failed_run_exits_1_and_a_bad_param_exits_2() {
     );
 }
 
+#[test]
+fn a_failed_run_says_why_in_the_summary_and_in_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state.db");
+    let dag = write(
+        tmp.path(),
+        "why.toml",
+        "[dag]\nid = \"why\"\n[[task]]\nid = \"load\"\nkind = \"command\"\nshell = \"echo starting >&2; echo 'error: trips.parquet is empty (0 bytes)' >&2; exit 1\"\n",
+    );
+    let out = cli(&state, &["run", dag.to_str().unwrap(), "--no-progress"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("load: the shell command failed with exit code 1; last error output: error: trips.parquet is empty (0 bytes)"),
+        "{stdout}"
+    );
+    let store = SqliteStore::open(&state).unwrap();
+    let run_id = store.runs(&RunFilter::default()).unwrap()[0].run_id.clone();
+    let out = cli(&state, &["runs", "--run", &run_id]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("trips.parquet is empty (0 bytes)"),
+        "{stdout}"
+    );
+}
+
 /// A DAG whose task starts a grandchild that ignores SIGTERM and writes both pids to `pids`.
 fn tree_dag(dir: &Path, id: &str, extra: &str) -> (PathBuf, PathBuf) {
     let pids = dir.join(format!("{id}.pids"));

@@ -15,6 +15,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use velostream_common::clickhouse::ClickHouseConfig;
 
 use super::OperatorError;
+use super::error_tail::ErrorTail;
 use crate::events::{EventSink, RunEvent};
 use crate::process::{self, Child, LineSink, Message, ProcessRegistry, ProcessSpec};
 use crate::series::{self, SeriesMap};
@@ -135,6 +136,7 @@ struct Inner {
     events: EventSink,
     store: Option<Arc<dyn Store>>,
     kill_grace: Duration,
+    error_tail: ErrorTail,
 }
 
 /// What an operator gets while it runs. Cheap to clone (one `Arc`); clones share outputs and log.
@@ -211,6 +213,12 @@ impl TaskContext {
     /// Appends a line to this try's log.
     pub fn log(&self, line: impl AsRef<str>) {
         self.inner.log.write(line.as_ref());
+    }
+
+    /// The last lines this try's programs wrote to stderr that say why it failed (see
+    /// `operators::error_tail`), joined on one line; `None` if they wrote nothing there.
+    pub fn error_tail(&self) -> Option<String> {
+        self.inner.error_tail.summary()
     }
 
     /// The log file of this try, if it goes to a file.
@@ -398,6 +406,11 @@ impl LineSink for TaskContext {
         self.inner.log.write(line);
     }
 
+    fn log_stderr(&self, line: &str) {
+        self.inner.log.write(line);
+        self.inner.error_tail.push(line);
+    }
+
     fn message(&self, message: Message) {
         match message {
             Message::Output(outputs) => {
@@ -519,6 +532,7 @@ impl TaskContextBuilder {
                 events: self.events,
                 store: self.store,
                 kill_grace: self.kill_grace,
+                error_tail: ErrorTail::default(),
             }),
         }
     }

@@ -12,6 +12,7 @@
 pub mod clickhouse;
 mod command;
 mod context;
+mod error_tail;
 pub mod http;
 pub mod kafka;
 mod noop;
