@@ -53,6 +53,26 @@ impl fmt::Display for LoadError {
     }
 }
 
+/// A DAG file that is not UTF-8 text, with the line and column where the first bad byte is.
+pub(super) fn not_utf8(origin: &str, e: &std::string::FromUtf8Error) -> LoadError {
+    let bytes = e.as_bytes();
+    let at = e.utf8_error().valid_up_to();
+    // Everything before the bad byte is valid UTF-8.
+    let before = std::str::from_utf8(&bytes[..at]).unwrap_or_default();
+    let (line, column) = line_col(before, before.len());
+    LoadError {
+        origin: origin.to_owned(),
+        problems: vec![Diagnostic {
+            line: Some(line),
+            column: Some(column),
+            message: format!(
+                "the file is not UTF-8 text (byte 0x{:02x} at offset {at}); TOML files are UTF-8: save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
+                bytes[at]
+            ),
+        }],
+    }
+}
+
 /// Collects problems with byte spans, converted to line:column at the end.
 pub(super) struct Problems<'t> {
     text: &'t str,
