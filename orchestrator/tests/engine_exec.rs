@@ -416,3 +416,60 @@ retries = 2
     // Not retried: the same values would fail the same way.
     assert_eq!(store.tries(&outcome.run_id, "topic").unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn secrets_are_masked_in_logs_outputs_and_errors() {
+    let text = r#"
+[dag]
+id = "secrets"
+
+[dag.params]
+api_token = "tok-0123456789"
+
+[connections.clickhouse]
+password = "hunter2-s3cret"
+
+[[task]]
+id = "leak"
+kind = "command"
+shell = """
+echo "pw={{ conn.clickhouse.password }} env=$CLICKHOUSE_PASSWORD token={{ params.api_token }}"
+echo "error: login with {{ conn.clickhouse.password }} refused" >&2
+exit 1
+"""
+
+[[task]]
+id = "outputs"
+kind = "command"
+shell = """echo '::velostream:: {"output": {"pw": "{{ conn.clickhouse.password }}", "nested": ["{{ params.api_token }}"]}}'"""
+"#;
+    let logs = tempfile::tempdir().unwrap();
+    let (engine, store) = engine(logs.path());
+    let outcome = engine
+        .run(
+            dag(text),
+            RunRequest::default(),
+            EventSink::none(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(state(&outcome, "leak"), TaskState::Failed, "{outcome:#?}");
+    let ti = store.task_instances(&outcome.run_id).unwrap();
+    let leak = ti.iter().find(|t| t.task_id == "leak").unwrap();
+    let tries = store.tries(&outcome.run_id, "leak").unwrap();
+    let log = std::fs::read_to_string(tries[0].log_path.as_ref().unwrap()).unwrap();
+    let error = leak.error.clone().unwrap();
+    let out = ti.iter().find(|t| t.task_id == "outputs").unwrap();
+    assert_eq!(out.state, TaskState::Success);
+    let outputs = serde_json::Value::Object(out.outputs.clone()).to_string();
+    for (what, text) in [("log", &log), ("error", &error), ("outputs", &outputs)] {
+        for secret in ["hunter2-s3cret", "tok-0123456789"] {
+            assert!(!text.contains(secret), "{secret} in the {what}: {text}");
+        }
+    }
+    assert!(log.contains("pw=*** env=*** token=***"), "{log}");
+    assert!(error.contains("error: login with *** refused"), "{error}");
+    assert_eq!(out.outputs["pw"], json!("***"));
+    assert_eq!(out.outputs["nested"], json!(["***"]));
+}

@@ -16,6 +16,7 @@ use velostream_common::clickhouse::ClickHouseConfig;
 
 use super::OperatorError;
 use super::error_tail::ErrorTail;
+use super::secrets::Secrets;
 use crate::events::{EventSink, RunEvent};
 use crate::process::{self, Child, LineSink, Message, ProcessRegistry, ProcessSpec};
 use crate::series::{self, SeriesMap};
@@ -78,12 +79,15 @@ impl Connections {
 #[derive(Debug)]
 struct TaskLog {
     path: Option<PathBuf>,
+    /// Masked out of every line before it is written.
+    secrets: Secrets,
     file: Mutex<Option<File>>,
     memory: Mutex<Vec<String>>,
 }
 
 impl TaskLog {
     fn write(&self, line: &str) {
+        let line = &*self.secrets.mask(line);
         let Some(path) = &self.path else {
             self.memory
                 .lock()
@@ -167,6 +171,7 @@ impl TaskContext {
             events: EventSink::none(),
             store: None,
             kill_grace: DEFAULT_KILL_GRACE,
+            secrets: Secrets::default(),
         }
     }
 
@@ -242,7 +247,12 @@ impl TaskContext {
             .outputs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key.into(), value.into());
+            .insert(key.into(), self.inner.log.secrets.mask_value(value.into()));
+    }
+
+    /// `text` with this run's secrets (see [`Secrets`]) replaced by `***`.
+    pub fn mask<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
+        self.inner.log.secrets.mask(text)
     }
 
     /// Sets every field of `outcome` (a struct serialized as a JSON object) as an output.
@@ -408,7 +418,9 @@ impl LineSink for TaskContext {
 
     fn log_stderr(&self, line: &str) {
         self.inner.log.write(line);
-        self.inner.error_tail.push(line);
+        self.inner
+            .error_tail
+            .push(&self.inner.log.secrets.mask(line));
     }
 
     fn message(&self, message: Message) {
@@ -445,6 +457,7 @@ pub struct TaskContextBuilder {
     events: EventSink,
     store: Option<Arc<dyn Store>>,
     kill_grace: Duration,
+    secrets: Secrets,
 }
 
 impl TaskContextBuilder {
@@ -508,6 +521,12 @@ impl TaskContextBuilder {
         self
     }
 
+    /// Values masked out of the log, the outputs and the error (default: none).
+    pub fn secrets(mut self, secrets: Secrets) -> Self {
+        self.secrets = secrets;
+        self
+    }
+
     /// The context.
     pub fn build(self) -> TaskContext {
         TaskContext {
@@ -523,6 +542,7 @@ impl TaskContextBuilder {
                 processes: self.processes,
                 log: TaskLog {
                     path: self.log_path,
+                    secrets: self.secrets,
                     file: Mutex::new(None),
                     memory: Mutex::new(Vec::new()),
                 },

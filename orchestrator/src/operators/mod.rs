@@ -18,6 +18,7 @@ pub mod kafka;
 mod noop;
 pub mod process_spawn;
 pub mod process_stop;
+mod secrets;
 
 use std::fmt;
 use std::future::Future;
@@ -30,6 +31,7 @@ pub use context::{
     Connections, DEFAULT_KILL_GRACE, KafkaConnection, TaskContext, TaskContextBuilder,
 };
 pub use noop::{NoopConfig, SleepConfig};
+pub use secrets::{MASK, Secrets, is_secret_name};
 
 use crate::process::{ExitInfo, ProcessError};
 

@@ -128,6 +128,9 @@ impl Attempt {
             message.push_str("; last error output: ");
             message.push_str(&tail);
         }
+        if let Outcome::Failed(message) | Outcome::Skipped(message) = &mut outcome {
+            *message = ctx.mask(message).into_owned();
+        }
         match &outcome {
             Outcome::Failed(message) => {
                 ctx.log(format!(

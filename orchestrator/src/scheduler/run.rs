@@ -20,7 +20,7 @@ use super::{EngineSettings, RunOutcome, TaskSummary};
 use crate::dag::Dag;
 use crate::dag::template::{Scope, render_value};
 use crate::events::{EventSink, RunEvent};
-use crate::operators::{TaskContext, TaskKind};
+use crate::operators::{Secrets, TaskContext, TaskKind};
 use crate::process::ProcessRegistry;
 use crate::store::{RunState, Store, TaskState, TaskUpdate, try_log_path};
 
@@ -387,7 +387,8 @@ impl RunDriver {
                 .processes(p.processes.clone())
                 .events(self.events.clone())
                 .store(self.store.clone())
-                .kill_grace(self.settings.kill_grace);
+                .kill_grace(self.settings.kill_grace)
+                .secrets(Secrets::for_run(&self.dag.connections, &self.params));
         let attempt = Attempt {
             index: i,
             task_id: task.id.clone(),
