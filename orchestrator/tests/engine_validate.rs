@@ -328,3 +328,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_chain_of_20k_tasks_reading_each_others_outputs_validates() {
+    // Loading used to be quadratic (every task's ancestors, every task's line found by a scan of
+    // the text) and the cycle search recursed once per task, overflowing a test thread's stack.
+    // Timings are for the benchmark (`cargo bench -p orchestrator --bench validate`); this checks
+    // that a long chain loads at all, with its references checked.
+    let n = 20_000;
+    let mut text = String::from(HEAD);
+    for i in 0..n {
+        text.push_str(&format!("[[task]]\nid = \"t{i}\"\nkind = \"noop\"\n"));
+        if i > 0 {
+            text.push_str(&format!(
+                "depends_on = [\"t{p}\"]\noutputs = {{ seen = \"{{{{ tasks.t{p}.output.n }}}}\" }}\n",
+                p = i - 1
+            ));
+        }
+    }
+    let dag = parse_str_with_env(&text, "t.toml", &|_| None).unwrap();
+    assert_eq!(dag.tasks.len(), n);
+    // A reference to a task that is not upstream is still found at the end of the chain.
+    text.push_str("[[task]]\nid = \"last\"\nkind = \"noop\"\ndepends_on = [\"t5\"]\noutputs = { x = \"{{ tasks.t9999.output.n }}\" }\n");
+    let e = errors(&text);
+    assert!(e.to_string().contains("t9999"), "{e}");
+}

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write;
 
-use petgraph::algo::tarjan_scc;
+use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use super::Dag;
@@ -27,7 +27,9 @@ pub(crate) fn build(upstream: &[Vec<usize>]) -> DiGraph<(), ()> {
 /// members in file order.
 pub(crate) fn cycles(upstream: &[Vec<usize>]) -> Vec<Vec<usize>> {
     let g = build(upstream);
-    let mut out: Vec<Vec<usize>> = tarjan_scc(&g)
+    // Kosaraju, not Tarjan: petgraph's Tarjan recurses once per task of a chain and overflows the
+    // stack on a chain of 50k tasks; Kosaraju walks with explicit stacks.
+    let mut out: Vec<Vec<usize>> = kosaraju_scc(&g)
         .into_iter()
         .filter(|scc| scc.len() > 1 || upstream[scc[0].index()].contains(&scc[0].index()))
         .map(|scc| {
