@@ -118,6 +118,17 @@ fn benchmark_dag_moves_the_sample_exactly_once_and_twice_in_a_row() {
     let scratch = tempfile::tempdir().unwrap();
     let topic = "e2e-taxi";
     let params = [format!("topic={topic}"), "table=e2e_trips".to_string()];
+    // Another pipeline's offset records in the same database: a run for e2e_trips must leave them.
+    let offsets_ddl: Vec<&str> =
+        include_str!("../../infrastructure/clickhouse/consumer_offsets.sql")
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("--"))
+            .collect();
+    infra.clickhouse.query(&offsets_ddl.join("\n"));
+    infra.clickhouse.query(
+        "INSERT INTO velostream_consumer_offsets (target_table, topic, kafka_partition, next_offset, group_id) \
+         VALUES ('other_trips', 'other-topic', 0, 4242, 'other-group')",
+    );
 
     for attempt in 1..=2 {
         let run = run_dag(&infra, "velostream_benchmark.toml", &params, scratch.path());
@@ -163,6 +174,22 @@ fn benchmark_dag_moves_the_sample_exactly_once_and_twice_in_a_row() {
         assert!(report.contains("rows in ClickHouse     100000"), "{report}");
         assert!(report.contains("peak consumer lag"), "{report}");
         no_pipeline_process_left(&run.consumer_http);
+        // Only this pipeline's state was touched: the other's offsets stay, and no table but
+        // the one asked for was created.
+        assert_eq!(
+            infra.clickhouse.query_u64(
+                "SELECT max(next_offset) FROM velostream_consumer_offsets WHERE target_table = 'other_trips'"
+            ),
+            4242,
+            "run {attempt}"
+        );
+        assert_eq!(
+            infra
+                .clickhouse
+                .query_u64("SELECT count() FROM system.tables WHERE name = 'taxi_trips'"),
+            0,
+            "run {attempt}"
+        );
     }
     // The sample's first trip made it through with its values.
     let first = infra.clickhouse.query(

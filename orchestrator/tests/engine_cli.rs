@@ -66,6 +66,37 @@ fn validate_reports_problems_with_positions_and_fails() {
 }
 
 #[test]
+fn validate_accepts_folders_recursively_as_serve_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state.db");
+    let dags = tmp.path().join("dags");
+    std::fs::create_dir_all(dags.join("nested/deeper")).unwrap();
+    let dag = |id: &str| format!("[dag]\nid = \"{id}\"\n[[task]]\nid = \"t\"\nkind = \"noop\"\n");
+    write(&dags, "a.toml", &dag("a"));
+    write(&dags.join("nested/deeper"), "b.toml", &dag("b"));
+    write(&dags, "notes.txt", "not a DAG");
+    let out = cli(&state, &["validate", dags.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("a.toml: ok (DAG a, 1 tasks)"), "{stdout}");
+    assert!(stdout.contains("b.toml: ok (DAG b, 1 tasks)"), "{stdout}");
+
+    // A bad file deep down and a duplicate id fail the folder, each named.
+    let bad = write(&dags.join("nested"), "bad.toml", "[dag]\nid = 3\n");
+    write(&dags.join("nested"), "dup.toml", &dag("a"));
+    let out = cli(&state, &["validate", dags.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("{}:2:", bad.display())), "{err}");
+    assert!(err.contains("DAG id \"a\" is already defined in"), "{err}");
+    assert!(err.contains("2 of 4 file(s) invalid"), "{err}");
+
+    // The repository's own folder of DAGs validates as one.
+    let out = cli(&state, &["validate", repo().join("dags").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
 fn graph_prints_text_and_dot() {
     let tmp = tempfile::tempdir().unwrap();
     let hello = repo().join("dags/examples/hello.toml");
@@ -167,6 +198,32 @@ fn a_failed_run_exits_1_and_a_bad_param_exits_2() {
         text(&out.stderr).contains("param \"n\" expects an integer"),
         "{}",
         text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_failed_run_says_why_in_the_summary_and_in_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state.db");
+    let dag = write(
+        tmp.path(),
+        "why.toml",
+        "[dag]\nid = \"why\"\n[[task]]\nid = \"load\"\nkind = \"command\"\nshell = \"echo starting >&2; echo 'error: trips.parquet is empty (0 bytes)' >&2; exit 1\"\n",
+    );
+    let out = cli(&state, &["run", dag.to_str().unwrap(), "--no-progress"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("load: the shell command failed with exit code 1; last error output: error: trips.parquet is empty (0 bytes)"),
+        "{stdout}"
+    );
+    let store = SqliteStore::open(&state).unwrap();
+    let run_id = store.runs(&RunFilter::default()).unwrap()[0].run_id.clone();
+    let out = cli(&state, &["runs", "--run", &run_id]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("trips.parquet is empty (0 bytes)"),
+        "{stdout}"
     );
 }
 

@@ -366,3 +366,110 @@ env = { EXTRA = "{{ dag.id }}" }
     assert_eq!(ti[0].outputs["t"], json!("show"));
     assert_eq!(ti[0].outputs["x"], json!("envs"));
 }
+
+#[tokio::test]
+async fn rendered_values_are_checked_with_the_load_time_rules() {
+    // A literal `partitions = 0` is refused by the loader; the same value from a param must be
+    // refused when the task runs, with the same message, before the broker is asked anything.
+    let text = r#"
+[dag]
+id = "rendered"
+
+[dag.params]
+partitions = 3
+
+[[task]]
+id = "topic"
+kind = "kafka.create_topic"
+topic = "t"
+partitions = "{{ params.partitions }}"
+timeout = "2s"
+retries = 2
+"#;
+    let literal = text.replace("\"{{ params.partitions }}\"", "0");
+    let load_error = orchestrator::dag::parse_str(&literal, "literal.toml")
+        .unwrap_err()
+        .to_string();
+    let rule = "task `topic`: `partitions` is 0; a topic needs at least 1 partition";
+    assert!(load_error.contains(rule), "{load_error}");
+
+    let logs = tempfile::tempdir().unwrap();
+    let (engine, store) = engine(logs.path());
+    let request = RunRequest {
+        params: BTreeMap::from([("partitions".to_owned(), "0".to_owned())]),
+        ..Default::default()
+    };
+    let outcome = engine
+        .run(
+            dag(text),
+            request,
+            EventSink::none(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(state(&outcome, "topic"), TaskState::Failed, "{outcome:#?}");
+    let ti = store.task_instances(&outcome.run_id).unwrap();
+    let topic = ti.iter().find(|t| t.task_id == "topic").unwrap();
+    let error = topic.error.clone().unwrap();
+    assert!(error.contains(rule), "{error}");
+    // Not retried: the same values would fail the same way.
+    assert_eq!(store.tries(&outcome.run_id, "topic").unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn secrets_are_masked_in_logs_outputs_and_errors() {
+    let text = r#"
+[dag]
+id = "secrets"
+
+[dag.params]
+api_token = "tok-0123456789"
+
+[connections.clickhouse]
+password = "hunter2-s3cret"
+
+[[task]]
+id = "leak"
+kind = "command"
+shell = """
+echo "pw={{ conn.clickhouse.password }} env=$CLICKHOUSE_PASSWORD token={{ params.api_token }}"
+echo "error: login with {{ conn.clickhouse.password }} refused" >&2
+exit 1
+"""
+
+[[task]]
+id = "outputs"
+kind = "command"
+shell = """echo '::velostream:: {"output": {"pw": "{{ conn.clickhouse.password }}", "nested": ["{{ params.api_token }}"]}}'"""
+"#;
+    let logs = tempfile::tempdir().unwrap();
+    let (engine, store) = engine(logs.path());
+    let outcome = engine
+        .run(
+            dag(text),
+            RunRequest::default(),
+            EventSink::none(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(state(&outcome, "leak"), TaskState::Failed, "{outcome:#?}");
+    let ti = store.task_instances(&outcome.run_id).unwrap();
+    let leak = ti.iter().find(|t| t.task_id == "leak").unwrap();
+    let tries = store.tries(&outcome.run_id, "leak").unwrap();
+    let log = std::fs::read_to_string(tries[0].log_path.as_ref().unwrap()).unwrap();
+    let error = leak.error.clone().unwrap();
+    let out = ti.iter().find(|t| t.task_id == "outputs").unwrap();
+    assert_eq!(out.state, TaskState::Success);
+    let outputs = serde_json::Value::Object(out.outputs.clone()).to_string();
+    for (what, text) in [("log", &log), ("error", &error), ("outputs", &outputs)] {
+        for secret in ["hunter2-s3cret", "tok-0123456789"] {
+            assert!(!text.contains(secret), "{secret} in the {what}: {text}");
+        }
+    }
+    assert!(log.contains("pw=*** env=*** token=***"), "{log}");
+    assert!(error.contains("error: login with *** refused"), "{error}");
+    assert_eq!(out.outputs["pw"], json!("***"));
+    assert_eq!(out.outputs["nested"], json!(["***"]));
+}

@@ -156,6 +156,53 @@ fn other_checks() {
 }
 
 #[test]
+fn a_shell_line_too_long_for_the_os_is_refused_at_load() {
+    // Linux passes at most 128 KiB as one argument: a longer `sh -c` line would fail at run time
+    // with "Argument list too long".
+    let long = format!("echo {}", "x".repeat(200 * 1024));
+    let e = errors(&format!(
+        "{HEAD}[[task]]\nid = \"big\"\nkind = \"command\"\nshell = \"{long}\"\n"
+    ));
+    has(
+        &e,
+        7,
+        9,
+        "`shell` is 204805 bytes; the OS passes at most 131071 bytes",
+    );
+    // Just under the limit is fine.
+    let fits = format!("echo {}", "x".repeat(100 * 1024));
+    parse_str_with_env(
+        &format!("{HEAD}[[task]]\nid = \"ok\"\nkind = \"command\"\nshell = \"{fits}\"\n"),
+        "t.toml",
+        &|_| None,
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_file_that_is_not_utf8_gets_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("latin1.toml");
+    // "caf\xe9" in Latin-1, on line 4 after "description = \"caf".
+    let mut bytes = b"[dag]\nid = \"d\"\n\ndescription = \"caf".to_vec();
+    bytes.push(0xe9);
+    bytes.extend_from_slice(b"\"\n");
+    std::fs::write(&path, &bytes).unwrap();
+    let e = orchestrator::dag::load(&path).unwrap_err();
+    has(
+        &e,
+        4,
+        19,
+        "the file is not UTF-8 text (byte 0xe9 at offset 34)",
+    );
+    assert!(
+        e.to_string()
+            .starts_with(&format!("{}:4:19: ", path.display())),
+        "{e}"
+    );
+}
+
+#[test]
 fn every_problem_is_reported_at_once_in_file_order() {
     let e = errors(
         "[dag]\nid = \"d\"\nschedule = \"nope\"\n[[task]]\nid = \"a\"\nkind = \"noop\"\ndepends_on = [\"x\"]\n[[task]]\nid = \"a\"\nkind = \"wat\"\n[[task]]\nid = \"c\"\nkind = \"sleep\"\nduration = \"1s\"\ntimeout = \"1 fortnight\"\n",
@@ -280,4 +327,29 @@ proptest! {
             let _ = e.to_string();
         }
     }
+}
+
+#[test]
+fn a_chain_of_20k_tasks_reading_each_others_outputs_validates() {
+    // Loading used to be quadratic (every task's ancestors, every task's line found by a scan of
+    // the text) and the cycle search recursed once per task, overflowing a test thread's stack.
+    // Timings are for the benchmark (`cargo bench -p orchestrator --bench validate`); this checks
+    // that a long chain loads at all, with its references checked.
+    let n = 20_000;
+    let mut text = String::from(HEAD);
+    for i in 0..n {
+        text.push_str(&format!("[[task]]\nid = \"t{i}\"\nkind = \"noop\"\n"));
+        if i > 0 {
+            text.push_str(&format!(
+                "depends_on = [\"t{p}\"]\noutputs = {{ seen = \"{{{{ tasks.t{p}.output.n }}}}\" }}\n",
+                p = i - 1
+            ));
+        }
+    }
+    let dag = parse_str_with_env(&text, "t.toml", &|_| None).unwrap();
+    assert_eq!(dag.tasks.len(), n);
+    // A reference to a task that is not upstream is still found at the end of the chain.
+    text.push_str("[[task]]\nid = \"last\"\nkind = \"noop\"\ndepends_on = [\"t5\"]\noutputs = { x = \"{{ tasks.t9999.output.n }}\" }\n");
+    let e = errors(&text);
+    assert!(e.to_string().contains("t9999"), "{e}");
 }

@@ -507,3 +507,77 @@ async fn responses_carry_a_strict_content_security_policy() {
     let (status, _) = env.get("/no/such/page").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bearer_token_without_cookies_needs_no_csrf_token() {
+    let env = Env::with_security(&[("greet.toml", GREET)], Some("s3cret"));
+    // A script: the bearer token, no cookie, no CSRF token.
+    let machine = post("/api/dags/greet/runs")
+        .header(header::AUTHORIZATION, "Bearer s3cret")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"params": {"rows": 3}}"#))
+        .unwrap();
+    let (status, _, body) = env.send(machine).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        env.wait_run(v["run_id"].as_str().unwrap()).await,
+        RunState::Success
+    );
+
+    // Browser sessions keep the check: basic auth (browsers resend it by themselves), or a
+    // bearer header alongside cookies.
+    let basic = post("/api/dags/greet/pause")
+        .header(header::AUTHORIZATION, "Basic YW55b25lOnMzY3JldA==")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(env.send(basic).await.0, StatusCode::FORBIDDEN);
+    let with_cookie = post("/api/dags/greet/pause")
+        .header(header::AUTHORIZATION, "Bearer s3cret")
+        .header(header::COOKIE, "session=1")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(env.send(with_cookie).await.0, StatusCode::FORBIDDEN);
+    // A wrong bearer token is still refused, and a cross-site origin still is.
+    let wrong = post("/api/dags/greet/pause")
+        .header(header::AUTHORIZATION, "Bearer nope")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(env.send(wrong).await.0, StatusCode::UNAUTHORIZED);
+    let cross_site = post("/api/dags/greet/pause")
+        .header(header::AUTHORIZATION, "Bearer s3cret")
+        .header(header::ORIGIN, "http://evil.example")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(env.send(cross_site).await.0, StatusCode::FORBIDDEN);
+    assert!(env.state.store().paused_dags().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_run_says_why_in_the_api_and_on_its_page() {
+    const FAILS: &str = r#"
+[dag]
+id = "fails"
+
+[[task]]
+id = "load"
+kind = "command"
+shell = "echo 'reading data.parquet' >&2; echo 'error: data.parquet is empty (0 bytes); give a Parquet file with rows' >&2; exit 1"
+"#;
+    let env = Env::new(&[("fails.toml", FAILS)]);
+    let (status, v) = env.post_json("/api/dags/fails/runs", json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let run_id = v["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(env.wait_run(&run_id).await, RunState::Failed);
+    let why = "error: data.parquet is empty (0 bytes); give a Parquet file with rows";
+    let path = format!("/api/runs/{}", web_common::enc(&run_id));
+    let run = env.get_json(&path).await;
+    let error = run["tasks"][0]["error"].as_str().unwrap();
+    assert!(error.contains("exit code 1"), "{error}");
+    assert!(error.contains(why), "{error}");
+    let (status, page) = env
+        .get(&format!("/runs/{}", web_common::enc(&run_id)))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("data.parquet is empty (0 bytes)"), "{page}");
+}

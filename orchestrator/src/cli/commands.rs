@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::progress::Display;
 use super::table;
 use super::{GraphArgs, GraphFormat, LogsArgs, PauseArgs, RunArgs, RunsArgs, ValidateArgs};
+use crate::cron::DagFolder;
 use crate::dag::{self, render_dot, render_text};
 use crate::events::EventSink;
 use crate::scheduler::{Engine, EngineSettings, RunOutcome, RunRequest};
@@ -203,17 +204,55 @@ fn print_leaf_outputs(dag: &crate::dag::Dag, outcome: &RunOutcome, store: &dyn S
     }
 }
 
-/// `orchestrator validate FILE...`: every problem of every file; exit 1 if any.
+/// `orchestrator validate PATH...`: every problem of every DAG file (a folder stands for every
+/// `*.toml` under it, recursively, as `serve --dags` reads it); exit 1 if any.
 pub fn validate(args: &ValidateArgs) -> ExitCode {
+    let mut files = Vec::new();
     let mut bad = 0;
-    for file in &args.files {
+    for path in &args.files {
+        if !path.is_dir() {
+            files.push(path.clone());
+            continue;
+        }
+        match DagFolder::files(path) {
+            Ok(found) if found.is_empty() => {
+                bad += 1;
+                eprintln!(
+                    "{}: no *.toml DAG files in this folder or below it",
+                    path.display()
+                );
+            }
+            Ok(found) => files.extend(found),
+            Err(e) => {
+                bad += 1;
+                eprintln!("{e}");
+            }
+        }
+    }
+    // DAG ids are unique across the files validated together, as `serve` requires.
+    let mut first_of: BTreeMap<String, std::path::PathBuf> = BTreeMap::new();
+    for file in &files {
         match dag::load(file) {
-            Ok(d) => println!(
-                "{}: ok (DAG {}, {} tasks)",
-                file.display(),
-                d.id,
-                d.tasks.len()
-            ),
+            Ok(d) => match first_of.get(&d.id) {
+                Some(first) => {
+                    bad += 1;
+                    eprintln!(
+                        "{}: DAG id {:?} is already defined in {}; DAG ids must be unique",
+                        file.display(),
+                        d.id,
+                        first.display()
+                    );
+                }
+                None => {
+                    println!(
+                        "{}: ok (DAG {}, {} tasks)",
+                        file.display(),
+                        d.id,
+                        d.tasks.len()
+                    );
+                    first_of.insert(d.id, file.clone());
+                }
+            },
             Err(e) => {
                 bad += 1;
                 eprintln!("{e}");
@@ -221,7 +260,7 @@ pub fn validate(args: &ValidateArgs) -> ExitCode {
         }
     }
     if bad > 0 {
-        eprintln!("error: {bad} of {} file(s) invalid", args.files.len());
+        eprintln!("error: {bad} of {} file(s) invalid", files.len().max(bad));
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

@@ -85,8 +85,8 @@ pub struct RunArgs {
 /// `orchestrator validate`.
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
-    /// DAG files.
-    #[arg(required = true)]
+    /// DAG files, or folders: every `*.toml` under a folder, recursively (as `serve --dags`).
+    #[arg(required = true, value_name = "PATH")]
     pub files: Vec<PathBuf>,
 }
 

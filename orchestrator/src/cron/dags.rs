@@ -64,6 +64,12 @@ impl DagFolder {
         })
     }
 
+    /// The DAG files `open` would load from `root`, in path order: every `*.toml` under it
+    /// (recursively, skipping hidden entries), or `root` itself when it is a file.
+    pub fn files(root: &Path) -> Result<Vec<PathBuf>, DagFolderError> {
+        Ok(scan(root)?.into_iter().map(|(p, _, _)| p).collect())
+    }
+
     /// The folder.
     pub fn root(&self) -> &Path {
         &self.root

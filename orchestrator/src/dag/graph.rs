@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::fmt::Write;
 
-use petgraph::algo::tarjan_scc;
+use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use super::Dag;
@@ -27,7 +27,9 @@ pub(crate) fn build(upstream: &[Vec<usize>]) -> DiGraph<(), ()> {
 /// members in file order.
 pub(crate) fn cycles(upstream: &[Vec<usize>]) -> Vec<Vec<usize>> {
     let g = build(upstream);
-    let mut out: Vec<Vec<usize>> = tarjan_scc(&g)
+    // Kosaraju, not Tarjan: petgraph's Tarjan recurses once per task of a chain and overflows the
+    // stack on a chain of 50k tasks; Kosaraju walks with explicit stacks.
+    let mut out: Vec<Vec<usize>> = kosaraju_scc(&g)
         .into_iter()
         .filter(|scc| scc.len() > 1 || upstream[scc[0].index()].contains(&scc[0].index()))
         .map(|scc| {
@@ -65,6 +67,7 @@ pub(crate) fn topo_order(upstream: &[Vec<usize>]) -> Vec<usize> {
 }
 
 /// Every task upstream of `task`, directly or not (works on cyclic graphs too).
+#[cfg(test)]
 pub(crate) fn ancestors(upstream: &[Vec<usize>], task: usize) -> HashSet<usize> {
     let mut seen = HashSet::new();
     let mut stack = upstream[task].clone();
@@ -74,6 +77,49 @@ pub(crate) fn ancestors(upstream: &[Vec<usize>], task: usize) -> HashSet<usize> 
         }
     }
     seen
+}
+
+/// Each task's position in [`topo_order`], for [`is_ancestor`]; all zeros when the graph has a
+/// cycle (the order is then partial and cannot prune the search).
+pub(crate) fn ranks(upstream: &[Vec<usize>]) -> Vec<usize> {
+    let order = topo_order(upstream);
+    let mut rank = vec![0; upstream.len()];
+    if order.len() == upstream.len() {
+        for (position, &task) in order.iter().enumerate() {
+            rank[task] = position;
+        }
+    }
+    rank
+}
+
+/// Whether `anc` is upstream of `task`, directly or not (never of itself). The search walks up
+/// from `task` and skips every task ranked before `anc` in the topological order (none of them
+/// can lead to it), so asking about a nearby upstream task costs little whatever the DAG's size.
+/// Answers the loader's question per reference, instead of computing every task's ancestors
+/// (quadratic in the number of tasks).
+pub(crate) fn is_ancestor(
+    upstream: &[Vec<usize>],
+    rank: &[usize],
+    anc: usize,
+    task: usize,
+) -> bool {
+    if anc == task {
+        return false;
+    }
+    let floor = rank[anc];
+    let mut seen = HashSet::new();
+    let mut stack = vec![task];
+    while let Some(t) = stack.pop() {
+        for &u in &upstream[t] {
+            if u == anc {
+                return true;
+            }
+            if rank[u] >= floor && seen.insert(u) {
+                stack.push(u);
+            }
+        }
+    }
+    false
 }
 
 /// The DAG as text: tasks in topological order with kind, upstream tasks and trigger rule.
@@ -146,6 +192,35 @@ pub fn render_dot(dag: &Dag) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ancestors_by_search_agree_with_the_full_set() {
+        // A diamond, a chain beside it, and a cycle (ranks all zero).
+        for up in [
+            vec![
+                vec![],
+                vec![0],
+                vec![0],
+                vec![1, 2],
+                vec![],
+                vec![4],
+                vec![3, 5],
+            ],
+            vec![vec![2], vec![0], vec![1], vec![2]],
+        ] {
+            let rank = ranks(&up);
+            for task in 0..up.len() {
+                let all = ancestors(&up, task);
+                for anc in 0..up.len() {
+                    assert_eq!(
+                        is_ancestor(&up, &rank, anc, task),
+                        all.contains(&anc) && anc != task,
+                        "{anc} upstream of {task} in {up:?}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn cycles_topo_order_and_ancestors() {

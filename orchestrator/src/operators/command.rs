@@ -53,6 +53,43 @@ impl CommandConfig {
     }
 }
 
+/// The longest single argument or environment string Linux passes to a program
+/// (`MAX_ARG_STRLEN`, 32 pages), terminating NUL included: anything longer fails at start with
+/// "Argument list too long".
+pub const MAX_ARG_BYTES: usize = 32 * 4096;
+
+/// Arguments (the `shell` line is one) and environment entries too long for the OS: caught when
+/// the DAG loads, and after templating when the task runs, rather than as E2BIG at start.
+fn argument_problems(c: &CommandConfig) -> Vec<ConfigProblem> {
+    let too_long = |field: &str, what: String, len: usize| {
+        ConfigProblem::field(
+            field,
+            format!(
+                "{what} is {len} bytes; the OS passes at most {} bytes as one argument or environment variable: put the script in a file and run it (program = \"/bin/sh\", args = [\"script.sh\"]), or pass large data in a file",
+                MAX_ARG_BYTES - 1
+            ),
+        )
+    };
+    let mut problems = Vec::new();
+    if let Some(line) = &c.shell
+        && line.len() >= MAX_ARG_BYTES
+    {
+        problems.push(too_long("shell", "`shell`".into(), line.len()));
+    }
+    for (i, a) in c.args.iter().enumerate() {
+        if a.len() >= MAX_ARG_BYTES {
+            problems.push(too_long("args", format!("`args[{i}]`"), a.len()));
+        }
+    }
+    for (k, v) in &c.env {
+        // `KEY=value` is one string.
+        if k.len() + 1 + v.len() >= MAX_ARG_BYTES {
+            problems.push(too_long("env", format!("`env.{k}`"), k.len() + 1 + v.len()));
+        }
+    }
+    problems
+}
+
 impl Operator for CommandConfig {
     fn validate(&self, _ctx: &ValidateContext<'_>) -> Vec<ConfigProblem> {
         let mut problems = Vec::new();
@@ -73,6 +110,7 @@ impl Operator for CommandConfig {
         if self.program.as_deref().is_some_and(|p| p.trim().is_empty()) {
             problems.push(ConfigProblem::field("program", "must not be empty"));
         }
+        problems.extend(argument_problems(self));
         problems
     }
 

@@ -15,6 +15,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use velostream_common::clickhouse::ClickHouseConfig;
 
 use super::OperatorError;
+use super::error_tail::ErrorTail;
+use super::secrets::Secrets;
 use crate::events::{EventSink, RunEvent};
 use crate::process::{self, Child, LineSink, Message, ProcessRegistry, ProcessSpec};
 use crate::series::{self, SeriesMap};
@@ -77,12 +79,15 @@ impl Connections {
 #[derive(Debug)]
 struct TaskLog {
     path: Option<PathBuf>,
+    /// Masked out of every line before it is written.
+    secrets: Secrets,
     file: Mutex<Option<File>>,
     memory: Mutex<Vec<String>>,
 }
 
 impl TaskLog {
     fn write(&self, line: &str) {
+        let line = &*self.secrets.mask(line);
         let Some(path) = &self.path else {
             self.memory
                 .lock()
@@ -137,6 +142,7 @@ struct Inner {
     events: EventSink,
     store: Option<Arc<dyn Store>>,
     kill_grace: Duration,
+    error_tail: ErrorTail,
 }
 
 /// What an operator gets while it runs. Cheap to clone (one `Arc`); clones share outputs and log.
@@ -167,6 +173,7 @@ impl TaskContext {
             events: EventSink::none(),
             store: None,
             kill_grace: DEFAULT_KILL_GRACE,
+            secrets: Secrets::default(),
         }
     }
 
@@ -215,6 +222,12 @@ impl TaskContext {
         self.inner.log.write(line.as_ref());
     }
 
+    /// The last lines this try's programs wrote to stderr that say why it failed (see
+    /// `operators::error_tail`), joined on one line; `None` if they wrote nothing there.
+    pub fn error_tail(&self) -> Option<String> {
+        self.inner.error_tail.summary()
+    }
+
     /// The log file of this try, if it goes to a file.
     pub fn log_path(&self) -> Option<&Path> {
         self.inner.log.path.as_deref()
@@ -236,7 +249,12 @@ impl TaskContext {
             .outputs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key.into(), value.into());
+            .insert(key.into(), self.inner.log.secrets.mask_value(value.into()));
+    }
+
+    /// `text` with this run's secrets (see [`Secrets`]) replaced by `***`.
+    pub fn mask<'t>(&self, text: &'t str) -> std::borrow::Cow<'t, str> {
+        self.inner.log.secrets.mask(text)
     }
 
     /// Sets every field of `outcome` (a struct serialized as a JSON object) as an output.
@@ -433,6 +451,13 @@ impl LineSink for TaskContext {
         self.inner.log.write(line);
     }
 
+    fn log_stderr(&self, line: &str) {
+        self.inner.log.write(line);
+        self.inner
+            .error_tail
+            .push(&self.inner.log.secrets.mask(line));
+    }
+
     fn message(&self, message: Message) {
         match message {
             Message::Output(outputs) => {
@@ -467,6 +492,7 @@ pub struct TaskContextBuilder {
     events: EventSink,
     store: Option<Arc<dyn Store>>,
     kill_grace: Duration,
+    secrets: Secrets,
 }
 
 impl TaskContextBuilder {
@@ -530,6 +556,12 @@ impl TaskContextBuilder {
         self
     }
 
+    /// Values masked out of the log, the outputs and the error (default: none).
+    pub fn secrets(mut self, secrets: Secrets) -> Self {
+        self.secrets = secrets;
+        self
+    }
+
     /// The context.
     pub fn build(self) -> TaskContext {
         TaskContext {
@@ -545,6 +577,7 @@ impl TaskContextBuilder {
                 processes: self.processes,
                 log: TaskLog {
                     path: self.log_path,
+                    secrets: self.secrets,
                     file: Mutex::new(None),
                     memory: Mutex::new(Vec::new()),
                 },
@@ -555,6 +588,7 @@ impl TaskContextBuilder {
                 events: self.events,
                 store: self.store,
                 kill_grace: self.kill_grace,
+                error_tail: ErrorTail::default(),
             }),
         }
     }

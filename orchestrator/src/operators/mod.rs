@@ -12,11 +12,13 @@
 pub mod clickhouse;
 mod command;
 mod context;
+mod error_tail;
 pub mod http;
 pub mod kafka;
 mod noop;
 pub mod process_spawn;
 pub mod process_stop;
+mod secrets;
 
 use std::fmt;
 use std::future::Future;
@@ -29,6 +31,7 @@ pub use context::{
     Connections, DEFAULT_KILL_GRACE, KafkaConnection, TaskContext, TaskContextBuilder,
 };
 pub use noop::{NoopConfig, SleepConfig};
+pub use secrets::{MASK, Secrets, is_secret_name};
 
 use crate::process::{ExitInfo, ProcessError};
 

@@ -178,7 +178,7 @@ async fn read_lines(stream: impl AsyncRead + Unpin, sink: Arc<dyn LineSink>, pro
         }
         let line = String::from_utf8_lossy(&buf);
         if !protocol {
-            sink.log(&line);
+            sink.log_stderr(&line);
             continue;
         }
         match parse_line(&line) {

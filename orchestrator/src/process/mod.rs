@@ -23,6 +23,10 @@ pub trait LineSink: Send + Sync + 'static {
     fn log(&self, line: &str);
     /// A message of a `::velostream::` line (output, progress or a series point).
     fn message(&self, message: Message);
+    /// A line the program wrote to stderr; logged like any other line unless the sink keeps more.
+    fn log_stderr(&self, line: &str) {
+        self.log(line);
+    }
 }
 
 /// Errors supervising a process.

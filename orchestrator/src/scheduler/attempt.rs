@@ -119,8 +119,18 @@ impl Attempt {
             .cancel(self.token.clone())
             .log_path(self.log_path.clone())
             .build();
-        let outcome =
+        let mut outcome =
             run_operator(&self.kind, &ctx, &self.token, self.timeout, self.stop_grace).await;
+        if let Outcome::Failed(message) = &mut outcome
+            && let Some(tail) = ctx.error_tail()
+        {
+            // Say why where the failure is shown, not only in the try log.
+            message.push_str("; last error output: ");
+            message.push_str(&tail);
+        }
+        if let Outcome::Failed(message) | Outcome::Skipped(message) = &mut outcome {
+            *message = ctx.mask(message).into_owned();
+        }
         match &outcome {
             Outcome::Failed(message) => {
                 ctx.log(format!(

@@ -4,6 +4,7 @@
 //! runs whose orchestrator died as failed and kills what their tasks left running.
 
 mod attempt;
+mod rendered;
 mod rules;
 mod run;
 mod writer;

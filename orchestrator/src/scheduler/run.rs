@@ -13,13 +13,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::{Attempt, AttemptResult, Outcome};
+use super::rendered;
 use super::rules::{Decision, UpstreamCounts, decide_counts};
 use super::writer::StoreWriter;
 use super::{EngineSettings, RunOutcome, TaskSummary};
 use crate::dag::Dag;
 use crate::dag::template::{Scope, TemplatedValue};
 use crate::events::{EventSink, RunEvent};
-use crate::operators::{TaskContext, TaskKind};
+use crate::operators::{Secrets, TaskContext, TaskKind};
 use crate::process::ProcessRegistry;
 use crate::store::{RunState, Store, TaskState, TaskUpdate, try_log_path};
 
@@ -343,7 +344,11 @@ impl RunDriver {
             run.started_at = Some(Utc::now());
         }
         let kind = if let Some(templates) = &task.templates {
-            match self.render(task.id.as_str(), try_number, templates, &p.outputs) {
+            match self
+                .render(task.id.as_str(), try_number, templates, &p.outputs)
+                .and_then(|k| {
+                    rendered::check(&self.dag, task.id.as_str(), &k, &self.params).map(|()| k)
+                }) {
                 Ok(k) => k,
                 Err(message) => {
                     let at = Utc::now();
@@ -382,7 +387,8 @@ impl RunDriver {
                 .processes(p.processes.clone())
                 .events(self.events.clone())
                 .store(self.store.clone())
-                .kill_grace(self.settings.kill_grace);
+                .kill_grace(self.settings.kill_grace)
+                .secrets(Secrets::for_run(&self.dag.connections, &self.params));
         let attempt = Attempt {
             index: i,
             task_id: task.id.clone(),

@@ -9,7 +9,9 @@
 //! - **Cross-site requests**: state changes are POST only (other methods get 405 from the
 //!   router). A POST whose `Origin` (or `Referer`) is another site is refused, and every POST must
 //!   carry the server's CSRF token, in the `X-CSRF-Token` header or a `csrf_token` form field; the
-//!   token is in every page and at `GET /api/csrf`, which other sites cannot read.
+//!   token is in every page and at `GET /api/csrf`, which other sites cannot read. A POST with the
+//!   server's token as `Authorization: Bearer` and no cookie is a machine's (a browser cannot send
+//!   that header to another site without a CORS preflight): it needs no CSRF token.
 //! - **Headers**: a strict Content-Security-Policy (scripts and styles from this server only, no
 //!   inline script), no framing, no MIME sniffing.
 //!
@@ -94,8 +96,8 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
     else {
         return false;
     };
-    if let Some(bearer) = value.strip_prefix("Bearer ") {
-        return same(bearer.trim().as_bytes(), token.as_bytes());
+    if value.starts_with("Bearer ") {
+        return bearer_authorized(headers, token);
     }
     if let Some(basic) = value.strip_prefix("Basic ") {
         return base64_decode(basic.trim())
@@ -107,6 +109,23 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
             .unwrap_or(false);
     }
     false
+}
+
+/// Whether the request carries the token as `Authorization: Bearer <token>`.
+fn bearer_authorized(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|bearer| same(bearer.trim().as_bytes(), token.as_bytes()))
+}
+
+/// Whether the request is a machine's, which needs no CSRF token: it carries the server's token
+/// as a bearer token and no cookie. A browser never sends a bearer header on its own (a page of
+/// another site cannot set one without a CORS preflight, which this server does not answer), while
+/// it does send basic-auth credentials and cookies by itself, so those requests keep the check.
+fn machine_request(headers: &HeaderMap, token: Option<&str>) -> bool {
+    token.is_some_and(|t| bearer_authorized(headers, t)) && !headers.contains_key(header::COOKIE)
 }
 
 /// The host part of a `Host` header or URL authority (`[::1]:8080` -> `[::1]`).
@@ -230,6 +249,9 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
         if let Err(e) = same_origin(req.headers()) {
             return fail(e);
         }
+        if machine_request(req.headers(), security.token.as_deref()) {
+            return with_headers(next.run(req).await);
+        }
         match check_csrf(req, &security.csrf_token).await {
             Ok(req) => req,
             Err(e) => return fail(e),
@@ -237,7 +259,11 @@ pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> R
     } else {
         req
     };
-    let mut resp = next.run(req).await;
+    with_headers(next.run(req).await)
+}
+
+/// Adds the security headers every answer carries.
+fn with_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,

@@ -24,6 +24,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse_env();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, never into a DAG's log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
@@ -41,7 +43,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // Once, as `error: ...`: a log line with the same text would say it twice.
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_NOT_STARTED)
         }

@@ -2,7 +2,7 @@
 //! formed), dependencies (existing, acyclic), and per task: the tasks its kind refers to, its
 //! templates, and the kind's own validation.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde_json::Value;
@@ -91,6 +91,8 @@ pub(super) struct Graph {
     pub ids: Vec<String>,
     /// Upstream positions per task.
     pub upstream: Vec<Vec<usize>>,
+    /// Each task's rank in the topological order (see [`graph::is_ancestor`]).
+    pub rank: Vec<usize>,
 }
 
 /// Checks ids and dependencies, and reports every cycle with its edges.
@@ -124,9 +126,11 @@ pub(super) fn graph(tasks: &[RawTask<'_>], problems: &mut Problems<'_>) -> Graph
     let mut upstream: Vec<Vec<usize>> = vec![Vec::new(); tasks.len()];
     for (i, t) in tasks.iter().enumerate() {
         let Some(c) = &t.identity else { continue };
+        // A set, not `contains` on the list: a join of thousands of tasks stays linear.
+        let mut listed = HashSet::new();
         for dep in &c.depends_on {
             match index.get(dep.get_ref()) {
-                Some(&u) if !upstream[i].contains(&u) => upstream[i].push(u),
+                Some(&u) if listed.insert(u) => upstream[i].push(u),
                 Some(_) => {}
                 None => problems.at(
                     Some(dep.span()),
@@ -162,10 +166,12 @@ pub(super) fn graph(tasks: &[RawTask<'_>], problems: &mut Problems<'_>) -> Graph
             ),
         );
     }
+    let rank = graph::ranks(&upstream);
     Graph {
         index,
         ids,
         upstream,
+        rank,
     }
 }
 
@@ -182,12 +188,13 @@ pub(super) fn tasks(
             continue;
         };
         let id = id.get_ref();
-        let ancestors = graph::ancestors(&g.upstream, i);
+        // Asked only for the tasks this one refers to: computing every task's ancestors up front
+        // made validation quadratic in the number of tasks.
         let task_exists = |other: &str| g.index.contains_key(other);
         let is_upstream = |other: &str| {
             g.index
                 .get(other)
-                .is_some_and(|u| ancestors.contains(u) && *u != i)
+                .is_some_and(|&u| graph::is_ancestor(&g.upstream, &g.rank, u, i))
         };
         for r in kind.referenced_tasks() {
             if !task_exists(r) {

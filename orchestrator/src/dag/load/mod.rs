@@ -21,8 +21,9 @@ use problems::Problems;
 pub fn load(path: impl AsRef<Path>) -> Result<Dag, LoadError> {
     let path = path.as_ref();
     let origin = path.display().to_string();
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .map_err(|e| LoadError::whole_file(&origin, format!("cannot read the DAG file: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|e| problems::not_utf8(&origin, &e))?;
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let dir = abs.parent().map(Path::to_path_buf).unwrap_or_default();
     let env = |k: &str| std::env::var(k).ok();

@@ -53,9 +53,32 @@ impl fmt::Display for LoadError {
     }
 }
 
+/// A DAG file that is not UTF-8 text, with the line and column where the first bad byte is.
+pub(super) fn not_utf8(origin: &str, e: &std::string::FromUtf8Error) -> LoadError {
+    let bytes = e.as_bytes();
+    let at = e.utf8_error().valid_up_to();
+    // Everything before the bad byte is valid UTF-8.
+    let before = std::str::from_utf8(&bytes[..at]).unwrap_or_default();
+    let (line, column) = line_col(before, before.len());
+    LoadError {
+        origin: origin.to_owned(),
+        problems: vec![Diagnostic {
+            line: Some(line),
+            column: Some(column),
+            message: format!(
+                "the file is not UTF-8 text (byte 0x{:02x} at offset {at}); TOML files are UTF-8: save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
+                bytes[at]
+            ),
+        }],
+    }
+}
+
 /// Collects problems with byte spans, converted to line:column at the end.
 pub(super) struct Problems<'t> {
     text: &'t str,
+    /// Where each line starts, so a position costs a binary search, not a scan of the text
+    /// (every task's line is looked up: a scan each made loading quadratic).
+    line_starts: Vec<usize>,
     list: Vec<(Option<Range<usize>>, String)>,
 }
 
@@ -64,6 +87,7 @@ impl<'t> Problems<'t> {
     pub(super) fn new(text: &'t str) -> Self {
         Self {
             text,
+            line_starts: line_starts(text),
             list: Vec::new(),
         }
     }
@@ -89,7 +113,7 @@ impl<'t> Problems<'t> {
 
     /// The 1-based line of a byte offset.
     pub(super) fn line_of(&self, offset: usize) -> usize {
-        line_col(self.text, offset).0
+        line_col_in(self.text, &self.line_starts, offset).0
     }
 
     /// The problems in file order, with positions.
@@ -98,6 +122,7 @@ impl<'t> Problems<'t> {
             .sort_by_key(|(span, _)| span.as_ref().map_or(usize::MAX, |s| s.start));
         self.list.dedup();
         let text = self.text;
+        let starts = &self.line_starts;
         LoadError {
             origin: origin.to_owned(),
             problems: self
@@ -106,7 +131,7 @@ impl<'t> Problems<'t> {
                 .map(|(span, message)| {
                     let (line, column) = match span {
                         Some(s) => {
-                            let (l, c) = line_col(text, s.start);
+                            let (l, c) = line_col_in(text, starts, s.start);
                             (Some(l), Some(c))
                         }
                         None => (None, None),
@@ -122,14 +147,26 @@ impl<'t> Problems<'t> {
     }
 }
 
+/// The byte offset where each line of `text` starts.
+fn line_starts(text: &str) -> Vec<usize> {
+    std::iter::once(0)
+        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+        .collect()
+}
+
 /// The 1-based line and column (in characters) of a byte offset.
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    line_col_in(text, &line_starts(text), offset)
+}
+
+/// [`line_col`] with the line starts computed once.
+fn line_col_in(text: &str, starts: &[usize], offset: usize) -> (usize, usize) {
     let mut offset = offset.min(text.len());
     while !text.is_char_boundary(offset) {
         offset -= 1;
     }
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    // Lines starting at or before the offset; the first always does.
+    let line = starts.partition_point(|&s| s <= offset).max(1);
+    let line_start = starts[line - 1];
     (line, text[line_start..offset].chars().count() + 1)
 }

@@ -26,6 +26,9 @@ pub enum Problem {
     /// The file cannot be opened or read.
     #[error("cannot read it: {0}")]
     Io(std::io::Error),
+    /// Zero bytes: nothing to read (an interrupted download, a placeholder).
+    #[error("the file is empty (0 bytes); nothing to send: give a Parquet file with rows")]
+    Empty,
     /// Neither header nor footer says Parquet.
     #[error("not a Parquet file (it does not start or end with the `PAR1` magic bytes)")]
     NotParquet,
@@ -275,6 +278,9 @@ pub fn open_all(
 pub fn open(path: &Path, check: SchemaCheck, encode: &EncodeOptions) -> Result<InputFile, Problem> {
     let file = File::open(path)?;
     let bytes = file.metadata()?.len();
+    if bytes == 0 {
+        return Err(Problem::Empty);
+    }
     check_magic(&file, bytes)?;
     let metadata =
         ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(|e| match e {
