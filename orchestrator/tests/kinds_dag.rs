@@ -115,7 +115,8 @@ url = "{url}"
 [[task]]
 id = "topic"
 kind = "kafka.create_topic"
-topic = "trips-{{{{ run_id }}}}"
+# A run id holds `:`, which Kafka topic names may not: use the logical date instead.
+topic = "trips-{{{{ unix(logical_date) }}}}"
 partitions = "{{{{ params.partitions }}}}"
 if_exists = "recreate"
 
