@@ -453,8 +453,11 @@ impl Report {
         if self.consumer_other_lanes.is_empty() {
             return;
         }
-        let _ = writeln!(md, "## ClickHouse lanes: the raw-insert ceiling and our share
-");
+        let _ = writeln!(
+            md,
+            "## ClickHouse lanes: the raw-insert ceiling and our share
+"
+        );
         let _ = writeln!(
             md,
             "The consumer phase on a fresh server of each lane, one after the other in this run              (same topic size, same binaries).

@@ -63,7 +63,11 @@ struct Output {
 /// Runs `consumer-bench` at `ctx.rows`; the small-batch consumer reads `small_batch_rows` of them
 /// (it is slow, and its rate does not depend on how many). Its fresh ClickHouse is of `lane`
 /// (unused when the context gives a server).
-pub fn run(ctx: &Context, small_batch_rows: u64, lane: Lane) -> Result<ConsumerFigures, BenchError> {
+pub fn run(
+    ctx: &Context,
+    small_batch_rows: u64,
+    lane: Lane,
+) -> Result<ConsumerFigures, BenchError> {
     let program = ctx.programs.path("consumer-bench")?;
     let log = ctx.work.join(format!("consumer-bench-{lane}.log"));
     let stdout = ctx.work.join(format!("consumer-bench-{lane}.out"));

@@ -163,7 +163,9 @@ impl Guard {
 
     /// The exit status if the process has already exited.
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     fn stop(&mut self, signal: nix::sys::signal::Signal, grace: Duration) {
@@ -243,7 +245,8 @@ fn listening_inodes(port: u16) -> Vec<String> {
         let text = std::fs::read_to_string(table).unwrap_or_default();
         for line in text.lines().skip(1) {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(&"0A"), Some(inode)) = (fields.get(1), fields.get(3), fields.get(9))
+            let (Some(local), Some(&"0A"), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
             else {
                 continue;
             };
@@ -285,7 +288,9 @@ fn port_owner(pid: u32, port: u16) -> PortOwner {
 fn says_address_in_use(logs: &[PathBuf]) -> bool {
     logs.iter().any(|log| {
         std::fs::read_to_string(log).is_ok_and(|t| {
-            t.contains("Address already in use") || t.contains("AddrInUse") || t.contains("address in use")
+            t.contains("Address already in use")
+                || t.contains("AddrInUse")
+                || t.contains("address in use")
         })
     })
 }
@@ -314,14 +319,19 @@ fn wait_ready(
     loop {
         if let Some(status) = guard.exited() {
             if says_address_in_use(logs) {
-                return Err(PortLost(format!("{what} exited: address in use ({ports:?})")));
+                return Err(PortLost(format!(
+                    "{what} exited: address in use ({ports:?})"
+                )));
             }
             panic!("{what} exited during start-up ({status}); {}", tails());
         }
         let owners: Vec<PortOwner> = ports.iter().map(|&p| port_owner(pid, p)).collect();
         if let Some(i) = owners.iter().position(|o| *o == PortOwner::Other) {
             guard.stop(nix::sys::signal::Signal::SIGKILL, Duration::from_secs(5));
-            return Err(PortLost(format!("port {} taken by another process", ports[i])));
+            return Err(PortLost(format!(
+                "port {} taken by another process",
+                ports[i]
+            )));
         }
         if owners.iter().all(|o| *o == PortOwner::Us) && answers() {
             return Ok(());
@@ -707,7 +717,10 @@ mod tests {
             panic!("a port held by another process was taken as ready")
         };
         assert!(why.contains(&port.to_string()), "{why}");
-        assert!(guard.child.is_none(), "the server on a lost port was not stopped");
+        assert!(
+            guard.child.is_none(),
+            "the server on a lost port was not stopped"
+        );
     }
 
     #[test]

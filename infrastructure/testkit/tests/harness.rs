@@ -16,7 +16,10 @@ fn clickhouse_of_the_selected_lane_keeps_its_data_across_a_clean_stop_and_a_kill
         Lane::Modern => "26.",
         Lane::Legacy => "18.",
     };
-    assert!(version.starts_with(expected), "{lane} lane runs ClickHouse {version}");
+    assert!(
+        version.starts_with(expected),
+        "{lane} lane runs ClickHouse {version}"
+    );
     eprintln!("ClickHouse lane {lane}: {version}");
 
     ch.query("CREATE TABLE t (id UInt64) ENGINE = MergeTree ORDER BY id");
@@ -95,10 +98,7 @@ fn every_test_that_starts_clickhouse_runs_on_the_legacy_lane_too() {
             let starts_clickhouse = ["ClickHouse::start", "Infra::start", "velostream-bench\")"]
                 .iter()
                 .any(|p| text.contains(p));
-            let id = format!(
-                "{package}::{}",
-                path.file_stem().unwrap().to_string_lossy()
-            );
+            let id = format!("{package}::{}", path.file_stem().unwrap().to_string_lossy());
             if starts_clickhouse && !listed.contains(&id) {
                 missing.push(id);
             }

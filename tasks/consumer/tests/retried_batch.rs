@@ -45,9 +45,7 @@ async fn a_retried_batch_counts_once_dropped_by_the_server_on_a_modern_clickhous
     wait_for(
         "an insert to time out and be retried",
         Duration::from_secs(60),
-        || {
-            (consumer.metric("velostream_consumer_insert_failures_total")? >= 2.0).then_some(())
-        },
+        || (consumer.metric("velostream_consumer_insert_failures_total")? >= 2.0).then_some(()),
     );
     ch.resume();
     wait_for("the batch", Duration::from_secs(60), || {

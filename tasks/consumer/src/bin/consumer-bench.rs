@@ -718,8 +718,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.kafka_engine_consumers, args.batch_rows
         );
         let cpu = s.cpu();
-        let (rate, wall) = kafka_engine(&args, &server, &s.brokers, &topic, "bench_kafka_engine").await?;
-        eprintln!("  {rate:.0} rows/s from the first rows stored to the last ({wall:.0} rows/s including the group join)");
+        let (rate, wall) =
+            kafka_engine(&args, &server, &s.brokers, &topic, "bench_kafka_engine").await?;
+        eprintln!(
+            "  {rate:.0} rows/s from the first rows stored to the last ({wall:.0} rows/s including the group join)"
+        );
         lines.push((
             "(e) ClickHouse Kafka engine + materialized view".into(),
             rate,

@@ -29,7 +29,8 @@ fn statement(ddl: &str) -> String {
 /// the offset grow steadily, so their deltas are tiny. Measured on 26.9 with 3M TLC rows (see
 /// docs/table-layout.md): 55.3 MB on disk -> 34.2 MB, insert and query times equal
 /// within noise. The float columns are left to LZ4: ZSTD halves them too but makes scans slower.
-pub const DELTA_ZSTD_COLUMNS: [&str; 3] = ["tpep_pickup_datetime", "tpep_dropoff_datetime", "_offset"];
+pub const DELTA_ZSTD_COLUMNS: [&str; 3] =
+    ["tpep_pickup_datetime", "tpep_dropoff_datetime", "_offset"];
 
 /// The `ALTER TABLE` that gives `table` the codecs of [`DELTA_ZSTD_COLUMNS`] (idempotent; new
 /// parts only, so existing tables pick it up as they merge).
