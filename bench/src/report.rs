@@ -460,7 +460,7 @@ impl Report {
         );
         let _ = writeln!(
             md,
-            "The consumer phase on a fresh server of each lane, one after the other in this run              (same topic size, same binaries).
+            "The consumer phase on a fresh server of each lane, one after the other in this run (same topic size, same binaries).
 "
         );
         let _ = writeln!(
