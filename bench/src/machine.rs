@@ -82,6 +82,9 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 pub struct Versions {
     /// `SELECT version()` of the ClickHouse server.
     pub clickhouse: String,
+    /// The lane of the fresh ClickHouse servers (`modern`, `legacy`); `None` for a given server.
+    #[serde(default)]
+    pub clickhouse_lane: Option<String>,
     /// The broker (`tansu --version`, or the endpoint given).
     pub broker: String,
     /// librdkafka, linked into the producer and consumer.

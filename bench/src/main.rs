@@ -15,6 +15,11 @@ use velostream_bench::phases::Context;
 use velostream_bench::programs::Programs;
 use velostream_bench::run::{Config, Phase};
 use velostream_common::clickhouse::ClickHouseConfig;
+use velostream_testkit::Lane;
+
+fn parse_lane(name: &str) -> Result<Lane, String> {
+    Lane::parse(name).ok_or_else(|| format!("{name:?}: expected modern or legacy"))
+}
 
 /// Runs the pipeline benchmark and its baselines in one go and writes docs/BENCHMARKS.md.
 ///
@@ -74,6 +79,11 @@ struct Args {
         default_value = "default"
     )]
     clickhouse_database: String,
+    /// ClickHouse lanes of the fresh servers (comma-separated: modern, legacy): the first serves
+    /// every phase, the consumer phase runs again on the others [default: $VELOSTREAM_CLICKHOUSE,
+    /// else modern].
+    #[arg(long, value_delimiter = ',', value_parser = parse_lane)]
+    clickhouse_lanes: Vec<Lane>,
     /// Tasks in the `command` chain of the overhead phase.
     #[arg(long, default_value_t = 200)]
     command_tasks: usize,
@@ -193,6 +203,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         noop_tasks: args.noop_tasks,
         flood200: !args.no_flood200,
         small_batch_rows: args.small_batch_rows,
+        lanes: if args.clickhouse_lanes.is_empty() {
+            vec![Lane::from_env()]
+        } else {
+            args.clickhouse_lanes.clone()
+        },
         producer_rounds: args.producer_rounds,
         extra_pipeline_rows: args.also_pipeline_rows.clone(),
         command: command_line(),

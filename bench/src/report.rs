@@ -55,6 +55,9 @@ pub struct Report {
     pub producer: Option<ProducerFigures>,
     /// The consumer against its insert and small-batch baselines.
     pub consumer: Option<ConsumerFigures>,
+    /// The consumer phase again on the other ClickHouse lanes of the run (`--clickhouse-lanes`).
+    #[serde(default)]
+    pub consumer_other_lanes: Vec<ConsumerFigures>,
     /// The orchestrator's overhead per task against direct spawns.
     pub overhead: Option<OverheadFigures>,
     /// The benchmark DAG end to end.
@@ -204,6 +207,7 @@ impl Report {
             let _ = writeln!(md, "> {note}\n");
         }
         self.write_summary(md);
+        self.write_lanes(md);
         self.write_estimate(md);
         self.write_sizes(md);
         self.write_machine(md);
@@ -269,6 +273,14 @@ impl Report {
                 line("in the pipeline", run.consumer.rows_per_sec());
             }
             line("alone (pre-filled topic)", c.alone.rows_per_sec());
+            if let Some(engine) = &c.kafka_engine {
+                let _ = writeln!(
+                    md,
+                    "| | | peer: ClickHouse's Kafka engine + materialized view into the same table layout: {} | {} |",
+                    rate(engine.rows_per_sec()),
+                    times(c.alone.rows_per_sec(), engine.rows_per_sec())
+                );
+            }
         }
         if let Some(run) = run {
             match self.e2e_baseline() {
@@ -433,6 +445,44 @@ impl Report {
         let _ = writeln!(md);
     }
 
+    /// The raw-insert ceiling and our consumer's share of it on each ClickHouse lane of the run.
+    fn write_lanes(&self, md: &mut String) {
+        let Some(first) = &self.consumer else {
+            return;
+        };
+        if self.consumer_other_lanes.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "## ClickHouse lanes: the raw-insert ceiling and our share
+"
+        );
+        let _ = writeln!(
+            md,
+            "The consumer phase on a fresh server of each lane, one after the other in this run (same topic size, same binaries).
+"
+        );
+        let _ = writeln!(
+            md,
+            "| lane | ClickHouse | raw insert from memory (ceiling), rows/s | velostream-consumer alone, rows/s | ours / ceiling |"
+        );
+        let _ = writeln!(md, "|---|---|---:|---:|---:|");
+        for c in std::iter::once(first).chain(&self.consumer_other_lanes) {
+            let (raw, ours) = (c.raw_insert.rows_per_sec(), c.alone.rows_per_sec());
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} |",
+                c.lane.as_deref().unwrap_or("given server"),
+                c.clickhouse_version.as_deref().unwrap_or("?"),
+                rate(raw),
+                rate(ours),
+                percent(ours, raw)
+            );
+        }
+        let _ = writeln!(md);
+    }
+
     fn write_machine(&self, md: &mut String) {
         let m = &self.machine;
         let v = &self.versions;
@@ -457,7 +507,14 @@ impl Report {
             self.load_at_end[1],
             self.load_at_end[2]
         );
-        let _ = writeln!(md, "| ClickHouse | {} |", v.clickhouse);
+        match &v.clickhouse_lane {
+            Some(lane) => {
+                let _ = writeln!(md, "| ClickHouse | {} ({lane} lane) |", v.clickhouse);
+            }
+            None => {
+                let _ = writeln!(md, "| ClickHouse | {} |", v.clickhouse);
+            }
+        }
         let _ = writeln!(md, "| Broker | {} |", v.broker);
         let _ = writeln!(md, "| librdkafka | {} |", v.librdkafka);
         let _ = writeln!(md, "| Rust | {} |", v.rustc);
@@ -672,6 +729,16 @@ const METHOD: &str = r#"
   same rows: the ceiling is a raw ClickHouse insert (RowBinary, large batches) of the rows already
   decoded in memory; the baseline is a plain consumer that inserts each poll's messages, the way
   the reference Python consumer did.
+- **Peer: ClickHouse's Kafka engine** (modern servers): in the same `consumer-bench`, a `Kafka`
+  table (JSONEachRow, the topic's JSON as it is, `kafka_max_block_size` = our batch rows,
+  `kafka_flush_interval_ms` = our batch time) and a materialized view converting into the same
+  table layout our consumer writes (`_topic`, `_partition`, `_offset` from the engine's virtual
+  columns); rows/s from the first rows stored to the last, the count checked exact. The broker
+  admits a group member only after half of `session.timeout.ms` (the engine's librdkafka default,
+  45 s): that wait is outside the rate, as the group join is outside ours.
+- **ClickHouse lanes**: with `--clickhouse-lanes modern,legacy` the consumer phase runs on a fresh
+  server of each lane, one after the other; the first lane serves every other phase.
+  `VELOSTREAM_CLICKHOUSE` picks the lane when the option is not given.
 - **End-to-end time**: from the `produce` task's start to the `wait_lag_zero` sensor seeing lag 0
   (it polls every 500 ms). Its baseline is what a produce-then-load approach with the fastest
   pieces would take: the flood and the raw insert of the same rows, one after the other.
@@ -743,7 +810,20 @@ mod tests {
                 alone: rate(10_000_000, 10.0),
                 fetch_only: None,
                 small_batch_rows_per_insert: Some(5000.0),
+                kafka_engine: Some(rate(10_000_000, 20.0)),
+                lane: Some("modern".into()),
+                clickhouse_version: Some("26.9.2.1".into()),
             }),
+            consumer_other_lanes: vec![ConsumerFigures {
+                raw_insert: rate(10_000_000, 10.0),
+                small_batch: rate(2_000_000, 10.0),
+                alone: rate(10_000_000, 12.5),
+                fetch_only: None,
+                small_batch_rows_per_insert: Some(5000.0),
+                kafka_engine: None,
+                lane: Some("legacy".into()),
+                clickhouse_version: Some("18.16.1".into()),
+            }],
             overhead: Some(OverheadFigures {
                 command_tasks: 200,
                 command_per_task: 0.004,
@@ -805,6 +885,9 @@ mod tests {
             "| Difference, `command` task minus plain spawn (within the noise of a spawn when near 0) | | 3.0 ms |",
             "| CPU | 2 cores (nproc), cpu |",
             "| ClickHouse | 18.16.1 |",
+            "| modern | 26.9.2.1 | 1,250,000 | 1,000,000 | 80% |",
+            "peer: ClickHouse's Kafka engine + materialized view into the same table layout: 500,000 | 2.00x |",
+            "| legacy | 18.16.1 | 1,000,000 | 800,000 | 80% |",
             "| Date | 2026-11-22 05:00:00 UTC |",
             "> shared machine",
         ] {

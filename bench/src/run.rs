@@ -6,6 +6,8 @@ use std::time::Instant;
 use chrono::Utc;
 use velostream_common::clickhouse::ClickHouseConfig;
 
+use velostream_testkit::Lane;
+
 use crate::error::BenchError;
 use crate::machine::{self, Machine, Versions};
 use crate::phases::{self, Context};
@@ -63,6 +65,9 @@ pub struct Config {
     pub producer_rounds: u32,
     /// Rows the small-batch consumer baseline reads.
     pub small_batch_rows: u64,
+    /// The ClickHouse lanes of fresh servers: the first serves every phase, the consumer phase
+    /// runs again on each other one (its ceiling and our share there).
+    pub lanes: Vec<Lane>,
     /// The command line, for the report.
     pub command: String,
     /// A note for the report.
@@ -76,6 +81,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
     let machine = Machine::detect();
     let ctx = &config.context;
     let wants = |p: Phase| config.phases.contains(&p);
+    let lane = config.lanes.first().copied().unwrap_or_else(Lane::from_env);
     let mut needed: Vec<&str> = Vec::new();
     for name in config
         .phases
@@ -92,7 +98,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
     let needs_clickhouse = wants(Phase::Pipeline) || !config.extra_pipeline_rows.is_empty();
     let owned_clickhouse = (needs_clickhouse && ctx.clickhouse.is_none()).then(|| {
         tracing::info!("Starting a fresh ClickHouse from the test harness");
-        velostream_testkit::ClickHouse::start()
+        velostream_testkit::ClickHouse::start_lane(lane)
     });
     let clickhouse = ctx.clickhouse.clone().or_else(|| {
         owned_clickhouse.as_ref().map(|c| ClickHouseConfig {
@@ -102,11 +108,12 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
             database: "default".into(),
         })
     });
-    let versions = Versions {
+    let mut versions = Versions {
         clickhouse: match &clickhouse {
             Some(c) => clickhouse_version(c)?,
             None => "(not used)".into(),
         },
+        clickhouse_lane: ctx.clickhouse.is_none().then(|| lane.name().to_string()),
         broker: match &ctx.brokers {
             Some(b) => format!("given endpoint {b}"),
             None => format!(
@@ -160,7 +167,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
             tracing::info!(
                 "Consumer: raw insert and small-batch consumer against ours (consumer-bench)"
             );
-            let c = phases::consumer::run(ctx, config.small_batch_rows)?;
+            let c = phases::consumer::run(ctx, config.small_batch_rows, lane)?;
             tracing::info!(
                 raw_insert = c.raw_insert.rows_per_sec().round(),
                 small_batch = c.small_batch.rows_per_sec().round(),
@@ -172,6 +179,20 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
     } else {
         None
     };
+    let mut consumer_other_lanes = Vec::new();
+    if wants(Phase::Consumer) && ctx.clickhouse.is_none() {
+        for &other in config.lanes.iter().skip(1) {
+            tracing::info!(lane = %other, "Consumer again on another ClickHouse lane");
+            let c = phases::consumer::run(ctx, config.small_batch_rows, other)?;
+            tracing::info!(
+                lane = %other,
+                raw_insert = c.raw_insert.rows_per_sec().round(),
+                ours = c.alone.rows_per_sec().round(),
+                "Consumer measured (rows/s)"
+            );
+            consumer_other_lanes.push(c);
+        }
+    }
     let pipeline = match (&clickhouse, wants(Phase::Pipeline)) {
         (Some(ch), true) => {
             tracing::info!(dag = phases::pipeline::DAG, "Pipeline: the benchmark DAG");
@@ -207,6 +228,11 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
         }
     }
     drop(owned_clickhouse);
+    if clickhouse.is_none()
+        && let Some(v) = consumer.as_ref().and_then(|c| c.clickhouse_version.clone())
+    {
+        versions.clickhouse = v;
+    }
 
     Ok(Report {
         date,
@@ -230,6 +256,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
         versions,
         producer,
         consumer,
+        consumer_other_lanes,
         overhead,
         pipeline,
         extra_pipelines,

@@ -132,7 +132,10 @@ fn the_bench_command_measures_every_phase_beside_its_baseline() {
         "## How long 44M rows take",
         "| **Whole DAG run** |",
         "## Machine and versions",
-        "| ClickHouse | 18.",
+        match velostream_testkit::Lane::from_env() {
+            velostream_testkit::Lane::Modern => "| ClickHouse | 26.",
+            velostream_testkit::Lane::Legacy => "| ClickHouse | 18.",
+        },
         "| Broker | tansu",
         "| Rust | rustc ",
         "| librdkafka | ",

@@ -2,11 +2,15 @@
 //! repeated, then measures on the same servers the raw ClickHouse insert of the rows already
 //! decoded in memory (the machine's ceiling), our consumer alone, and a small-batch consumer that
 //! inserts and commits each poll's messages (the reference Python consumer's way). Its figures
-//! come from its final `::velostream::` output line (ARCHITECTURE.md's protocol).
+//! come from its final `::velostream::` output line (ARCHITECTURE.md's protocol). It runs on the
+//! ClickHouse lane asked for (`VELOSTREAM_CLICKHOUSE` of its fresh server), so one benchmark run
+//! can measure the ceiling and our share on both lanes.
 
 use std::process::Command;
 
 use serde::{Deserialize, Serialize};
+
+use velostream_testkit::Lane;
 
 use super::{Context, Rate};
 use crate::error::BenchError;
@@ -28,6 +32,16 @@ pub struct ConsumerFigures {
     pub fetch_only: Option<Rate>,
     /// Most rows per insert of the small-batch consumer.
     pub small_batch_rows_per_insert: Option<f64>,
+    /// Peer: ClickHouse's own Kafka engine and a materialized view into the same table layout
+    /// (modern servers only), from the first rows stored to the last.
+    #[serde(default)]
+    pub kafka_engine: Option<Rate>,
+    /// The ClickHouse lane of the fresh server (`modern`, `legacy`); `None` for a given server.
+    #[serde(default)]
+    pub lane: Option<String>,
+    /// `SELECT version()` of the server measured on.
+    #[serde(default)]
+    pub clickhouse_version: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -42,14 +56,21 @@ struct Output {
     ours_rows_per_sec: f64,
     plain_rows_per_sec: Option<f64>,
     fetch_only_rows_per_sec: Option<f64>,
+    clickhouse_version: Option<String>,
+    kafka_engine_rows_per_sec: Option<f64>,
 }
 
 /// Runs `consumer-bench` at `ctx.rows`; the small-batch consumer reads `small_batch_rows` of them
-/// (it is slow, and its rate does not depend on how many).
-pub fn run(ctx: &Context, small_batch_rows: u64) -> Result<ConsumerFigures, BenchError> {
+/// (it is slow, and its rate does not depend on how many). Its fresh ClickHouse is of `lane`
+/// (unused when the context gives a server).
+pub fn run(
+    ctx: &Context,
+    small_batch_rows: u64,
+    lane: Lane,
+) -> Result<ConsumerFigures, BenchError> {
     let program = ctx.programs.path("consumer-bench")?;
-    let log = ctx.work.join("consumer-bench.log");
-    let stdout = ctx.work.join("consumer-bench.out");
+    let log = ctx.work.join(format!("consumer-bench-{lane}.log"));
+    let stdout = ctx.work.join(format!("consumer-bench-{lane}.out"));
     let small_rows = small_batch_rows.min(ctx.rows);
     let mut cmd = Command::new(&program);
     cmd.arg("--rows")
@@ -77,7 +98,9 @@ pub fn run(ctx: &Context, small_batch_rows: u64) -> Result<ConsumerFigures, Benc
             .env("CLICKHOUSE_USER", &c.user)
             .env("CLICKHOUSE_PASSWORD", &c.password)
             .env("CLICKHOUSE_DATABASE", &c.database),
-        None => cmd.env_remove("CLICKHOUSE_URL"),
+        None => cmd
+            .env_remove("CLICKHOUSE_URL")
+            .env(velostream_testkit::LANE_ENV, lane.name()),
     };
     exec::run_logged_split(&mut cmd, &stdout, &log)?;
     let text = std::fs::read_to_string(&stdout).map_err(|source| BenchError::Io {
@@ -118,5 +141,8 @@ pub fn run(ctx: &Context, small_batch_rows: u64) -> Result<ConsumerFigures, Benc
         alone: rate(out.rows, out.ours_rows_per_sec),
         fetch_only: out.fetch_only_rows_per_sec.map(|r| rate(out.rows, r)),
         small_batch_rows_per_insert: Some(SMALL_BATCH as f64),
+        kafka_engine: out.kafka_engine_rows_per_sec.map(|r| rate(out.rows, r)),
+        lane: ctx.clickhouse.is_none().then(|| lane.name().to_string()),
+        clickhouse_version: out.clickhouse_version,
     })
 }

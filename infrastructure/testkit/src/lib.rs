@@ -2,8 +2,14 @@
 //! Kafka-compatible broker (Tansu) on free ports in a temp dir, waits until they answer, and stops
 //! them by PID when dropped, also when the test panics.
 //!
+//! ClickHouse comes in two lanes ([`Lane`]): modern (26.9, the default) and legacy (Debian's
+//! 18.16), chosen by `VELOSTREAM_CLICKHOUSE=modern|legacy` as everywhere else in the project.
+//!
 //! It never skips: a missing binary panics with the command that installs it. Servers are also
 //! started with `PR_SET_PDEATHSIG`, so a test process killed outright takes them down with it.
+//! Ports come from [`free_port`], which another process may take before the server binds them: a
+//! server is ready only once the listening sockets on its ports are its own, and a start that loses
+//! a port is retried on fresh ports.
 //!
 //! ```no_run
 //! let infra = velostream_testkit::Infra::start();
@@ -30,6 +36,56 @@ pub const CLICKHOUSE_USER: &str = "velostream";
 /// The password of [`CLICKHOUSE_USER`].
 pub const CLICKHOUSE_PASSWORD: &str = "velostream";
 
+/// The environment variable that selects the ClickHouse lane.
+pub const LANE_ENV: &str = "VELOSTREAM_CLICKHOUSE";
+
+/// Which ClickHouse the harness starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// ClickHouse 26.9 from the pinned chdb-core wheel, served by `infrastructure/local/clickhouse-modern`.
+    Modern,
+    /// Debian's `clickhouse-server` 18.16.
+    Legacy,
+}
+
+impl Lane {
+    /// The lane named by `VELOSTREAM_CLICKHOUSE` (`modern`, the default, or `legacy`).
+    ///
+    /// Panics on any other value, so a typo never runs the wrong lane silently.
+    pub fn from_env() -> Self {
+        match std::env::var(LANE_ENV) {
+            Err(std::env::VarError::NotPresent) => Self::Modern,
+            Ok(v) => Self::parse(&v).unwrap_or_else(|| {
+                panic!("{LANE_ENV}={v:?}: expected `modern` (ClickHouse 26.9, the default) or `legacy` (Debian's 18.16)")
+            }),
+            Err(e) => panic!("{LANE_ENV}: {e}"),
+        }
+    }
+
+    /// `modern` or `legacy` (an empty value means the default, modern).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.trim() {
+            "" | "modern" => Some(Self::Modern),
+            "legacy" => Some(Self::Legacy),
+            _ => None,
+        }
+    }
+
+    /// The lane's name, as `VELOSTREAM_CLICKHOUSE` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Modern => "modern",
+            Self::Legacy => "legacy",
+        }
+    }
+}
+
+impl std::fmt::Display for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The repository root (two levels above this crate).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -55,6 +111,9 @@ pub fn taxi_sample() -> PathBuf {
 }
 
 /// A free TCP port on 127.0.0.1 (bound, read and released; the caller starts a server on it).
+///
+/// Another process may take the port before the caller binds it: servers of this harness check that
+/// they own their ports and start again on fresh ones if not.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -82,7 +141,6 @@ impl Infra {
 
 /// A child process killed (SIGKILL) and reaped on drop.
 struct Guard {
-    name: &'static str,
     child: Option<Child>,
 }
 
@@ -98,28 +156,18 @@ impl Guard {
                 cmd.get_program()
             )
         });
-        Self {
-            name,
-            child: Some(child),
-        }
+        Self { child: Some(child) }
     }
 
     fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
 
-    /// Panics with the log's tail if the process has already exited.
-    fn assert_alive(&mut self, log: &Path) {
-        if let Some(child) = self.child.as_mut()
-            && let Ok(Some(status)) = child.try_wait()
-        {
-            panic!(
-                "{} exited during start-up ({status}); log {}:\n{}",
-                self.name,
-                log.display(),
-                tail(log)
-            );
-        }
+    /// The exit status if the process has already exited.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     fn stop(&mut self, signal: nix::sys::signal::Signal, grace: Duration) {
@@ -165,21 +213,135 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-fn wait_until(
-    what: &str,
-    timeout: Duration,
-    mut ready: impl FnMut() -> bool,
-    mut alive: impl FnMut(),
-) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if ready() {
-            return;
+/// A start attempt lost one of its ports to another process; a retry on fresh ports fixes it.
+#[derive(Debug)]
+struct PortLost(String);
+
+/// How often a server is started on fresh ports before the harness gives up.
+const START_ATTEMPTS: usize = 5;
+
+/// Runs `attempt` (which picks its own free ports) until it does not lose a port.
+fn start_on_free_ports<T>(what: &str, mut attempt: impl FnMut() -> Result<T, PortLost>) -> T {
+    let mut lost = Vec::new();
+    for _ in 0..START_ATTEMPTS {
+        match attempt() {
+            Ok(started) => return started,
+            Err(PortLost(why)) => lost.push(why),
         }
-        alive();
+    }
+    panic!("{what} lost its ports to other processes {START_ATTEMPTS} times in a row: {lost:?}")
+}
+
+/// Who listens on 127.0.0.1:`port` (any address), as far as process `pid` is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortOwner {
+    Nobody,
+    Us,
+    Other,
+}
+
+/// The inodes of the sockets listening on `port`, from `/proc/net/tcp` and `/proc/net/tcp6`.
+fn listening_inodes(port: u16) -> Vec<String> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(&"0A"), Some(inode)) =
+                (fields.get(1), fields.get(3), fields.get(9))
+            else {
+                continue;
+            };
+            let local_port = local
+                .rsplit_once(':')
+                .and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok());
+            if local_port == Some(port) {
+                inodes.push((*inode).to_string());
+            }
+        }
+    }
+    inodes
+}
+
+fn port_owner(pid: u32, port: u16) -> PortOwner {
+    let inodes = listening_inodes(port);
+    if inodes.is_empty() {
+        return PortOwner::Nobody;
+    }
+    let ours = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| {
+            let t = target.to_string_lossy();
+            t.strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .map(str::to_string)
+        })
+        .any(|inode| inodes.contains(&inode));
+    if ours {
+        PortOwner::Us
+    } else {
+        PortOwner::Other
+    }
+}
+
+fn says_address_in_use(logs: &[PathBuf]) -> bool {
+    logs.iter().any(|log| {
+        std::fs::read_to_string(log).is_ok_and(|t| {
+            t.contains("Address already in use")
+                || t.contains("AddrInUse")
+                || t.contains("address in use")
+        })
+    })
+}
+
+/// Waits until the server in `guard` listens on every one of `ports` itself and `answers()`.
+///
+/// Returns [`PortLost`] (after killing the server) when another process holds one of its ports or
+/// it exits saying the address is in use; panics with the logs' tails on any other early exit or
+/// when `timeout` passes.
+fn wait_ready(
+    what: &str,
+    guard: &mut Guard,
+    logs: &[PathBuf],
+    ports: &[u16],
+    timeout: Duration,
+    mut answers: impl FnMut() -> bool,
+) -> Result<(), PortLost> {
+    let pid = guard.pid().expect("a server that was just spawned");
+    let deadline = Instant::now() + timeout;
+    let tails = || {
+        logs.iter()
+            .map(|l| format!("log {}:\n{}", l.display(), tail(l)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    loop {
+        if let Some(status) = guard.exited() {
+            if says_address_in_use(logs) {
+                return Err(PortLost(format!(
+                    "{what} exited: address in use ({ports:?})"
+                )));
+            }
+            panic!("{what} exited during start-up ({status}); {}", tails());
+        }
+        let owners: Vec<PortOwner> = ports.iter().map(|&p| port_owner(pid, p)).collect();
+        if let Some(i) = owners.iter().position(|o| *o == PortOwner::Other) {
+            guard.stop(nix::sys::signal::Signal::SIGKILL, Duration::from_secs(5));
+            return Err(PortLost(format!(
+                "port {} taken by another process",
+                ports[i]
+            )));
+        }
+        if owners.iter().all(|o| *o == PortOwner::Us) && answers() {
+            return Ok(());
+        }
         assert!(
             Instant::now() < deadline,
-            "{what} not ready within {timeout:?}"
+            "{what} not ready within {timeout:?}; {}",
+            tails()
         );
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -223,6 +385,26 @@ pub fn clickhouse_binary() -> PathBuf {
     )
 }
 
+/// The directory holding ClickHouse 26.9's `_chdb.abi3.so` (the modern lane):
+/// `$VELOSTREAM_CHDB_LIB`, `$VELOSTREAM_HOME/lib/chdb-core/chdb`, then `<repo>/.velostream/lib/chdb-core/chdb`.
+pub fn chdb_library() -> PathBuf {
+    if let Some(dir) = std::env::var_os("VELOSTREAM_CHDB_LIB") {
+        return PathBuf::from(dir);
+    }
+    let mut candidates = Vec::new();
+    if let Some(home) = std::env::var_os("VELOSTREAM_HOME") {
+        candidates.push(PathBuf::from(home).join("lib/chdb-core/chdb"));
+    }
+    candidates.push(repo_root().join(".velostream/lib/chdb-core/chdb"));
+    candidates
+        .iter()
+        .find(|d| d.join("_chdb.abi3.so").is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!("ClickHouse 26.9 (_chdb.abi3.so) not found in {candidates:?}: {INSTALL_HINT}, or set VELOSTREAM_CLICKHOUSE=legacy")
+        })
+}
+
 /// A Kafka-compatible broker (Tansu, in-memory storage) on a free port.
 pub struct Kafka {
     /// `host:port` to pass as `bootstrap.servers`.
@@ -235,40 +417,44 @@ pub struct Kafka {
 }
 
 impl Kafka {
-    /// Starts a broker and waits until it accepts connections.
+    /// Starts a broker and waits until it accepts connections on its own port.
     pub fn start() -> Self {
         let binary = tansu_binary();
-        let dir = tempfile::Builder::new()
-            .prefix("velostream-kafka-")
-            .tempdir()
-            .expect("creating a temp dir");
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let mut cmd = Command::new(&binary);
-        cmd.args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "memory://tansu/"])
-        .current_dir(dir.path());
-        let log = dir.path().join("broker.log");
-        let mut guard = Guard::spawn("tansu", cmd, &log);
-        wait_until(
-            "the Kafka broker",
-            Duration::from_secs(30),
-            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
-            || guard.assert_alive(&log),
-        );
-        Self {
-            bootstrap: format!("127.0.0.1:{port}"),
-            port,
-            guard,
-            log,
-            _dir: dir,
-        }
+        start_on_free_ports("the Kafka broker", || {
+            let dir = tempfile::Builder::new()
+                .prefix("velostream-kafka-")
+                .tempdir()
+                .expect("creating a temp dir");
+            let port = free_port();
+            let url = format!("tcp://127.0.0.1:{port}");
+            let mut cmd = Command::new(&binary);
+            cmd.args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .current_dir(dir.path());
+            let log = dir.path().join("broker.log");
+            let mut guard = Guard::spawn("tansu", cmd, &log);
+            wait_ready(
+                "the Kafka broker",
+                &mut guard,
+                std::slice::from_ref(&log),
+                &[port],
+                Duration::from_secs(30),
+                || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            )?;
+            Ok(Self {
+                bootstrap: format!("127.0.0.1:{port}"),
+                port,
+                guard,
+                log,
+                _dir: dir,
+            })
+        })
     }
 
     /// The broker's PID.
@@ -288,7 +474,7 @@ impl Kafka {
     }
 }
 
-/// A ClickHouse server with our config on free ports and its own data dir.
+/// A ClickHouse server of the selected [`Lane`] with our config on free ports and its own data dir.
 pub struct ClickHouse {
     /// Base URL of the HTTP interface, e.g. `http://127.0.0.1:41234`.
     pub http_url: String,
@@ -300,61 +486,96 @@ pub struct ClickHouse {
     pub user: &'static str,
     /// Its password.
     pub password: &'static str,
+    /// Which ClickHouse this is.
+    pub lane: Lane,
     guard: Guard,
     dir: TempDir,
 }
 
 impl ClickHouse {
-    /// Starts a server and waits until `/ping` answers.
+    /// Starts a server of the lane `VELOSTREAM_CLICKHOUSE` selects (modern by default) and waits
+    /// until `/ping` answers.
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("velostream-clickhouse-")
-            .tempdir()
-            .expect("creating a temp dir");
-        let (http_port, tcp_port) = (free_port(), free_port());
-        let guard = Self::spawn(dir.path(), http_port, tcp_port);
-        let mut ch = Self {
-            http_url: format!("http://127.0.0.1:{http_port}"),
-            http_port,
-            tcp_port,
-            user: CLICKHOUSE_USER,
-            password: CLICKHOUSE_PASSWORD,
-            guard,
-            dir,
-        };
-        ch.wait_ready();
-        ch
+        Self::start_lane(Lane::from_env())
     }
 
-    fn spawn(dir: &Path, http_port: u16, tcp_port: u16) -> Guard {
-        let binary = clickhouse_binary();
-        let config = repo_root().join("infrastructure/local/clickhouse/config.xml");
+    /// Starts a server of `lane` and waits until it listens on its own ports and `/ping` answers.
+    pub fn start_lane(lane: Lane) -> Self {
+        start_on_free_ports("ClickHouse", || {
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("velostream-clickhouse-{lane}-"))
+                .tempdir()
+                .expect("creating a temp dir");
+            let (http_port, tcp_port) = (free_port(), free_port());
+            let guard = Self::spawn(lane, dir.path(), http_port, tcp_port);
+            let mut ch = Self {
+                http_url: format!("http://127.0.0.1:{http_port}"),
+                http_port,
+                tcp_port,
+                user: CLICKHOUSE_USER,
+                password: CLICKHOUSE_PASSWORD,
+                lane,
+                guard,
+                dir,
+            };
+            ch.wait_ready()?;
+            Ok(ch)
+        })
+    }
+
+    fn spawn(lane: Lane, dir: &Path, http_port: u16, tcp_port: u16) -> Guard {
         let d = dir.display();
-        let mut cmd = Command::new(binary);
-        cmd.arg(format!("--config-file={}", config.display()))
-            .arg("--")
-            .arg(format!("--path={d}/data/"))
-            .arg(format!("--tmp_path={d}/tmp/"))
-            .arg(format!("--user_files_path={d}/user_files/"))
-            .arg(format!("--format_schema_path={d}/format_schemas/"))
-            .arg(format!("--http_port={http_port}"))
-            .arg(format!("--tcp_port={tcp_port}"))
-            .arg(format!("--logger.log={d}/server.log"))
-            .arg(format!("--logger.errorlog={d}/server.err.log"))
-            .current_dir(dir);
-        Guard::spawn("clickhouse-server", cmd, &dir.join("stdout.log"))
+        let cmd = match lane {
+            Lane::Legacy => {
+                let config = repo_root().join("infrastructure/local/clickhouse/config.xml");
+                let mut cmd = Command::new(clickhouse_binary());
+                cmd.arg(format!("--config-file={}", config.display()))
+                    .arg("--")
+                    .arg(format!("--path={d}/data/"))
+                    .arg(format!("--tmp_path={d}/tmp/"))
+                    .arg(format!("--user_files_path={d}/user_files/"))
+                    .arg(format!("--format_schema_path={d}/format_schemas/"))
+                    .arg(format!("--http_port={http_port}"))
+                    .arg(format!("--tcp_port={tcp_port}"))
+                    .arg(format!("--logger.log={d}/server.log"))
+                    .arg(format!("--logger.errorlog={d}/server.err.log"));
+                cmd
+            }
+            Lane::Modern => {
+                let mut cmd = Command::new("python3");
+                cmd.arg(repo_root().join("infrastructure/local/clickhouse-modern"))
+                    .arg("--lib")
+                    .arg(chdb_library())
+                    .arg("--dir")
+                    .arg(dir)
+                    .arg("--http-port")
+                    .arg(http_port.to_string())
+                    .arg("--tcp-port")
+                    .arg(tcp_port.to_string());
+                cmd
+            }
+        };
+        let mut cmd = cmd;
+        cmd.current_dir(dir);
+        let name = match lane {
+            Lane::Legacy => "clickhouse-server (legacy lane)",
+            Lane::Modern => "clickhouse-modern (modern lane)",
+        };
+        Guard::spawn(name, cmd, &dir.join("stdout.log"))
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self) -> Result<(), PortLost> {
         let port = self.http_port;
-        let log = self.dir.path().join("server.err.log");
-        let guard = &mut self.guard;
-        wait_until(
-            "ClickHouse",
-            Duration::from_secs(60),
+        let d = self.dir.path();
+        let logs = [d.join("stdout.log"), d.join("server.err.log")];
+        wait_ready(
+            &format!("ClickHouse ({} lane)", self.lane),
+            &mut self.guard,
+            &logs,
+            &[self.http_port, self.tcp_port],
+            Duration::from_secs(90),
             || matches!(http(port, "GET", "/ping", ""), Ok((200, body)) if body.starts_with("Ok.")),
-            || guard.assert_alive(&log),
-        );
+        )
     }
 
     /// The server's PID, if it runs.
@@ -389,10 +610,26 @@ impl ClickHouse {
     }
 
     /// Starts the server again on the same ports and data after [`ClickHouse::kill`].
+    ///
+    /// Panics if another process took one of the ports meanwhile (its clients know only these).
     pub fn restart(&mut self) {
         self.kill();
-        self.guard = Self::spawn(self.dir.path(), self.http_port, self.tcp_port);
-        self.wait_ready();
+        self.guard = Self::spawn(self.lane, self.dir.path(), self.http_port, self.tcp_port);
+        if let Err(PortLost(why)) = self.wait_ready() {
+            panic!("ClickHouse could not restart on its ports: {why}");
+        }
+    }
+
+    /// Stops the server the way an operator does (SIGTERM) and waits until it exits (up to 60 s,
+    /// then SIGKILL), keeping its data dir and ports for [`ClickHouse::restart`].
+    pub fn terminate(&mut self) {
+        self.guard
+            .stop(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(60));
+    }
+
+    /// `SELECT version()`.
+    pub fn version(&self) -> String {
+        self.query("SELECT version()").trim().to_string()
     }
 
     /// Runs a statement over HTTP as [`CLICKHOUSE_USER`] and returns the response body
@@ -446,4 +683,83 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad HTTP response: {head:?}")))?;
     Ok((status, body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sleeper() -> Guard {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("30");
+        let dir = std::env::temp_dir().join(format!("velostream-testkit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Guard::spawn("sleep", cmd, &dir.join("sleep.log"))
+    }
+
+    #[test]
+    fn a_port_held_by_another_process_is_lost_not_mistaken_for_ready() {
+        // The race of `free_port`: someone else listens on the port before our server binds it,
+        // and answers as if it were ours.
+        let held = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        let mut guard = sleeper();
+        let pid = guard.pid().unwrap();
+        assert_eq!(port_owner(pid, port), PortOwner::Other);
+        assert_eq!(port_owner(std::process::id(), port), PortOwner::Us);
+        let lost = wait_ready(
+            "a server",
+            &mut guard,
+            &[],
+            &[port],
+            Duration::from_secs(5),
+            || true,
+        );
+        let Err(PortLost(why)) = lost else {
+            panic!("a port held by another process was taken as ready")
+        };
+        assert!(why.contains(&port.to_string()), "{why}");
+        assert!(
+            guard.child.is_none(),
+            "the server on a lost port was not stopped"
+        );
+    }
+
+    #[test]
+    fn an_exit_saying_address_in_use_is_lost_and_the_start_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("server.log");
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo 'bind: Address already in use' >&2; exit 1"]);
+        let mut guard = Guard::spawn("sh", cmd, &log);
+        let lost = wait_ready(
+            "a server",
+            &mut guard,
+            std::slice::from_ref(&log),
+            &[free_port()],
+            Duration::from_secs(10),
+            || false,
+        );
+        assert!(lost.is_err(), "{lost:?}");
+
+        let mut attempts = 0;
+        let started = start_on_free_ports("a server", || {
+            attempts += 1;
+            if attempts < 3 {
+                Err(PortLost("taken".into()))
+            } else {
+                Ok(attempts)
+            }
+        });
+        assert_eq!(started, 3);
+    }
+
+    #[test]
+    fn lanes_are_named_as_the_environment_variable_spells_them() {
+        assert_eq!(Lane::parse("modern"), Some(Lane::Modern));
+        assert_eq!(Lane::parse(""), Some(Lane::Modern));
+        assert_eq!(Lane::parse("legacy"), Some(Lane::Legacy));
+        assert_eq!(Lane::parse("26"), None);
+        assert_eq!(Lane::Legacy.to_string(), "legacy");
+    }
 }

@@ -193,6 +193,12 @@ impl Version {
         self.at_least(19, 9)
     }
 
+    /// Column compression codecs (`CODEC(Delta, ZSTD(1))`): 19.x brought them; we rely on them
+    /// from 20.1, and 18.16 has none.
+    pub const fn has_column_codecs(self) -> bool {
+        self.at_least(20, 1)
+    }
+
     /// `max_execution_time` and `max_insert_block_size` exist on every supported version;
     /// `non_replicated_deduplication_window` (dedup of plain MergeTree inserts) needs 20.9+.
     pub const fn has_non_replicated_dedup(self) -> bool {
@@ -215,6 +221,8 @@ mod tests {
         let old = Version::parse("18.16.1").unwrap();
         assert_eq!(old.to_string(), "18.16.1");
         assert!(!old.is_modern() && !old.has_datetime64() && !old.has_insert_deduplication_token());
+        assert!(!old.has_column_codecs());
+        assert!(Version::parse("26.9.2.1").unwrap().has_column_codecs());
         let new = Version::parse("24.8.4.13\n").unwrap();
         assert!(new.is_modern() && new.has_datetime64() && new.has_insert_deduplication_token());
         assert_eq!(Version::parse("25").unwrap().major, 25);

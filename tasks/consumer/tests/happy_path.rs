@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use velostream_consumer::record::{Record, TaxiRow, decode};
-use velostream_testkit::{ClickHouse, Kafka};
+use velostream_testkit::{ClickHouse, Kafka, Lane};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_real_sample_lands_once_with_its_values() {
@@ -46,6 +46,13 @@ async fn the_real_sample_lands_once_with_its_values() {
     for p in 0..partitions {
         let lag = format!("velostream_consumer_partition_lag{{topic=\"taxi\",partition=\"{p}\"}}");
         assert!(metrics.contains(&lag), "{lag} missing from\n{metrics}");
+    }
+
+    // The steadily growing columns carry delta codecs where the server has codecs (not 18.16).
+    let codecs = ch.query(&format!("SHOW CREATE TABLE {table}"));
+    match ch.lane {
+        Lane::Modern => assert_eq!(codecs.matches("CODEC(Delta(").count(), 3, "{codecs}"),
+        Lane::Legacy => assert!(!codecs.contains("CODEC"), "{codecs}"),
     }
 
     // The values are the Parquet file's: aggregate what the consumer stored and what decoding

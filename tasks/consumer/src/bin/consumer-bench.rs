@@ -4,7 +4,9 @@
 //! - ceiling: a raw insert of the same rows already decoded in memory, in 1M-row inserts (the
 //!   machine's ceiling for ClickHouse ingestion; `--ceiling-insert-rows`);
 //! - plain: a consumer that inserts each poll's messages in small batches and commits after each,
-//!   the way the reference Python consumer did.
+//!   the way the reference Python consumer did;
+//! - Kafka engine (modern servers only): ClickHouse's own `Kafka` table plus a materialized view
+//!   into the same table layout, the peer many users pick instead of a consumer program.
 //!
 //! ```text
 //! cargo run --release -p velostream-consumer --bin consumer-bench -- --rows 10000000
@@ -64,6 +66,12 @@ struct Args {
     /// Skip the plain-consumer baseline.
     #[arg(long)]
     skip_plain: bool,
+    /// Skip the ClickHouse Kafka-engine peer (it runs only on servers 22.1+ anyway).
+    #[arg(long)]
+    skip_kafka_engine: bool,
+    /// Consumers of the Kafka-engine peer (`kafka_num_consumers`, at most the partitions).
+    #[arg(long, default_value_t = 1)]
+    kafka_engine_consumers: usize,
     /// Skip the fetch-only and ceiling runs (to profile ours alone).
     #[arg(long)]
     only_ours: bool,
@@ -267,6 +275,121 @@ async fn ceiling(
         done += n;
     }
     Ok(rows as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The TLC fields as the JSON messages carry them, for the Kafka engine's table.
+const KAFKA_ENGINE_COLUMNS: &str = "VendorID Nullable(Int64), \
+    tpep_pickup_datetime DateTime64(6), tpep_dropoff_datetime DateTime64(6), \
+    passenger_count Nullable(Float64), trip_distance Nullable(Float64), RatecodeID Nullable(Float64), \
+    store_and_fwd_flag Nullable(String), PULocationID Nullable(Int64), DOLocationID Nullable(Int64), \
+    payment_type Nullable(Int64), fare_amount Nullable(Float64), extra Nullable(Float64), \
+    mta_tax Nullable(Float64), tip_amount Nullable(Float64), tolls_amount Nullable(Float64), \
+    improvement_surcharge Nullable(Float64), total_amount Nullable(Float64), \
+    congestion_surcharge Nullable(Float64), airport_fee Nullable(Float64), \
+    cbd_congestion_fee Nullable(Float64)";
+
+/// The materialized view's conversion into the taxi table's types, as our decoder converts.
+const KAFKA_ENGINE_SELECT: &str = "toUInt8(ifNull(VendorID, 0)) AS VendorID, \
+    toDateTime(tpep_pickup_datetime) AS tpep_pickup_datetime, \
+    toDateTime(tpep_dropoff_datetime) AS tpep_dropoff_datetime, \
+    CAST(passenger_count AS Nullable(UInt8)) AS passenger_count, \
+    ifNull(trip_distance, 0) AS trip_distance, CAST(RatecodeID AS Nullable(UInt8)) AS RatecodeID, \
+    store_and_fwd_flag, toUInt16(ifNull(PULocationID, 0)) AS PULocationID, \
+    toUInt16(ifNull(DOLocationID, 0)) AS DOLocationID, toUInt8(ifNull(payment_type, 0)) AS payment_type, \
+    ifNull(fare_amount, 0) AS fare_amount, ifNull(extra, 0) AS extra, ifNull(mta_tax, 0) AS mta_tax, \
+    ifNull(tip_amount, 0) AS tip_amount, ifNull(tolls_amount, 0) AS tolls_amount, \
+    ifNull(improvement_surcharge, 0) AS improvement_surcharge, ifNull(total_amount, 0) AS total_amount, \
+    congestion_surcharge, airport_fee, cbd_congestion_fee, \
+    _topic, toInt32(_partition) AS _partition, toInt64(_offset) AS _offset";
+
+/// (e) The peer: ClickHouse's Kafka engine and a materialized view into `table` (the taxi layout)
+/// read the whole topic. Returns rows/s from the first rows in the table to the last, and over the
+/// wall time including the engine's group join. Fails unless the count is exact.
+async fn kafka_engine(
+    args: &Args,
+    server: &Server,
+    brokers: &str,
+    topic: &str,
+    table: &str,
+) -> anyhow::Result<(f64, f64)> {
+    schema::ensure_tables(server, table).await?;
+    let queue = format!("{table}_queue");
+    let view = format!("{table}_mv");
+    let exec = |sql: String| async move {
+        server
+            .client
+            .query(&sql)
+            .execute()
+            .await
+            .with_context(|| format!("running {sql}"))
+    };
+    // The local broker admits a group member only after half the session timeout (the engine's
+    // librdkafka default, 45 s, set only in the server config's <kafka> section): the first rows
+    // land after ~25 s, a wait kept out of the rate, as the group join is out of ours.
+    exec(format!(
+        "CREATE TABLE {queue} ({KAFKA_ENGINE_COLUMNS}) ENGINE = Kafka SETTINGS \
+         kafka_broker_list = '{brokers}', kafka_topic_list = '{topic}', \
+         kafka_group_name = 'bench-kafka-engine', kafka_format = 'JSONEachRow', \
+         kafka_num_consumers = {}, kafka_max_block_size = {}, kafka_flush_interval_ms = {}, \
+         kafka_thread_per_consumer = 1, input_format_skip_unknown_fields = 1",
+        args.kafka_engine_consumers.max(1),
+        args.batch_rows,
+        args.batch_ms,
+    ))
+    .await?;
+    let started = Instant::now();
+    exec(format!(
+        "CREATE MATERIALIZED VIEW {view} TO {table} AS SELECT {KAFKA_ENGINE_SELECT} FROM {queue}"
+    ))
+    .await?;
+    let count = |sql: String| async move {
+        server
+            .client
+            .query(&sql)
+            .fetch_one::<u64>()
+            .await
+            .with_context(|| format!("running {sql}"))
+    };
+    let mut first: Option<(Instant, u64)> = None;
+    let mut last_report = Instant::now();
+    let deadline = Duration::from_secs(600 + args.rows as u64 / 10_000);
+    let done = loop {
+        let n = count(format!("SELECT count() FROM {table}")).await?;
+        if n > 0 && first.is_none() {
+            first = Some((Instant::now(), n));
+        }
+        if n >= args.rows as u64 {
+            break Instant::now();
+        }
+        if started.elapsed() > deadline {
+            bail!(
+                "the Kafka engine stored {n} of {} rows within {deadline:?}",
+                args.rows
+            );
+        }
+        if last_report.elapsed() > Duration::from_secs(5) {
+            eprintln!("  Kafka engine: {n} rows stored");
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    exec(format!("DROP TABLE {view}")).await?;
+    exec(format!("DROP TABLE {queue}")).await?;
+    let stored = count(format!("SELECT count() FROM {table}")).await?;
+    let distinct = count(format!("SELECT count() FROM {table} FINAL")).await?;
+    if distinct != args.rows as u64 {
+        bail!(
+            "the Kafka engine's table holds {distinct} distinct rows, expected {}",
+            args.rows
+        );
+    }
+    if stored != distinct {
+        eprintln!("  Kafka engine stored {stored} rows for {distinct} (duplicates)");
+    }
+    let (t0, n0) = first.unwrap_or((started, 0));
+    let rate = (args.rows as u64 - n0) as f64 / done.duration_since(t0).as_secs_f64().max(1e-9);
+    let wall = args.rows as f64 / done.duration_since(started).as_secs_f64();
+    Ok((rate, wall))
 }
 
 /// (b) Our consumer, in-process with the settings the binary would get.
@@ -582,6 +705,38 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(rate)
     };
 
+    let mut kafka_engine_rate = None;
+    if args.skip_kafka_engine {
+        eprintln!("(e) Kafka engine: skipped (--skip-kafka-engine)");
+    } else if !server.version.is_modern() {
+        eprintln!(
+            "(e) Kafka engine: not measured on ClickHouse {} (the peer is measured on 22.1+)",
+            server.version
+        );
+    } else {
+        eprintln!(
+            "(e) ClickHouse Kafka engine + materialized view, {} consumer(s), {} rows per block...",
+            args.kafka_engine_consumers, args.batch_rows
+        );
+        let cpu = s.cpu();
+        let (rate, wall) =
+            kafka_engine(&args, &server, &s.brokers, &topic, "bench_kafka_engine").await?;
+        eprintln!(
+            "  {rate:.0} rows/s from the first rows stored to the last ({wall:.0} rows/s including the group join)"
+        );
+        lines.push((
+            "(e) ClickHouse Kafka engine + materialized view".into(),
+            rate,
+            s.cpu_per_million(cpu, args.rows),
+        ));
+        server
+            .client
+            .query("DROP TABLE bench_kafka_engine")
+            .execute()
+            .await?;
+        kafka_engine_rate = Some(rate);
+    }
+
     println!();
     println!(
         "consumer-bench: {} rows of NYC taxi JSON ({} bytes/row), {} partitions, ClickHouse {}, {} CPUs",
@@ -613,6 +768,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "plain_rows_per_sec": plain_rate.map(f64::round),
         "fetch_only_rows_per_sec": fetch_rate.round(),
         "ours_vs_ceiling": (ours_rate / ceiling_rate * 1000.0).round() / 1000.0,
+        "clickhouse_version": server.version.to_string(),
+        "kafka_engine_rows_per_sec": kafka_engine_rate.map(f64::round),
     });
     if let serde_json::Value::Object(map) = output {
         velostream_common::protocol::Message::Output(map).emit();

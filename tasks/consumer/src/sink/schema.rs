@@ -1,6 +1,6 @@
 //! The tables, created if missing from the DDL in `infrastructure/clickhouse/` (the same files
 //! a DAG's `clickhouse.sql` task can run), with the server-specific extras: the insert
-//! deduplication window on servers that have one.
+//! deduplication window and the column codecs on servers that have them.
 
 use velostream_common::clickhouse::Server;
 
@@ -25,6 +25,23 @@ fn statement(ddl: &str) -> String {
         .join("\n")
 }
 
+/// The columns stored with `CODEC(Delta, ZSTD(1))` where the server has codecs: the timestamps and
+/// the offset grow steadily, so their deltas are tiny. Measured on 26.9 with 3M TLC rows (see
+/// docs/table-layout.md): 55.3 MB on disk -> 34.2 MB, insert and query times equal
+/// within noise. The float columns are left to LZ4: ZSTD halves them too but makes scans slower.
+pub const DELTA_ZSTD_COLUMNS: [&str; 3] =
+    ["tpep_pickup_datetime", "tpep_dropoff_datetime", "_offset"];
+
+/// The `ALTER TABLE` that gives `table` the codecs of [`DELTA_ZSTD_COLUMNS`] (idempotent; new
+/// parts only, so existing tables pick it up as they merge).
+pub fn codecs_ddl(table: &str) -> String {
+    let clauses: Vec<String> = DELTA_ZSTD_COLUMNS
+        .iter()
+        .map(|c| format!("MODIFY COLUMN {c} CODEC(Delta, ZSTD(1))"))
+        .collect();
+    format!("ALTER TABLE {table} {}", clauses.join(", "))
+}
+
 /// The taxi table's `CREATE TABLE IF NOT EXISTS` for `table` (a plain identifier).
 pub fn taxi_table_ddl(table: &str) -> String {
     statement(TAXI_TRIPS_DDL).replacen(
@@ -36,7 +53,8 @@ pub fn taxi_table_ddl(table: &str) -> String {
 
 /// Creates the offsets table and `table` if they do not exist and, on servers that deduplicate
 /// inserts into plain MergeTree tables (20.9+), turns that on for `table`, so a retried batch
-/// with the same `insert_deduplication_token` is not stored twice.
+/// with the same `insert_deduplication_token` is not stored twice; on servers with codecs (20.1+)
+/// it also gives the steadily growing columns delta codecs ([`codecs_ddl`]).
 pub async fn ensure_tables(server: &Server, table: &str) -> Result<(), clickhouse::error::Error> {
     server
         .client
@@ -55,6 +73,11 @@ pub async fn ensure_tables(server: &Server, table: &str) -> Result<(), clickhous
         if let Err(err) = server.client.query(&alter).execute().await {
             tracing::warn!(table, error = %err, "Could not enable insert deduplication; FINAL still removes duplicates");
         }
+    }
+    if server.version.has_column_codecs()
+        && let Err(err) = server.client.query(&codecs_ddl(table)).execute().await
+    {
+        tracing::warn!(table, error = %err, "Could not set the column codecs; the table works without them");
     }
     Ok(())
 }

@@ -1,0 +1,112 @@
+//! The harness against the real servers: ClickHouse of the lane `VELOSTREAM_CLICKHOUSE` selects
+//! (`make test` runs this on both lanes), restarts with its data, and the list of test binaries the
+//! legacy lane runs again covers every test that starts ClickHouse.
+
+use std::path::Path;
+
+use velostream_testkit::{ClickHouse, Kafka, Lane, repo_root};
+
+#[test]
+fn clickhouse_of_the_selected_lane_keeps_its_data_across_a_clean_stop_and_a_kill() {
+    let lane = Lane::from_env();
+    let mut ch = ClickHouse::start();
+    assert_eq!(ch.lane, lane);
+    let version = ch.version();
+    let expected = match lane {
+        Lane::Modern => "26.",
+        Lane::Legacy => "18.",
+    };
+    assert!(
+        version.starts_with(expected),
+        "{lane} lane runs ClickHouse {version}"
+    );
+    eprintln!("ClickHouse lane {lane}: {version}");
+
+    ch.query("CREATE TABLE t (id UInt64) ENGINE = MergeTree ORDER BY id");
+    ch.query("INSERT INTO t SELECT number FROM numbers(1000)");
+    let pid = ch.pid().unwrap();
+    ch.terminate(); // SIGTERM: a clean stop
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the server outlived SIGTERM"
+    );
+    ch.restart();
+    assert_eq!(ch.query_u64("SELECT count() FROM t"), 1000);
+    ch.query("INSERT INTO t SELECT number FROM numbers(1000, 500)");
+    ch.kill(); // SIGKILL: a crash
+    ch.restart();
+    assert_eq!(ch.query_u64("SELECT count() FROM t"), 1500);
+    // Both listeners are ours: the native port answers the native protocol's HTTP hint.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", ch.tcp_port)).is_ok());
+}
+
+#[test]
+fn servers_started_at_once_each_get_their_own_ports() {
+    let servers: Vec<Kafka> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4).map(|_| s.spawn(Kafka::start)).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ports: Vec<u16> = servers.iter().map(|k| k.port).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), servers.len());
+}
+
+/// The test binaries `make test` runs again on the legacy lane, from `.config/nextest.toml`.
+fn legacy_lane_binaries() -> Vec<String> {
+    let config = std::fs::read_to_string(repo_root().join(".config/nextest.toml")).unwrap();
+    let (_, profile) = config
+        .split_once("[profile.clickhouse-legacy]")
+        .expect("the clickhouse-legacy profile in .config/nextest.toml");
+    let filter = profile
+        .lines()
+        .skip_while(|l| !l.starts_with("default-filter"))
+        .take_while(|l| !l.trim().is_empty())
+        .collect::<String>();
+    filter
+        .split("binary_id(")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(')').map(|(id, _)| id.to_string()))
+        .collect()
+}
+
+#[test]
+fn every_test_that_starts_clickhouse_runs_on_the_legacy_lane_too() {
+    let root = repo_root();
+    let listed = legacy_lane_binaries();
+    assert!(!listed.is_empty());
+    // (package, directory of its integration tests)
+    let crates = [
+        ("orchestrator", "orchestrator"),
+        ("velostream-consumer", "tasks/consumer"),
+        ("velostream-producer", "tasks/producer"),
+        ("velostream-common", "tasks/common"),
+        ("velostream-bench", "bench"),
+        ("velostream-testkit", "infrastructure/testkit"),
+    ];
+    let mut missing = Vec::new();
+    for (package, dir) in crates {
+        let Ok(entries) = std::fs::read_dir(root.join(dir).join("tests")) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let starts_clickhouse = ["ClickHouse::start", "Infra::start", "velostream-bench\")"]
+                .iter()
+                .any(|p| text.contains(p));
+            let id = format!("{package}::{}", path.file_stem().unwrap().to_string_lossy());
+            if starts_clickhouse && !listed.contains(&id) {
+                missing.push(id);
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "these test binaries start ClickHouse but the legacy lane would skip them: add \
+         binary_id(...) for each to [profile.clickhouse-legacy] in .config/nextest.toml: {missing:?}"
+    );
+}
