@@ -12,7 +12,7 @@ CARGO ?= cargo
 ARGS ?=
 
 install:
-	./infrastructure/local/velostream-local install
+	./infrastructure/local/velostream-local install --for-tests
 
 run:
 	$(CARGO) build --release --workspace --bins
