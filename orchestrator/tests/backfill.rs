@@ -228,11 +228,12 @@ async fn cancelling_a_backfill_cancels_its_runs_and_starts_no_more() {
         async move { backfill::execute(&launcher, dag, &plan, 2, &cancel, &|_| {}).await }
     });
     // Wait until both allowed runs are going, then cancel the whole backfill.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while launcher.active() < 2 {
-        assert!(std::time::Instant::now() < deadline, "runs did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    velostream_testkit::wait_for_async(
+        "both allowed runs to start",
+        Duration::from_secs(20),
+        || async { (launcher.active() >= 2).then_some(()) },
+    )
+    .await;
     cancel.cancel();
     let done = tokio::time::timeout(Duration::from_secs(20), task)
         .await
@@ -563,11 +564,12 @@ async fn the_api_and_the_dag_page_plan_start_show_and_cancel_backfills() {
         .await;
     assert_eq!(status, axum::http::StatusCode::ACCEPTED, "{body}");
     let slow = body["backfill_id"].as_str().unwrap().to_owned();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while env.state.launcher().active() == 0 {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    velostream_testkit::wait_for_async(
+        "the backfill's first run",
+        Duration::from_secs(30),
+        || async { (env.state.launcher().active() > 0).then_some(()) },
+    )
+    .await;
     let (status, body) = env
         .post_json(
             &format!("/api/backfills/{slow}/cancel"),
