@@ -113,10 +113,11 @@ impl Consumer {
             "ClickHouse ready"
         );
 
-        tokio::spawn(series::report(
+        let series_stop = http_stop.child_token();
+        let series = tokio::spawn(series::report(
             self.metrics.clone(),
             s.series_interval,
-            http_stop.clone(),
+            series_stop.clone(),
         ));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let handoff = Arc::new(Handoff::new(tx));
@@ -179,6 +180,9 @@ impl Consumer {
             Err(WriteError::Aborted { .. }) if outcome.problem.is_some() => None,
             Err(err) => return Err(err.into()),
         };
+        // The last points, after the last insert: the lag left behind.
+        series_stop.cancel();
+        let _ = series.await;
         if let Some(problem) = outcome.problem.clone() {
             return Err(RunError::Incomplete(problem));
         }

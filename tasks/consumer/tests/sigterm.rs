@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use velostream_common::protocol::{Line, Message, parse_line};
 use velostream_testkit::{ClickHouse, Kafka};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -32,6 +33,9 @@ async fn sigterm_flushes_the_current_batch_commits_and_exits_zero() {
         "nothing is inserted before the flush"
     );
     assert!(committed(&kafka, "test-group", topic, partitions).is_empty());
+    wait_for("the lag to count them", Duration::from_secs(30), || {
+        (consumer.metric("velostream_consumer_lag")? == 50_000.0).then_some(())
+    });
 
     let (code, stdout) = consumer.terminate(Duration::from_secs(30));
     assert_eq!(code, Some(0));
@@ -40,6 +44,20 @@ async fn sigterm_flushes_the_current_batch_commits_and_exits_zero() {
     let out = summary(&stdout);
     assert_eq!(out["rows_inserted"], 50_000);
     assert_eq!(out["batches"], 1);
+    // The run page's lag series ends with what the consumer left behind: nothing.
+    let lag: Vec<i64> = stdout
+        .iter()
+        .filter_map(|l| match parse_line(l) {
+            Line::Messages(m) => Some(m),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|m| match m {
+            Message::Point(p) if p.series == "lag" => Some(p.value),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(lag.last(), Some(&0), "{lag:?}");
 }
 
 /// With ClickHouse gone, the flush cannot finish: the consumer gives up at the end of the grace

@@ -60,6 +60,8 @@ pub struct Ingest {
     /// Graceful shutdown requested.
     pub stop: CancellationToken,
     state: Mutex<State>,
+    /// The low and high watermark of each partition from librdkafka's last statistics.
+    watermarks: Mutex<HashMap<i32, (i64, i64)>>,
 }
 
 /// How long a full batch waits for the inserter before the partitions are paused outright.
@@ -143,6 +145,7 @@ impl Ingest {
                 first_message: None,
                 fetch: None,
             }),
+            watermarks: Mutex::default(),
         }
     }
 
@@ -272,6 +275,7 @@ impl Ingest {
             return;
         };
         self.commit(consumer, &acked, mode);
+        self.update_lag();
     }
 
     fn commit(
@@ -427,6 +431,7 @@ impl Ingest {
         for p in &partitions {
             state.positions.remove(p);
             self.handoff.forget(*p);
+            self.watermarks().remove(p);
             self.metrics
                 .partition_lag
                 .remove(&Metrics::partition_labels(&self.topic, *p));
@@ -443,27 +448,38 @@ impl Ingest {
         tracing::info!(partitions = ?partitions, "Partitions revoked");
     }
 
-    /// Per-partition lag from librdkafka's statistics: the high watermark (from Fetch
-    /// responses, right on every broker) minus the next offset not yet in ClickHouse.
+    /// Keeps each partition's watermarks from librdkafka's statistics (the high watermark comes
+    /// from Fetch responses, right on every broker) and updates the lag with them.
     pub(super) fn on_stats(&self, stats: &rdkafka::Statistics) {
         let Some(topic) = stats.topics.get(&self.topic) else {
             return;
         };
-        let acked = self.handoff.acked();
-        let mut total = 0;
+        let mut watermarks = self.watermarks();
         for (p, part) in &topic.partitions {
-            let Some(&next) = acked.get(p) else {
-                continue;
-            };
-            if part.hi_offset < 0 {
-                continue;
+            if part.hi_offset >= 0 {
+                watermarks.insert(*p, (part.lo_offset.max(0), part.hi_offset));
             }
-            let from = if next > 0 {
-                next
-            } else {
-                part.lo_offset.max(0)
+        }
+        drop(watermarks);
+        self.update_lag();
+    }
+
+    fn watermarks(&self) -> MutexGuard<'_, HashMap<i32, (i64, i64)>> {
+        self.watermarks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Per-partition lag: the last known high watermark minus the next offset not yet in
+    /// ClickHouse. Updated on every statistics report and whenever ClickHouse acknowledges rows,
+    /// so the last value a stopping consumer reports is what it left behind.
+    fn update_lag(&self) {
+        let acked = self.handoff.acked();
+        let watermarks = self.watermarks();
+        let mut total = 0;
+        for (p, &next) in &acked {
+            let Some(&(lo, hi)) = watermarks.get(p) else {
+                continue;
             };
-            let lag = (part.hi_offset - from).max(0);
+            let lag = (hi - if next > 0 { next } else { lo }).max(0);
             total += lag;
             self.metrics
                 .partition_lag
@@ -587,6 +603,7 @@ fn shutdown(consumer: &IngestConsumer, ingest: &Ingest, grace: Duration) -> Inge
     }
     let acked = ingest.handoff.acked();
     ingest.commit(consumer, &acked, CommitMode::Sync);
+    ingest.update_lag();
     if let Some(failure) = ingest.handoff.failure() {
         problem = Some(failure);
     }

@@ -12,8 +12,9 @@ use velostream_common::protocol::{Message, Point};
 
 use super::Metrics;
 
-/// Reports the series until `stop` fires; nothing when `interval` is zero or stdout is a terminal
-/// (a person reads the logs and `/metrics` instead).
+/// Reports the series until `stop` fires, then once more (the lag the consumer leaves behind);
+/// nothing when `interval` is zero or stdout is a terminal (a person reads the logs and
+/// `/metrics` instead).
 pub async fn report(metrics: Arc<Metrics>, interval: Duration, stop: CancellationToken) {
     if interval.is_zero() || std::io::stdout().is_terminal() {
         return;
@@ -23,10 +24,10 @@ pub async fn report(metrics: Arc<Metrics>, interval: Duration, stop: Cancellatio
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
-        tokio::select! {
-            () = stop.cancelled() => break,
-            _ = tick.tick() => {}
-        }
+        let stopping = tokio::select! {
+            () = stop.cancelled() => true,
+            _ = tick.tick() => false,
+        };
         let rows = metrics.rows_inserted.get();
         let secs = last.0.elapsed().as_secs_f64();
         let rate = if secs > 0.0 {
@@ -37,6 +38,9 @@ pub async fn report(metrics: Arc<Metrics>, interval: Duration, stop: Cancellatio
         last = (Instant::now(), rows);
         for point in points(metrics.lag.get(), rate) {
             Message::Point(point).emit();
+        }
+        if stopping {
+            return;
         }
     }
 }
