@@ -26,6 +26,7 @@ fn new_run(dag: &str, owner: Owner, max: Option<u32>) -> NewRun {
         owner,
         max_active_runs: max,
         started_at: Utc::now(),
+        dag_text: None,
     }
 }
 

@@ -102,36 +102,48 @@ pub fn run(files: &StateFiles, args: RunArgs) -> anyhow::Result<ExitCode> {
                 .join(handle.run_id())
                 .display()
         );
-        let canceller = handle.canceller();
-        let signals = tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                return;
+        follow(&engine, &dag, handle, rx, args.no_progress).await
+    })
+}
+
+/// Shows a run driven by this process until it ends (live state lines and progress bars, Ctrl-C
+/// cancels), then its summary and leaf outputs; exit 0 iff it succeeded, 1 otherwise.
+pub(super) async fn follow(
+    engine: &Engine,
+    dag: &Arc<crate::dag::Dag>,
+    handle: crate::scheduler::RunHandle,
+    rx: tokio::sync::mpsc::UnboundedReceiver<crate::events::RunEvent>,
+    no_progress: bool,
+) -> anyhow::Result<ExitCode> {
+    let canceller = handle.canceller();
+    let signals = tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        loop {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
             };
-            loop {
-                let name = tokio::select! {
-                    _ = int.recv() => "SIGINT",
-                    _ = term.recv() => "SIGTERM",
-                };
-                eprintln!("{name}: cancelling the run, stopping its tasks...");
-                canceller.cancel(format!("cancelled by {name}"));
-            }
-        });
-        let display = Display::new(&dag, !args.no_progress);
-        let shown = tokio::spawn(display.show(rx));
-        let outcome = handle.wait().await.context("running the DAG")?;
-        let _ = shown.await;
-        signals.abort();
-        print_summary(&outcome);
-        print_leaf_outputs(&dag, &outcome, engine.store().as_ref());
-        Ok(if outcome.state == RunState::Success {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        })
+            eprintln!("{name}: cancelling the run, stopping its tasks...");
+            canceller.cancel(format!("cancelled by {name}"));
+        }
+    });
+    let display = Display::new(dag, !no_progress);
+    let shown = tokio::spawn(display.show(rx));
+    let outcome = handle.wait().await.context("running the DAG")?;
+    let _ = shown.await;
+    signals.abort();
+    print_summary(&outcome);
+    print_leaf_outputs(dag, &outcome, engine.store().as_ref());
+    Ok(if outcome.state == RunState::Success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     })
 }
 

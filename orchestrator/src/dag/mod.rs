@@ -13,5 +13,5 @@ pub mod timezone;
 
 pub use env::{InterpolateError, interpolate};
 pub use graph::{render_dot, render_text};
-pub use load::{Diagnostic, LoadError, load, parse_str, parse_str_with_env};
+pub use load::{Diagnostic, LoadError, load, parse_as_file, parse_str, parse_str_with_env};
 pub use spec::{Dag, ParamError, RetryPolicy, Schedule, Task, TriggerRule};

@@ -199,6 +199,8 @@ pub struct Dag {
     pub file: Option<PathBuf>,
     /// The DAG file's directory (relative paths resolve against it).
     pub dir: PathBuf,
+    /// The text it was read from (stored with each run as its DAG version).
+    pub source: Arc<str>,
     pub(crate) index: HashMap<String, usize>,
 }
 

@@ -1,6 +1,9 @@
 //! The driver of one DAG run: a single tokio task that owns every task instance's state, queues
 //! tasks as their trigger rules are met, retries failed tries after their delay, and decides the
 //! run's state from its leaves. Tries run concurrently in a `JoinSet`, bounded by semaphores.
+//! A driver starts from a new run (every task pending) or from the stored instances of a run
+//! that was cleared, marked or taken over: finished tasks keep their states and outputs, pending
+//! ones are decided, and tasks up for retry (interrupted tries) are retried per their policy.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,7 +25,7 @@ use crate::dag::template::{Scope, TemplatedValue};
 use crate::events::{EventSink, RunEvent};
 use crate::operators::{Secrets, TaskContext, TaskKind};
 use crate::process::ProcessRegistry;
-use crate::store::{RunState, Store, TaskState, TaskUpdate, try_log_path};
+use crate::store::{RunState, Store, TaskInstance, TaskState, TaskUpdate, try_log_path};
 
 /// Counts task `i`'s final state in its downstream tasks and queues them for a decision.
 fn propagate(dag: &Dag, i: usize, tasks: &mut [TaskRun], ready: &mut Vec<usize>) {
@@ -51,6 +54,12 @@ pub(crate) struct RunDriver {
     pub global_slots: Option<Arc<Semaphore>>,
     pub token: CancellationToken,
     pub cancel_reason: Arc<Mutex<Option<String>>>,
+    /// The stored instances to start from; `None` for a new run.
+    pub stored: Option<Vec<TaskInstance>>,
+    /// Fired to stop driving without ending the run (a server going down that leaves its runs
+    /// resumable): tries are stopped like on cancel, nothing more is recorded, the run stays
+    /// `running` for the next server (or `orchestrator resume`) to take over.
+    pub detach: CancellationToken,
 }
 
 struct TaskRun {
@@ -89,9 +98,11 @@ impl Progress {
 impl RunDriver {
     /// Drives the run to its end: start what is ready, wait for a try, a retry timer or the
     /// cancel token, repeat; then stop leftover processes and record the run's state.
-    pub(crate) async fn drive(self) -> RunOutcome {
+    pub(crate) async fn drive(mut self) -> RunOutcome {
         let mut p = self.progress();
-        tracing::info!(dag_id = %self.dag.id, run_id = %self.run_id, tasks = p.tasks.len(), "Run started");
+        tracing::info!(dag_id = %self.dag.id, run_id = %self.run_id, tasks = p.tasks.len(), resumed = self.stored.is_some(), "Run started");
+        self.stored = None;
+        self.retry_interrupted(&mut p);
         loop {
             self.start_ready(&mut p);
             if p.set.is_empty() {
@@ -99,6 +110,7 @@ impl RunDriver {
             }
             let msg = tokio::select! {
                 biased;
+                () = self.detach.cancelled() => return self.detach_from(p).await,
                 () = self.token.cancelled(), if !p.cancelled => {
                     self.on_cancel(&mut p);
                     continue;
@@ -121,28 +133,120 @@ impl RunDriver {
         self.finish(p).await
     }
 
-    /// Every task pending, the roots ready.
+    /// Every task pending, the roots ready; or, from stored instances, their states, tries and
+    /// outputs, the finished ones counted in their downstream tasks, the pending ones ready.
     fn progress(&self) -> Progress {
         let n = self.dag.tasks.len();
-        Progress {
-            tasks: (0..n)
-                .map(|i| TaskRun {
-                    state: TaskState::Pending,
+        let stored = |i: usize| {
+            self.stored
+                .as_ref()?
+                .iter()
+                .find(|ti| ti.task_id == self.dag.tasks[i].id)
+        };
+        let mut tasks: Vec<TaskRun> = (0..n)
+            .map(|i| {
+                let ti = stored(i);
+                TaskRun {
+                    state: match ti.map(|t| t.state) {
+                        // A driver never starts with a try in flight: the store's resume rule
+                        // turned those into up_for_retry, and queued ones into pending.
+                        Some(TaskState::Running) => TaskState::UpForRetry,
+                        Some(TaskState::Queued) | None => TaskState::Pending,
+                        Some(state) => state,
+                    },
                     upstream: UpstreamCounts::new(self.dag.tasks[i].upstream.len()),
-                    tries: 0,
-                    started_at: None,
-                    ended_at: None,
-                    error: None,
-                })
-                .collect(),
-            outputs: HashMap::new(),
-            ready: (0..n)
-                .filter(|&i| self.dag.tasks[i].upstream.is_empty())
-                .collect(),
+                    tries: ti.map_or(0, |t| t.try_number),
+                    started_at: ti.and_then(|t| t.started_at),
+                    ended_at: ti.and_then(|t| t.ended_at),
+                    error: ti.and_then(|t| t.error.clone()),
+                }
+            })
+            .collect();
+        let mut outputs = HashMap::new();
+        let mut ready = Vec::new();
+        for i in 0..n {
+            if let Some(ti) = stored(i).filter(|t| t.state == TaskState::Success) {
+                outputs.insert(ti.task_id.clone(), ti.outputs.clone());
+            }
+            if tasks[i].state.is_finished() {
+                let mut none = Vec::new();
+                propagate(&self.dag, i, &mut tasks, &mut none);
+            }
+        }
+        for (i, t) in tasks.iter().enumerate() {
+            if t.state == TaskState::Pending {
+                ready.push(i);
+            }
+        }
+        // Decided in topological order: `ready` is a stack.
+        ready.reverse();
+        Progress {
+            tasks,
+            outputs,
+            ready,
             set: JoinSet::new(),
             processes: Arc::new(ProcessRegistry::new()),
             run_slots: Arc::new(Semaphore::new(self.dag.max_active_tasks.max(1))),
             cancelled: false,
+        }
+    }
+
+    /// Tasks whose try was interrupted (a run taken over): retried after their delay if their
+    /// policy allows another try, else failed.
+    fn retry_interrupted(&self, p: &mut Progress) {
+        for i in 0..p.tasks.len() {
+            if p.tasks[i].state != TaskState::UpForRetry {
+                continue;
+            }
+            let task = &self.dag.tasks[i];
+            let tries = p.tasks[i].tries;
+            if tries <= task.retry.retries {
+                tracing::info!(run_id = %self.run_id, task_id = %task.id, try_number = tries + 1, "Retrying an interrupted try");
+                self.schedule_retry(p, i, task.retry.delay_before(tries + 1));
+            } else {
+                let message = p.tasks[i]
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| crate::store::rules::INTERRUPTED.to_owned());
+                p.tasks[i].ended_at = Some(Utc::now());
+                self.set_state(&mut p.tasks[i], i, TaskState::Failed, 0, Some(message));
+                p.propagate(&self.dag, i);
+            }
+        }
+    }
+
+    /// Starts try `i` again after `delay` (or at once when the run is cancelled meanwhile).
+    fn schedule_retry(&self, p: &mut Progress, i: usize, delay: Duration) {
+        let token = self.token.clone();
+        p.set.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = token.cancelled() => {}
+            }
+            Msg::RetryDue(i)
+        });
+    }
+
+    /// Stops driving, leaving the run resumable: its tries are stopped (their process groups
+    /// killed) and its background processes stopped, but nothing of it is recorded as ended; the
+    /// stored states stay as they were (tries `running`), so a resume counts them interrupted.
+    async fn detach_from(self, mut p: Progress) -> RunOutcome {
+        tracing::info!(run_id = %self.run_id, "Leaving the run resumable, stopping its tasks");
+        // Tries report to this loop, which records nothing more: their stored state stays `running`.
+        self.token.cancel();
+        while p.set.join_next().await.is_some() {}
+        for (task_id, result) in p.processes.stop_all(self.settings.kill_grace).await {
+            if let Err(error) = result {
+                tracing::warn!(run_id = %self.run_id, task_id, %error, "Cannot stop a background process");
+            }
+        }
+        self.writer.flush().await;
+        RunOutcome {
+            run_id: self.run_id.clone(),
+            dag_id: self.dag.id.clone(),
+            state: RunState::Running,
+            note: Some("left resumable: its orchestrator stopped".into()),
+            tasks: Vec::new(),
         }
     }
 
@@ -253,15 +357,7 @@ impl RunDriver {
                 p.tasks[i].error = Some(message.clone());
                 self.note_state(&mut p.tasks[i], i, state, r.try_number, Some(message));
                 if retry {
-                    let delay = task.retry.delay_before(r.try_number + 1);
-                    let token = self.token.clone();
-                    p.set.spawn(async move {
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            () = token.cancelled() => {}
-                        }
-                        Msg::RetryDue(i)
-                    });
+                    self.schedule_retry(p, i, task.retry.delay_before(r.try_number + 1));
                 } else {
                     p.propagate(&self.dag, i);
                 }

@@ -17,8 +17,8 @@ mod sqlite;
 pub use location::{StateFiles, try_log_path};
 pub use memory::MemoryStore;
 pub use model::{
-    NewRun, Owner, ProcessRecord, RunFilter, RunRecord, RunState, TaskInstance, TaskState, TaskTry,
-    TaskUpdate, Trigger,
+    DagVersion, NewRun, Owner, ProcessRecord, Repair, RepairKind, RunAction, RunFilter, RunNotes,
+    RunRecord, RunState, TaskInstance, TaskState, TaskTry, TaskUpdate, Trigger,
 };
 pub use owner::{current_owner, is_alive, process_start_ticks};
 pub use sqlite::SqliteStore;
@@ -74,6 +74,22 @@ pub enum StoreError {
     /// No run has this id.
     #[error("no run {0}; `orchestrator runs` lists them")]
     NoSuchRun(String),
+    /// The run has no such task.
+    #[error("run {run_id} has no task {task_id}; `orchestrator runs {run_id}` lists its tasks")]
+    NoSuchTask {
+        /// The run.
+        run_id: String,
+        /// The task named.
+        task_id: String,
+    },
+    /// A clear, mark or resume does not fit the run's state.
+    #[error("cannot change run {run_id}: {why}")]
+    NotRepairable {
+        /// The run.
+        run_id: String,
+        /// Why, and what to do.
+        why: String,
+    },
     /// A stored value could not be read back (a newer or damaged database).
     #[error("state database holds an unreadable {what}: {value:?}")]
     Corrupt {
@@ -140,6 +156,35 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         &self,
         owner_alive: &dyn Fn(&Owner) -> bool,
     ) -> Result<Vec<(RunRecord, Vec<ProcessRecord>)>, StoreError>;
+
+    /// Applies a repair (clear, mark, resume) to a run in one transaction, per
+    /// [`rules::repair`]: checks that it fits the run's state (a resume needs a run whose owner is
+    /// dead per `owner_alive`, and makes `repair.owner` its owner atomically, so two processes
+    /// never both take a run over), changes the instances, forgets the run's recorded processes
+    /// (a resume's caller has killed them), keeps the history entry, and returns the run.
+    fn repair_run(
+        &self,
+        run_id: &str,
+        repair: &Repair,
+        owner_alive: &dyn Fn(&Owner) -> bool,
+    ) -> Result<RunRecord, StoreError>;
+
+    /// A run's repairs, oldest first.
+    fn run_actions(&self, run_id: &str) -> Result<Vec<RunAction>, StoreError>;
+
+    /// Replaces a run's notes.
+    fn set_run_notes(
+        &self,
+        run_id: &str,
+        text: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// A run's notes, if any were written.
+    fn run_notes(&self, run_id: &str) -> Result<Option<RunNotes>, StoreError>;
+
+    /// A DAG version by its hash (see [`RunRecord::dag_hash`]).
+    fn dag_version(&self, hash: &str) -> Result<Option<DagVersion>, StoreError>;
 
     /// Pauses (`true`) or unpauses a DAG's schedule: `orchestrator pause`, the web UI's toggle.
     fn set_paused(&self, dag_id: &str, paused: bool) -> Result<(), StoreError>;

@@ -10,8 +10,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
-    NewRun, Owner, ProcessRecord, RunFilter, RunRecord, RunState, Store, StoreError, TaskInstance,
-    TaskTry, TaskUpdate, rules,
+    DagVersion, NewRun, Owner, ProcessRecord, Repair, RunAction, RunFilter, RunNotes, RunRecord,
+    RunState, Store, StoreError, TaskInstance, TaskTry, TaskUpdate, rules,
 };
 
 /// How long a write waits for another process's transaction before giving up.
@@ -72,6 +72,35 @@ CREATE TABLE IF NOT EXISTS processes (
 CREATE TABLE IF NOT EXISTS dag_flags (
     dag_id      TEXT PRIMARY KEY,
     paused      INTEGER NOT NULL DEFAULT 0
+);
+-- DAG versions: the text each run ran, once per distinct text (hash = SHA-256 of the text).
+CREATE TABLE IF NOT EXISTS dag_versions (
+    hash        TEXT PRIMARY KEY,
+    dag_id      TEXT NOT NULL,
+    text        TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_dag_versions (
+    run_id      TEXT PRIMARY KEY REFERENCES runs (run_id),
+    hash        TEXT NOT NULL REFERENCES dag_versions (hash)
+);
+-- Repairs of runs (clear, mark, resume), their history.
+CREATE TABLE IF NOT EXISTS run_actions (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id      TEXT NOT NULL REFERENCES runs (run_id),
+    at          TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    tasks       TEXT NOT NULL,
+    state       TEXT,
+    reason      TEXT,
+    by_host     TEXT NOT NULL,
+    by_pid      INTEGER NOT NULL,
+    by_start    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS run_actions_by_run ON run_actions (run_id, seq);
+CREATE TABLE IF NOT EXISTS run_notes (
+    run_id      TEXT PRIMARY KEY REFERENCES runs (run_id),
+    text        TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
 );
 ";
 
@@ -198,6 +227,10 @@ fn json(map: &serde_json::Map<String, serde_json::Value>) -> String {
 
 const RUN_COLUMNS: &str = "run_id, dag_id, dag_file, trigger, state, logical_date, params, started_at, ended_at, note, owner_host, owner_pid, owner_start";
 
+/// [`RUN_COLUMNS`] and the run's DAG version, for `SELECT ... FROM runs`.
+const RUN_SELECT: &str = "run_id, dag_id, dag_file, trigger, state, logical_date, params, started_at, ended_at, note, owner_host, owner_pid, owner_start,
+    (SELECT hash FROM run_dag_versions v WHERE v.run_id = runs.run_id)";
+
 fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
         run_id: row.get(0)?,
@@ -215,6 +248,7 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
             pid: row.get(11)?,
             start_ticks: row.get::<_, i64>(12)? as u64,
         },
+        dag_hash: row.get(13)?,
     })
 }
 
@@ -230,16 +264,44 @@ fn select<T>(
 
 const PROCESS_COLUMNS: &str = "run_id, task_id, pid, start_ticks, host";
 
-/// Writes a run's state, end and note back.
+/// Writes a run's state, end, note and owner back.
 fn save_run_state(tx: &rusqlite::Transaction<'_>, run: &RunRecord) -> rusqlite::Result<()> {
-    tx.prepare_cached("UPDATE runs SET state = ?2, ended_at = ?3, note = ?4 WHERE run_id = ?1")?
-        .execute(params![
-            run.run_id,
-            run.state.as_str(),
-            run.ended_at.map(ts),
-            run.note
-        ])?;
+    tx.prepare_cached(
+        "UPDATE runs SET state = ?2, ended_at = ?3, note = ?4, owner_host = ?5, owner_pid = ?6,
+            owner_start = ?7 WHERE run_id = ?1",
+    )?
+    .execute(params![
+        run.run_id,
+        run.state.as_str(),
+        run.ended_at.map(ts),
+        run.note,
+        run.owner.host,
+        run.owner.pid,
+        run.owner.start_ticks as i64,
+    ])?;
     Ok(())
+}
+
+const ACTION_COLUMNS: &str = "run_id, at, kind, tasks, state, reason, by_host, by_pid, by_start";
+
+fn action_from_row(row: &Row<'_>) -> rusqlite::Result<RunAction> {
+    Ok(RunAction {
+        run_id: row.get(0)?,
+        at: parse_ts(row.get(1)?)?.unwrap_or_default(),
+        kind: row.get::<_, String>(2)?.parse().map_err(conversion)?,
+        tasks: serde_json::from_str(&row.get::<_, String>(3)?).map_err(conversion)?,
+        state: row
+            .get::<_, Option<String>>(4)?
+            .map(|s| s.parse())
+            .transpose()
+            .map_err(conversion)?,
+        reason: row.get(5)?,
+        by: Owner {
+            host: row.get(6)?,
+            pid: row.get(7)?,
+            start_ticks: row.get::<_, i64>(8)? as u64,
+        },
+    })
 }
 
 fn process_from_row(row: &Row<'_>) -> rusqlite::Result<ProcessRecord> {
@@ -431,7 +493,18 @@ impl Store for SqliteStore {
                     .execute(params![run_id, ti.task_id, ord as i64, ti.state.as_str()])
                     .map_err(e)?;
             }
-            Ok(rules::new_run_record(run, run_id))
+            let record = rules::new_run_record(run, run_id);
+            if let (Some(text), Some(hash)) = (&run.dag_text, &record.dag_hash) {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO dag_versions (hash, dag_id, text) VALUES (?1, ?2, ?3)",
+                )
+                .and_then(|mut s| s.execute(params![hash, run.dag_id, text]))
+                .map_err(e)?;
+                tx.prepare_cached("INSERT INTO run_dag_versions (run_id, hash) VALUES (?1, ?2)")
+                    .and_then(|mut s| s.execute(params![record.run_id, hash]))
+                    .map_err(e)?;
+            }
+            Ok(record)
         })
     }
 
@@ -445,7 +518,7 @@ impl Store for SqliteStore {
             let e = |source| self.err(source);
             let mut run = tx
                 .query_row(
-                    &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"),
+                    &format!("SELECT {RUN_SELECT} FROM runs WHERE run_id = ?1"),
                     [run_id],
                     run_from_row,
                 )
@@ -506,7 +579,7 @@ impl Store for SqliteStore {
     fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
         self.read(|c| {
             c.query_row(
-                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"),
+                &format!("SELECT {RUN_SELECT} FROM runs WHERE run_id = ?1"),
                 [run_id],
                 run_from_row,
             )
@@ -521,7 +594,7 @@ impl Store for SqliteStore {
             select(
                 c,
                 &format!(
-                    "SELECT {RUN_COLUMNS} FROM runs
+                    "SELECT {RUN_SELECT} FROM runs
                      WHERE (?1 IS NULL OR dag_id = ?1) AND (?2 IS NULL OR state = ?2)
                        AND (?4 IS NULL OR trigger = ?4)
                      ORDER BY started_at DESC, rowid DESC LIMIT ?3"
@@ -572,7 +645,7 @@ impl Store for SqliteStore {
             let e = |source| self.err(source);
             let running = select(
                 tx,
-                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running'"),
+                &format!("SELECT {RUN_SELECT} FROM runs WHERE state = 'running'"),
                 [],
                 run_from_row,
             )
@@ -621,6 +694,139 @@ impl Store for SqliteStore {
                 out.push((run, procs));
             }
             Ok(out)
+        })
+    }
+
+    fn repair_run(
+        &self,
+        run_id: &str,
+        repair: &Repair,
+        owner_alive: &dyn Fn(&Owner) -> bool,
+    ) -> Result<RunRecord, StoreError> {
+        self.write(|tx| {
+            let e = |source| self.err(source);
+            let mut run = tx
+                .query_row(
+                    &format!("SELECT {RUN_SELECT} FROM runs WHERE run_id = ?1"),
+                    [run_id],
+                    run_from_row,
+                )
+                .optional()
+                .map_err(e)?
+                .ok_or_else(|| StoreError::NoSuchRun(run_id.to_owned()))?;
+            let mut instances = select(
+                tx,
+                &format!(
+                    "SELECT {INSTANCE_COLUMNS} FROM task_instances WHERE run_id = ?1 ORDER BY ord"
+                ),
+                [run_id],
+                instance_from_row,
+            )
+            .map_err(e)?;
+            let mut running = select(
+                tx,
+                &format!(
+                    "SELECT {TRY_COLUMNS} FROM task_tries WHERE run_id = ?1 AND state = 'running'"
+                ),
+                [run_id],
+                try_from_row,
+            )
+            .map_err(e)?;
+            let action =
+                rules::repair(&mut run, &mut instances, &mut running, repair, owner_alive)?;
+            save_run_state(tx, &run).map_err(e)?;
+            for ti in &instances {
+                save_instance(tx, ti).map_err(e)?;
+            }
+            for t in &running {
+                save_try(tx, t).map_err(e)?;
+            }
+            tx.execute("DELETE FROM processes WHERE run_id = ?1", [run_id])
+                .map_err(e)?;
+            tx.execute(
+                &format!("INSERT INTO run_actions ({ACTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                params![
+                    action.run_id,
+                    ts(action.at),
+                    action.kind.as_str(),
+                    serde_json::to_string(&action.tasks).unwrap_or_default(),
+                    action.state.map(|s| s.as_str()),
+                    action.reason,
+                    action.by.host,
+                    action.by.pid,
+                    action.by.start_ticks as i64,
+                ],
+            )
+            .map_err(e)?;
+            Ok(run)
+        })
+    }
+
+    fn run_actions(&self, run_id: &str) -> Result<Vec<RunAction>, StoreError> {
+        self.read(|c| {
+            select(
+                c,
+                &format!("SELECT {ACTION_COLUMNS} FROM run_actions WHERE run_id = ?1 ORDER BY seq"),
+                [run_id],
+                action_from_row,
+            )
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    fn set_run_notes(&self, run_id: &str, text: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let e = |source| self.err(source);
+            let exists = tx
+                .query_row("SELECT 1 FROM runs WHERE run_id = ?1", [run_id], |_| Ok(()))
+                .optional()
+                .map_err(e)?
+                .is_some();
+            if !exists {
+                return Err(StoreError::NoSuchRun(run_id.to_owned()));
+            }
+            tx.execute(
+                "INSERT INTO run_notes (run_id, text, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (run_id) DO UPDATE SET text = excluded.text, updated_at = excluded.updated_at",
+                params![run_id, text, ts(at)],
+            )
+            .map_err(e)?;
+            Ok(())
+        })
+    }
+
+    fn run_notes(&self, run_id: &str) -> Result<Option<RunNotes>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT text, updated_at FROM run_notes WHERE run_id = ?1",
+                [run_id],
+                |r| {
+                    Ok(RunNotes {
+                        text: r.get(0)?,
+                        updated_at: parse_ts(r.get(1)?)?.unwrap_or_default(),
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    fn dag_version(&self, hash: &str) -> Result<Option<DagVersion>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT hash, dag_id, text FROM dag_versions WHERE hash = ?1",
+                [hash],
+                |r| {
+                    Ok(DagVersion {
+                        hash: r.get(0)?,
+                        dag_id: r.get(1)?,
+                        text: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
         })
     }
 

@@ -34,4 +34,8 @@ pub struct ServeOptions {
 
     /// Tasks running at once across all runs of this server (default: only per-DAG limits).
     pub max_parallel_tasks: Option<usize>,
+
+    /// On SIGINT/SIGTERM, cancel the runs this server drives instead of leaving them resumable
+    /// (the next start resumes them).
+    pub cancel_runs_on_exit: bool,
 }

@@ -27,6 +27,6 @@ pub use error::WebError;
 pub use metrics::Metrics;
 pub use router::app;
 pub use security::SecurityConfig;
-pub use server::{serve, serve_on};
+pub use server::{OnExit, serve, serve_on, serve_with};
 pub use state::AppState;
 pub use view::enc;

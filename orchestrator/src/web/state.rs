@@ -45,7 +45,9 @@ impl AppState {
     ) -> Self {
         let log_dir = settings.log_dir.clone();
         let engine = Engine::new(store.clone(), settings);
-        let launcher = Launcher::new(engine, shutdown.child_token());
+        // Not a child of `shutdown`: when the server stops, `serve_on` decides whether its runs
+        // are cancelled or left resumable.
+        let launcher = Launcher::new(engine, CancellationToken::new());
         let cron = Arc::new(CronScheduler::new(folder.clone(), launcher.clone(), policy));
         Self(Arc::new(Inner {
             store,

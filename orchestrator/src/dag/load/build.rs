@@ -29,6 +29,7 @@ pub(super) struct Checked {
     pub connections: Connections,
     pub file: Option<PathBuf>,
     pub dir: PathBuf,
+    pub source: Arc<str>,
 }
 
 /// Builds the DAG from sections that passed every check; `None` when a part is missing (which
@@ -135,6 +136,7 @@ pub(super) fn dag(s: Sections<'_>, c: Checked, problems: &mut Problems<'_>) -> O
         tasks,
         file: c.file,
         dir: c.dir,
+        source: c.source,
         index,
     })
 }

@@ -38,6 +38,15 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Dag, LoadError> {
     parse(text, origin, None, dir, &env)
 }
 
+/// Validates DAG text as if it were the file at `file` (relative paths resolve against the
+/// file's directory): a stored DAG version, run again by a clear or a resume.
+pub fn parse_as_file(text: &str, file: &Path) -> Result<Dag, LoadError> {
+    let origin = file.display().to_string();
+    let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let env = |k: &str| std::env::var(k).ok();
+    parse(text, &origin, Some(file.to_path_buf()), dir, &env)
+}
+
 /// Like [`parse_str`] with an explicit environment for `${ENV:-default}` (tests).
 pub fn parse_str_with_env(
     text: &str,
@@ -85,6 +94,7 @@ fn parse(
         connections,
         file,
         dir,
+        source: text.into(),
     };
     match build::dag(sections, checked, &mut problems) {
         Some(dag) if problems.is_empty() => Ok(dag),
