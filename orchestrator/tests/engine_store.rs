@@ -1,6 +1,6 @@
 //! The `Store` contract, checked on every implementation (SQLite and in-memory): run creation with
 //! unique ids and `max_active_runs`, task and try updates, process records, recovery of runs whose
-//! owner died; random update sequences that must leave every backend with the same records; and
+//! owner died; repairs (clear, mark, resume), run notes and DAG versions; random update sequences that must leave every backend with the same records; and
 //! concurrent writers on one SQLite file.
 
 use std::path::PathBuf;
@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use orchestrator::store::{
-    MemoryStore, NewRun, Owner, ProcessRecord, RunFilter, RunState, SqliteStore, Store, StoreError,
-    TaskState, TaskUpdate, Trigger, current_owner,
+    MemoryStore, NewRun, Owner, ProcessRecord, Repair, RepairKind, RunFilter, RunState,
+    SqliteStore, Store, StoreError, TaskState, TaskUpdate, Trigger, current_owner, rules,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -221,6 +221,224 @@ fn every_backend_keeps_the_contract() {
     for (name, store) in backends(dir.path()) {
         eprintln!("contract: {name}");
         contract(store.as_ref());
+    }
+}
+
+fn repair(kind: RepairKind, reset: &[&str], owner: &Owner) -> Repair {
+    Repair {
+        kind,
+        reset: reset.iter().map(|s| s.to_string()).collect(),
+        mark: None,
+        reason: None,
+        owner: owner.clone(),
+        at: Utc::now(),
+    }
+}
+
+/// Clear, mark and resume, notes and DAG versions: the same records on every backend.
+fn repair_contract(store: &dyn Store) {
+    let me = current_owner();
+    let dead = Owner {
+        host: me.host.clone(),
+        pid: 4_000_000,
+        start_ticks: 1,
+    };
+    let alive = |o: &Owner| o.pid != dead.pid;
+    let mut new = new_run("rep", me.clone(), None);
+    new.dag_text = Some("[dag]\nid = \"rep\"\n".into());
+    let run = store.create_run(&new).unwrap();
+    // The DAG version is stored once, by its hash.
+    let hash = run.dag_hash.clone().unwrap();
+    assert_eq!(hash, rules::dag_hash(new.dag_text.as_deref().unwrap()));
+    assert_eq!(
+        store.run(&run.run_id).unwrap().unwrap().dag_hash,
+        Some(hash.clone())
+    );
+    let version = store.dag_version(&hash).unwrap().unwrap();
+    assert_eq!(
+        (version.dag_id.as_str(), version.text.as_str()),
+        ("rep", new.dag_text.as_deref().unwrap())
+    );
+    assert!(store.dag_version("nope").unwrap().is_none());
+
+    // A running run is its driver's: no clear, no mark; no resume of a live owner's run.
+    let clear_a = repair(RepairKind::Clear, &["a"], &me);
+    assert!(matches!(
+        store.repair_run(&run.run_id, &clear_a, &alive),
+        Err(StoreError::NotRepairable { .. })
+    ));
+    assert!(matches!(
+        store.repair_run(&run.run_id, &repair(RepairKind::Resume, &[], &me), &alive),
+        Err(StoreError::NotRepairable { .. })
+    ));
+    let mut done = upd("a", 1, TaskState::Running);
+    store.update_task(&run.run_id, &done).unwrap();
+    done = upd("a", 1, TaskState::Failed);
+    done.error = Some("boom".into());
+    store.update_task(&run.run_id, &done).unwrap();
+    store
+        .update_task(&run.run_id, &upd("b", 0, TaskState::UpstreamFailed))
+        .unwrap();
+    store
+        .finish_run(&run.run_id, RunState::Failed, Some("a failed"))
+        .unwrap();
+
+    // Clear: back to pending, the try count kept, the run running again under the new owner.
+    assert!(matches!(
+        store.repair_run(
+            &run.run_id,
+            &repair(RepairKind::Clear, &["zz"], &me),
+            &alive
+        ),
+        Err(StoreError::NoSuchTask { .. })
+    ));
+    assert!(matches!(
+        store.repair_run("nope", &clear_a, &alive),
+        Err(StoreError::NoSuchRun(_))
+    ));
+    let cleared = store
+        .repair_run(
+            &run.run_id,
+            &repair(RepairKind::Clear, &["a", "b"], &me),
+            &alive,
+        )
+        .unwrap();
+    assert_eq!(
+        (cleared.state, cleared.ended_at, cleared.note.as_deref()),
+        (RunState::Running, None, None)
+    );
+    let tis = store.task_instances(&run.run_id).unwrap();
+    assert_eq!(
+        (tis[0].state, tis[0].try_number, tis[0].error.as_deref()),
+        (TaskState::Pending, 1, None)
+    );
+    assert_eq!(tis[1].state, TaskState::Pending);
+    assert_eq!(
+        store.tries(&run.run_id, "a").unwrap().len(),
+        1,
+        "old tries stay"
+    );
+
+    // Its driver dies in try 2 of a: a resume closes the try and puts a up for retry.
+    store
+        .update_task(&run.run_id, &upd("a", 2, TaskState::Running))
+        .unwrap();
+    store
+        .finish_run(&run.run_id, RunState::Running, None)
+        .unwrap();
+    let mut taken = repair(RepairKind::Resume, &[], &dead);
+    assert!(
+        matches!(
+            store.repair_run(&run.run_id, &taken, &alive),
+            Err(StoreError::NotRepairable { .. })
+        ),
+        "the owner is alive"
+    );
+    // Pretend the current owner died: a resume by `dead`... is refused to a live owner above,
+    // so run it as the dead owner's run taken over by `me`.
+    let as_dead = |o: &Owner| o.pid != me.pid && o.pid != dead.pid;
+    taken.owner = me.clone();
+    let resumed = store.repair_run(&run.run_id, &taken, &as_dead).unwrap();
+    assert_eq!(
+        (resumed.state, resumed.owner.pid),
+        (RunState::Running, me.pid)
+    );
+    let a = &store.task_instances(&run.run_id).unwrap()[0];
+    assert_eq!(
+        (a.state, a.error.as_deref()),
+        (TaskState::UpForRetry, Some(rules::INTERRUPTED))
+    );
+    let tries = store.tries(&run.run_id, "a").unwrap();
+    assert_eq!(
+        (tries[1].state, tries[1].error.as_deref()),
+        (TaskState::Failed, Some(rules::INTERRUPTED))
+    );
+
+    // A run closed as orphaned can be resumed too: failed-interrupted and never-started tasks
+    // are taken back.
+    let mut other = new_run("rep2", dead.clone(), None);
+    other.run_id = "manual__rep2".into();
+    let orphan = store.create_run(&other).unwrap();
+    store
+        .update_task(&orphan.run_id, &upd("a", 1, TaskState::Running))
+        .unwrap();
+    let closed = store
+        .fail_orphaned_runs(&|o: &Owner| o.pid != dead.pid)
+        .unwrap();
+    assert!(closed.iter().any(|(r, _)| r.run_id == orphan.run_id));
+    let r = store.run(&orphan.run_id).unwrap().unwrap();
+    assert!(r.was_closed_orphaned(), "{:?}", r.note);
+    store
+        .repair_run(
+            &orphan.run_id,
+            &repair(RepairKind::Resume, &[], &me),
+            &alive,
+        )
+        .unwrap();
+    let tis = store.task_instances(&orphan.run_id).unwrap();
+    assert_eq!(
+        (tis[0].state, tis[1].state),
+        (TaskState::UpForRetry, TaskState::Pending)
+    );
+
+    // Mark: success clears the error, failed says why; only success or failed.
+    store
+        .finish_run(&orphan.run_id, RunState::Failed, None)
+        .unwrap();
+    let mut mark = repair(RepairKind::Mark, &["b"], &me);
+    mark.mark = Some(("a".into(), TaskState::Skipped));
+    assert!(matches!(
+        store.repair_run(&orphan.run_id, &mark, &alive),
+        Err(StoreError::NotRepairable { .. })
+    ));
+    mark.mark = Some(("a".into(), TaskState::Failed));
+    mark.reason = Some("the data was bad".into());
+    store.repair_run(&orphan.run_id, &mark, &alive).unwrap();
+    let a = &store.task_instances(&orphan.run_id).unwrap()[0];
+    assert_eq!(
+        (a.state, a.error.as_deref()),
+        (
+            TaskState::Failed,
+            Some("marked failed by hand: the data was bad")
+        )
+    );
+    // History, oldest first.
+    let kinds: Vec<RepairKind> = store
+        .run_actions(&run.run_id)
+        .unwrap()
+        .iter()
+        .map(|a| a.kind)
+        .collect();
+    assert_eq!(kinds, [RepairKind::Clear, RepairKind::Resume]);
+    let actions = store.run_actions(&orphan.run_id).unwrap();
+    assert_eq!(actions[1].state, Some(TaskState::Failed));
+    assert_eq!(actions[1].tasks, ["b", "a"]);
+    assert_eq!(actions[1].reason.as_deref(), Some("the data was bad"));
+
+    // Notes: none, then replaced.
+    assert!(store.run_notes(&run.run_id).unwrap().is_none());
+    store
+        .set_run_notes(&run.run_id, "first", Utc::now())
+        .unwrap();
+    store
+        .set_run_notes(&run.run_id, "second", Utc::now())
+        .unwrap();
+    assert_eq!(
+        store.run_notes(&run.run_id).unwrap().unwrap().text,
+        "second"
+    );
+    assert!(matches!(
+        store.set_run_notes("nope", "x", Utc::now()),
+        Err(StoreError::NoSuchRun(_))
+    ));
+}
+
+#[test]
+fn every_backend_repairs_runs_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, store) in backends(dir.path()) {
+        eprintln!("repair contract: {name}");
+        repair_contract(store.as_ref());
     }
 }
 
