@@ -310,6 +310,31 @@ pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
         if let Some(note) = &run.note {
             println!("  {note}");
         }
+        if let Some(hash) = &run.dag_hash {
+            println!(
+                "  DAG version {} (sha256 {hash})",
+                &hash[..12.min(hash.len())]
+            );
+        }
+        if let Some(notes) = store.run_notes(run_id)? {
+            println!(
+                "  Notes ({}): {}",
+                notes.updated_at.to_rfc3339(),
+                notes.text
+            );
+        }
+        for a in store.run_actions(run_id)? {
+            let state = a.state.map(|s| format!(" {s}")).unwrap_or_default();
+            let reason = a.reason.map(|r| format!(" ({r})")).unwrap_or_default();
+            println!(
+                "  {} {}{state} by pid {} on {}: {}{reason}",
+                a.at.to_rfc3339(),
+                a.kind.as_str(),
+                a.by.pid,
+                a.by.host,
+                a.tasks.join(", ")
+            );
+        }
         let rows: Vec<Vec<String>> = store
             .task_instances(run_id)?
             .into_iter()

@@ -56,8 +56,8 @@ pub struct MarkArgs {
     /// The task.
     pub task: String,
     /// The state to set.
-    #[arg(long, value_enum)]
-    pub state: MarkState,
+    #[arg(value_enum, value_name = "STATE")]
+    pub to: MarkState,
     /// Why (kept in the run's history, shown on the run page).
     #[arg(long)]
     pub reason: String,
@@ -194,9 +194,9 @@ pub fn clear(files: &StateFiles, args: ClearArgs) -> anyhow::Result<ExitCode> {
     )
 }
 
-/// `orchestrator mark RUN_ID TASK --state success|failed --reason TEXT`.
+/// `orchestrator mark RUN_ID TASK success|failed --reason TEXT`.
 pub fn mark(files: &StateFiles, args: MarkArgs) -> anyhow::Result<ExitCode> {
-    let state = match args.state {
+    let state = match args.to {
         MarkState::Success => TaskState::Success,
         MarkState::Failed => TaskState::Failed,
     };
