@@ -15,6 +15,7 @@ mod config;
 mod error;
 mod metrics;
 mod pages;
+mod repair;
 mod router;
 pub mod security;
 mod server;
