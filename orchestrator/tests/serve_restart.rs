@@ -76,11 +76,6 @@ impl Serve {
         })
     }
 
-    fn get(&self, path: &str) -> Value {
-        self.try_get(path)
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
-    }
-
     fn post(&self, path: &str, body: Value) -> Value {
         self.rt.block_on(async {
             let r = self
