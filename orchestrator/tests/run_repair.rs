@@ -195,6 +195,13 @@ fn a_failed_run_is_cleared_and_succeeds_with_its_own_dag_version() {
         TaskState::Failed,
         "the first try is kept"
     );
+    // check (below the kept setup... and the rerun server) waited for the server to be up again.
+    let server_again = &store.tries(run_id, "server").unwrap()[1];
+    let check_again = &store.tries(run_id, "check").unwrap()[1];
+    assert!(
+        check_again.started_at >= server_again.ended_at,
+        "check started before its server was ready: {check_again:?} {server_again:?}"
+    );
     let actions = store.run_actions(run_id).unwrap();
     assert_eq!(actions.len(), 1);
     assert_eq!(actions[0].kind, RepairKind::Clear);
@@ -349,5 +356,68 @@ task = "server"
         text(&out).contains("`orchestrator clear` reruns tasks"),
         "{}",
         text(&out)
+    );
+}
+
+#[test]
+fn a_cleared_task_below_a_kept_one_waits_for_its_restarted_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state.db");
+    let d = tmp.path().display();
+    let dag = tmp.path().join("gap.toml");
+    std::fs::write(
+        &dag,
+        format!(
+            r#"
+[dag]
+id = "gap"
+
+[[task]]
+id = "server"
+kind = "process.spawn"
+program = "sh"
+args = ["-c", "sleep 0.3; echo ready; exec sleep 300"]
+ready = {{ log_line = "ready", timeout = "10s" }}
+
+[[task]]
+id = "load"
+kind = "noop"
+depends_on = ["server"]
+
+[[task]]
+id = "check"
+kind = "command"
+depends_on = ["load"]
+shell = "test -f {d}/fixed"
+
+[[task]]
+id = "stop"
+kind = "process.stop"
+depends_on = ["check"]
+trigger_rule = "all_done"
+task = "server"
+
+[[task]]
+id = "report"
+kind = "noop"
+depends_on = ["check", "stop"]
+"#
+        ),
+    )
+    .unwrap();
+    let out = cli(&state, &["run", dag.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    std::fs::write(tmp.path().join("fixed"), "").unwrap();
+    let run_id = only_run(&state).run_id;
+    let out = cli(&state, &["clear", &run_id, "check"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let store = SqliteStore::open(&state).unwrap();
+    // load was kept, but check waited until the server it runs beside was ready again.
+    assert_eq!(store.tries(&run_id, "load").unwrap().len(), 1);
+    let server = &store.tries(&run_id, "server").unwrap()[1];
+    let check = &store.tries(&run_id, "check").unwrap()[1];
+    assert!(
+        check.started_at >= server.ended_at,
+        "check started before the server was ready: {check:?} {server:?}"
     );
 }

@@ -51,8 +51,8 @@ pub fn pause(files: &StateFiles, args: &PauseArgs, paused: bool) -> anyhow::Resu
 pub(super) fn recover(engine: &Engine) -> anyhow::Result<()> {
     for run in engine.recover().context("recovering interrupted runs")? {
         eprintln!(
-            "note: run {} of DAG {} was interrupted (its orchestrator, pid {}, died); marked failed",
-            run.run_id, run.dag_id, run.owner.pid
+            "note: run {} of DAG {} was interrupted (its orchestrator, pid {}, died); marked failed (`orchestrator resume {}` continues it)",
+            run.run_id, run.dag_id, run.owner.pid, run.run_id
         );
     }
     Ok(())

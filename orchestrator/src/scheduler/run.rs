@@ -86,13 +86,42 @@ struct Progress {
     processes: Arc<ProcessRegistry>,
     run_slots: Arc<Semaphore>,
     cancelled: bool,
+    /// For a run driven from stored states: each task's ancestors. A task whose direct upstream
+    /// tasks were kept may have an ancestor that runs again (a consumer started again below a
+    /// kept producer): it waits until every ancestor is finished, as in a new run.
+    ancestors: Option<Vec<Vec<usize>>>,
+    /// Tasks whose trigger rule is met but an ancestor is not finished yet.
+    blocked: Vec<usize>,
 }
 
 impl Progress {
     /// Counts task `i`'s final state in its downstream tasks and queues them for a decision.
     fn propagate(&mut self, dag: &Dag, i: usize) {
         propagate(dag, i, &mut self.tasks, &mut self.ready);
+        self.ready.append(&mut self.blocked);
     }
+
+    /// Whether task `i` must wait for an ancestor that is not finished.
+    fn waits_on_ancestor(&self, i: usize) -> bool {
+        self.ancestors
+            .as_ref()
+            .is_some_and(|anc| anc[i].iter().any(|&a| !self.tasks[a].state.is_finished()))
+    }
+}
+
+/// Every task's ancestors (the tasks are in topological order).
+fn ancestors(dag: &Dag) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::with_capacity(dag.tasks.len());
+    for t in &dag.tasks {
+        let mut mine: Vec<usize> = t.upstream.clone();
+        for &u in &t.upstream {
+            mine.extend_from_slice(&out[u]);
+        }
+        mine.sort_unstable();
+        mine.dedup();
+        out.push(mine);
+    }
+    out
 }
 
 impl RunDriver {
@@ -188,6 +217,8 @@ impl RunDriver {
             processes: Arc::new(ProcessRegistry::new()),
             run_slots: Arc::new(Semaphore::new(self.dag.max_active_tasks.max(1))),
             cancelled: false,
+            ancestors: self.stored.is_some().then(|| ancestors(&self.dag)),
+            blocked: Vec::new(),
         }
     }
 
@@ -258,6 +289,7 @@ impl RunDriver {
             }
             match decide_counts(self.dag.tasks[i].trigger_rule, p.tasks[i].upstream) {
                 Decision::Wait => {}
+                Decision::Run if p.waits_on_ancestor(i) => p.blocked.push(i),
                 Decision::Run => {
                     self.set_state(&mut p.tasks[i], i, TaskState::Queued, 0, None);
                     if !self.start_try(i, p) {

@@ -88,9 +88,9 @@ pub fn serve(files: &StateFiles, args: ServeOptions) -> anyhow::Result<ExitCode>
         }
         let signals = shutdown.clone();
         let what = if args.cancel_runs_on_exit {
-            "cancelling"
+            "cancelling its runs"
         } else {
-            "leaving resumable"
+            "leaving its runs resumable for the next start"
         };
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
@@ -104,7 +104,7 @@ pub fn serve(files: &StateFiles, args: ServeOptions) -> anyhow::Result<ExitCode>
                 _ = int.recv() => "SIGINT",
                 _ = term.recv() => "SIGTERM",
             };
-            eprintln!("{name}: stopping the server, {what} its runs...");
+            eprintln!("{name}: stopping the server, {what}...");
             signals.cancel();
         });
         let on_exit = if args.cancel_runs_on_exit {
