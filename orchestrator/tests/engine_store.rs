@@ -189,7 +189,9 @@ fn contract(store: &dyn Store) {
         store.processes(&orphan.run_id).unwrap(),
         std::slice::from_ref(&proc_)
     );
-    let recovered = store.fail_orphaned_runs(&|o| o.pid != dead.pid).unwrap();
+    let recovered = store
+        .fail_orphaned_runs(None, &|o| o.pid != dead.pid)
+        .unwrap();
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0].0.run_id, orphan.run_id);
     assert_eq!(recovered[0].1, [proc_]);
@@ -207,7 +209,12 @@ fn contract(store: &dyn Store) {
     );
     assert!(store.processes(&orphan.run_id).unwrap().is_empty());
     // Live owners' runs are left alone.
-    assert!(store.fail_orphaned_runs(&|_| true).unwrap().is_empty());
+    assert!(
+        store
+            .fail_orphaned_runs(None, &|_| true)
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         store.run(&r1.run_id).unwrap().unwrap().state,
         RunState::Running
@@ -363,7 +370,7 @@ fn repair_contract(store: &dyn Store) {
         .update_task(&orphan.run_id, &upd("a", 1, TaskState::Running))
         .unwrap();
     let closed = store
-        .fail_orphaned_runs(&|o: &Owner| o.pid != dead.pid)
+        .fail_orphaned_runs(None, &|o: &Owner| o.pid != dead.pid)
         .unwrap();
     assert!(closed.iter().any(|(r, _)| r.run_id == orphan.run_id));
     let r = store.run(&orphan.run_id).unwrap().unwrap();
@@ -582,7 +589,7 @@ proptest! {
                 }
             }
             let mut snap = snapshot(store.as_ref(), &run.run_id);
-            let closed = store.fail_orphaned_runs(&|o| o.pid != dead.pid).unwrap();
+            let closed = store.fail_orphaned_runs(None, &|o| o.pid != dead.pid).unwrap();
             prop_assert_eq!(closed.len(), 1);
             let mut closed_run = closed[0].0.clone();
             closed_run.ended_at = None;

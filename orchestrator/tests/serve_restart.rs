@@ -321,6 +321,10 @@ fn sigterm_leaves_runs_resumable_unless_told_to_cancel_them() {
         serve.wait_run(&run_id, "work to run", Duration::from_secs(30), |r| {
             state_of(r, "work") == "running"
         });
+        // Its first try is under way (it marked itself), so the retry after the restart succeeds.
+        wait_for("work's first try to start", Duration::from_secs(30), || {
+            scratch.path().join("worked").exists().then_some(())
+        });
         assert!(serve.terminate().success());
         let store = SqliteStore::open(&state).unwrap();
         let stored = store.run(&run_id).unwrap().unwrap();

@@ -55,7 +55,7 @@ pub fn backfill(files: &StateFiles, args: &BackfillArgs) -> anyhow::Result<ExitC
     let from = parse_date(&args.from, dag.timezone, false).context("--from")?;
     let to = parse_date(&args.to, dag.timezone, true).context("--to")?;
     let engine = super::commands::engine(files)?;
-    super::commands::recover(&engine)?;
+    super::commands::recover(&engine, &dag.id)?;
     let slots = backfill::plan(&dag, engine.store().as_ref(), from, to, args.reprocess)?;
     let tz = dag.timezone;
     if args.dry_run {

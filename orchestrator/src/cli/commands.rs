@@ -48,8 +48,11 @@ pub fn pause(files: &StateFiles, args: &PauseArgs, paused: bool) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn recover(engine: &Engine) -> anyhow::Result<()> {
-    for run in engine.recover().context("recovering interrupted runs")? {
+pub(super) fn recover(engine: &Engine, dag_id: &str) -> anyhow::Result<()> {
+    for run in engine
+        .recover(Some(dag_id))
+        .context("recovering interrupted runs")?
+    {
         eprintln!(
             "note: run {} of DAG {} was interrupted (its orchestrator, pid {}, died); marked failed (`orchestrator resume {}` continues it)",
             run.run_id, run.dag_id, run.owner.pid, run.run_id
@@ -81,7 +84,7 @@ pub fn run(files: &StateFiles, args: RunArgs) -> anyhow::Result<ExitCode> {
         let mut settings = EngineSettings::new(files.log_dir());
         settings.kill_grace = args.kill_grace;
         let engine = Engine::new(open(files)?, settings);
-        recover(&engine)?;
+        recover(&engine, &dag.id)?;
         let (events, rx) = EventSink::channel();
         let request = RunRequest {
             params: args.params.into_iter().collect::<BTreeMap<_, _>>(),
@@ -293,7 +296,6 @@ pub fn graph(args: &GraphArgs) -> anyhow::Result<()> {
 /// `orchestrator runs [DAG]`.
 pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
     let engine = engine(files)?;
-    recover(&engine)?;
     let store = engine.store();
     if let Some(run_id) = &args.run {
         let Some(run) = store.run(run_id)? else {
@@ -386,17 +388,29 @@ pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
         .into_iter()
         .map(|r| {
             let end = r.ended_at.unwrap_or(now);
+            let interrupted = r.is_orphaned(&crate::store::is_alive);
             vec![
                 r.run_id,
                 r.dag_id,
-                r.state.to_string(),
+                if interrupted {
+                    "interrupted".to_owned()
+                } else {
+                    r.state.to_string()
+                },
                 r.started_at
                     .with_timezone(&Local)
                     .format("%Y-%m-%d %H:%M:%S")
                     .to_string(),
                 table::duration((end - r.started_at).to_std().unwrap_or_default()),
                 r.trigger.as_str().to_owned(),
-                r.note.unwrap_or_default(),
+                if interrupted {
+                    format!(
+                        "its orchestrator (pid {}) stopped; `orchestrator resume` or the next `serve` continues it",
+                        r.owner.pid
+                    )
+                } else {
+                    r.note.unwrap_or_default()
+                },
             ]
         })
         .collect();

@@ -260,12 +260,14 @@ impl Engine {
         &self.settings
     }
 
-    /// Marks runs whose orchestrator process died as failed (unfinished tasks failed or skipped;
-    /// [`resume`](Self::resume) takes such a run back) and kills the process groups their tasks
-    /// had started. The CLI does it on `run` and `runs`; `serve` resumes them instead.
-    pub fn recover(&self) -> Result<Vec<RunRecord>, StoreError> {
+    /// Marks runs (of `dag_id`, or of every DAG) whose orchestrator process died as failed
+    /// (unfinished tasks failed or skipped; [`resume`](Self::resume) takes such a run back) and
+    /// kills the process groups their tasks had started. `orchestrator run` does it for its DAG
+    /// (so an interrupted run does not hold `max_active_runs`); `serve` resumes interrupted runs
+    /// and closes only those it cannot resume.
+    pub fn recover(&self, dag_id: Option<&str>) -> Result<Vec<RunRecord>, StoreError> {
         let me = current_owner();
-        let orphaned = self.store.fail_orphaned_runs(&is_alive)?;
+        let orphaned = self.store.fail_orphaned_runs(dag_id, &is_alive)?;
         let mut runs = Vec::with_capacity(orphaned.len());
         for (run, processes) in orphaned {
             tracing::warn!(dag_id = %run.dag_id, run_id = %run.run_id, owner_pid = run.owner.pid, "Marked an interrupted run failed");

@@ -222,13 +222,17 @@ impl Store for MemoryStore {
 
     fn fail_orphaned_runs(
         &self,
+        dag_id: Option<&str>,
         owner_alive: &dyn Fn(&Owner) -> bool,
     ) -> Result<Vec<(RunRecord, Vec<ProcessRecord>)>, StoreError> {
         let mut inner = self.lock();
         let now = Utc::now();
         let mut out = Vec::new();
         let orphaned: Vec<usize> = (0..inner.runs.len())
-            .filter(|&i| inner.runs[i].is_orphaned(owner_alive))
+            .filter(|&i| {
+                inner.runs[i].is_orphaned(owner_alive)
+                    && dag_id.is_none_or(|d| inner.runs[i].dag_id == d)
+            })
             .collect();
         for i in orphaned {
             inner.runs[i].close_orphaned(now);

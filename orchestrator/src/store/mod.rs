@@ -149,11 +149,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The tries of one task instance, first try first.
     fn tries(&self, run_id: &str, task_id: &str) -> Result<Vec<TaskTry>, StoreError>;
 
-    /// Marks every `running` run whose owner is dead (per `owner_alive`) as failed, its unfinished
-    /// task instances failed (running) or skipped (not started), and returns those runs with the
-    /// processes they had recorded, for the caller to kill. One transaction.
+    /// Marks every `running` run (of `dag_id`, or of every DAG) whose owner is dead (per
+    /// `owner_alive`) as failed, its unfinished task instances failed (running) or skipped (not
+    /// started), and returns those runs with the processes they had recorded, for the caller to
+    /// kill. One transaction. Such a run can still be resumed ([`Store::repair_run`]).
     fn fail_orphaned_runs(
         &self,
+        dag_id: Option<&str>,
         owner_alive: &dyn Fn(&Owner) -> bool,
     ) -> Result<Vec<(RunRecord, Vec<ProcessRecord>)>, StoreError>;
 

@@ -639,14 +639,17 @@ impl Store for SqliteStore {
 
     fn fail_orphaned_runs(
         &self,
+        dag_id: Option<&str>,
         owner_alive: &dyn Fn(&Owner) -> bool,
     ) -> Result<Vec<(RunRecord, Vec<ProcessRecord>)>, StoreError> {
         self.write(|tx| {
             let e = |source| self.err(source);
             let running = select(
                 tx,
-                &format!("SELECT {RUN_SELECT} FROM runs WHERE state = 'running'"),
-                [],
+                &format!(
+                    "SELECT {RUN_SELECT} FROM runs WHERE state = 'running' AND (?1 IS NULL OR dag_id = ?1)"
+                ),
+                [dag_id],
                 run_from_row,
             )
             .map_err(e)?;

@@ -151,7 +151,7 @@ fn resume_interrupted(state: &AppState) -> anyhow::Result<()> {
     }
     for run in launcher
         .engine()
-        .recover()
+        .recover(None)
         .context("recovering interrupted runs")?
     {
         eprintln!(
