@@ -422,6 +422,29 @@ fn repair_contract(store: &dyn Store) {
     assert_eq!(actions[1].tasks, ["b", "a"]);
     assert_eq!(actions[1].reason.as_deref(), Some("the data was bad"));
 
+    // A slot never runs twice at once: no clear while another run of the same slot runs.
+    let mut twin = new_run("rep3", me.clone(), None);
+    twin.run_id = "manual__rep3".into();
+    let first = store.create_run(&twin).unwrap();
+    store
+        .finish_run(&first.run_id, RunState::Failed, None)
+        .unwrap();
+    let second = store.create_run(&twin).unwrap();
+    assert!(matches!(
+        store.repair_run(&first.run_id, &repair(RepairKind::Clear, &["a"], &me), &alive),
+        Err(StoreError::SlotBusy { run_id, .. }) if run_id == second.run_id
+    ));
+    store
+        .finish_run(&second.run_id, RunState::Success, None)
+        .unwrap();
+    store
+        .repair_run(
+            &first.run_id,
+            &repair(RepairKind::Clear, &["a"], &me),
+            &alive,
+        )
+        .unwrap();
+
     // Notes: none, then replaced.
     assert!(store.run_notes(&run.run_id).unwrap().is_none());
     store

@@ -279,7 +279,24 @@ impl Store for MemoryStore {
             .flat_map(|(_, ts)| ts.iter().filter(|t| t.state == TaskState::Running))
             .cloned()
             .collect();
-        let action = rules::repair(&mut run, &mut instances, &mut running, repair, owner_alive)?;
+        let holder = inner
+            .runs
+            .iter()
+            .find(|r| {
+                r.dag_id == run.dag_id
+                    && r.logical_date == run.logical_date
+                    && r.state == RunState::Running
+                    && r.run_id != run.run_id
+            })
+            .map(|r| r.run_id.clone());
+        let action = rules::repair(
+            &mut run,
+            &mut instances,
+            &mut running,
+            repair,
+            owner_alive,
+            holder.as_deref(),
+        )?;
         for t in running {
             if let Some(slot) = inner
                 .tries

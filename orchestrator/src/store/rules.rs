@@ -131,14 +131,26 @@ pub fn check_repair(
 /// `reset` instances go back to `pending` ([`TaskInstance::clear`]); a mark sets its instance's
 /// state; the run is running again, owned by `r.owner`, until its driver decides its state.
 /// Returns the history entry to keep.
+/// `slot_holder` is another running run of the same DAG and logical date, if any: a clear or mark
+/// would run the slot twice at once, so it is refused as a new run would be ([`slot_free`]).
 pub fn repair(
     run: &mut RunRecord,
     instances: &mut [TaskInstance],
     running_tries: &mut [TaskTry],
     r: &Repair,
     owner_alive: &dyn Fn(&Owner) -> bool,
+    slot_holder: Option<&str>,
 ) -> Result<RunAction, StoreError> {
     check_repair(run, r.kind, owner_alive)?;
+    if let Some(holder) = slot_holder.filter(|h| *h != run.run_id) {
+        return Err(StoreError::SlotBusy {
+            dag_id: run.dag_id.clone(),
+            logical_date: run
+                .logical_date
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            run_id: holder.to_owned(),
+        });
+    }
     let closed = run.was_closed_orphaned();
     let named = r.reset.iter().chain(r.mark.iter().map(|(t, _)| t));
     for task_id in named {

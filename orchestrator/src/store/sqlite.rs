@@ -735,8 +735,22 @@ impl Store for SqliteStore {
                 try_from_row,
             )
             .map_err(e)?;
-            let action =
-                rules::repair(&mut run, &mut instances, &mut running, repair, owner_alive)?;
+            let holder: Option<String> = tx
+                .query_row(
+                    "SELECT run_id FROM runs WHERE dag_id = ?1 AND logical_date = ?2 AND state = 'running' AND run_id != ?3",
+                    params![run.dag_id, ts(run.logical_date), run.run_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(e)?;
+            let action = rules::repair(
+                &mut run,
+                &mut instances,
+                &mut running,
+                repair,
+                owner_alive,
+                holder.as_deref(),
+            )?;
             save_run_state(tx, &run).map_err(e)?;
             for ti in &instances {
                 save_instance(tx, ti).map_err(e)?;
