@@ -584,10 +584,11 @@ proptest! {
 
     /// The rules live in one place: any sequence of updates (single or batched, valid or naming a
     /// missing task) leaves every backend with the same instances and tries, then the same
-    /// result of closing the run as orphaned.
+    /// result of closing the run as orphaned, of resuming it, and of clearing any tasks of it.
     #[test]
     fn random_update_sequences_give_every_backend_the_same_records(
         updates in prop::collection::vec((any_update(), any::<bool>()), 1..40),
+        clear in prop::sample::subsequence(vec!["a", "b", "zz"], 0..=3),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let dead = Owner { pid: 4_000_000, ..current_owner() };
@@ -626,6 +627,32 @@ proptest! {
                     snap += &format!("{t} {} {:?} {:?}\n", tr.try_number, tr.state, tr.error);
                 }
             }
+            // Resumed by a new owner, ended again, then cleared: the same records everywhere.
+            let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+            let me = current_owner();
+            let fix = |kind, reset: &[&str]| Repair {
+                kind,
+                reset: reset.iter().map(|s| s.to_string()).collect(),
+                mark: None,
+                reason: None,
+                owner: me.clone(),
+                at,
+            };
+            let resumed = store.repair_run(&run.run_id, &fix(RepairKind::Resume, &[]), &|o| o.pid != dead.pid);
+            snap += &format!("{:?}\n", resumed.map(|r| (r.state, r.owner.pid)).map_err(|e| e.to_string()));
+            store.finish_run(&run.run_id, RunState::Failed, None).unwrap();
+            let cleared = store.repair_run(&run.run_id, &fix(RepairKind::Clear, &clear), &|_| true);
+            snap += &format!("{:?}\n", cleared.map(|r| r.state).map_err(|e| e.to_string()));
+            for ti in store.task_instances(&run.run_id).unwrap() {
+                snap += &format!("{:?} {:?} {} {:?} {:?}\n", ti.task_id, ti.state, ti.try_number, ti.error, ti.outputs);
+            }
+            for t in ["a", "b"] {
+                for tr in store.tries(&run.run_id, t).unwrap() {
+                    snap += &format!("{t} {} {:?} {:?}\n", tr.try_number, tr.state, tr.error);
+                }
+            }
+            let actions: Vec<_> = store.run_actions(&run.run_id).unwrap().into_iter().map(|a| (a.kind, a.tasks)).collect();
+            snap += &format!("{actions:?}\n");
             seen.push((name, results, snap));
         }
         for w in seen.windows(2) {
