@@ -34,4 +34,19 @@ pub struct ServeOptions {
 
     /// Tasks running at once across all runs of this server (default: only per-DAG limits).
     pub max_parallel_tasks: Option<usize>,
+
+    /// The base URL users reach the server at; notifications link to run pages under it.
+    /// `None`: `http://<bind>`, unless the bind address is unspecified (0.0.0.0, ::).
+    pub public_url: Option<reqwest::Url>,
+}
+
+impl ServeOptions {
+    /// The URL notifications link to: [`public_url`](Self::public_url), or the bind address.
+    pub fn link_base(&self) -> Option<reqwest::Url> {
+        self.public_url.clone().or_else(|| {
+            (!self.bind.ip().is_unspecified())
+                .then(|| reqwest::Url::parse(&format!("http://{}/", self.bind)).ok())
+                .flatten()
+        })
+    }
 }
