@@ -344,11 +344,10 @@ impl Notifier {
 /// A request error and its causes, without the URL (it may hold the webhook's secret).
 fn error_chain(e: reqwest::Error) -> String {
     let e = e.without_url();
-    let mut s = if e.is_timeout() {
-        "timed out".to_owned()
-    } else {
-        e.to_string()
-    };
+    if e.is_timeout() {
+        return "timed out".to_owned();
+    }
+    let mut s = e.to_string();
     let mut source = std::error::Error::source(&e);
     while let Some(cause) = source {
         let text = cause.to_string();

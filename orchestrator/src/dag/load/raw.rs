@@ -72,7 +72,7 @@ pub(super) struct RawNotify {
     pub url: Spanned<String>,
     /// `json` (default) or `slack`.
     #[serde(default)]
-    pub format: Option<crate::dag::notify::NotifyFormat>,
+    pub format: Option<Spanned<String>>,
 }
 
 /// Retries and time limit: `[dag.defaults]`, and the same fields of a `[[task]]`.

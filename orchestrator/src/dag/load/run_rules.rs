@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::problems::Problems;
 use super::raw::{RawDag, RawNotify};
-use crate::dag::notify::{NotifyEvent, NotifyTarget, RunRules};
+use crate::dag::notify::{NotifyEvent, NotifyFormat, NotifyTarget, RunRules};
 
 /// Checks and builds the run rules of `dag` (nothing when `[dag]` could not be read).
 pub(super) fn check(
@@ -121,11 +121,23 @@ fn target(
             })
             .ok(),
     };
+    let format = match raw.format.as_ref().map(|f| (f, f.get_ref().as_str())) {
+        None | Some((_, "json")) => NotifyFormat::Json,
+        Some((_, "slack")) => NotifyFormat::Slack,
+        Some((f, other)) => {
+            ok = false;
+            problems.at(
+                Some(f.span()),
+                format!("unknown notify format `{other}`; use `json` (the default) or `slack`"),
+            );
+            NotifyFormat::Json
+        }
+    };
     Some(NotifyTarget {
         index,
         on,
         url: url.filter(|_| ok)?,
-        format: raw.format.unwrap_or_default(),
+        format,
     })
 }
 
