@@ -269,7 +269,12 @@ fn summary(m: &Message) -> String {
         .ended_at
         .map(|e| {
             let d = (e - m.started_at).to_std().unwrap_or_default();
-            humantime::format_duration(Duration::from_secs(d.as_secs().max(1))).to_string()
+            let shown = if d < Duration::from_secs(1) {
+                Duration::from_millis(d.as_millis() as u64)
+            } else {
+                Duration::from_secs(d.as_secs())
+            };
+            humantime::format_duration(shown).to_string()
         })
         .unwrap_or_default();
     let first_failure = m.failed_tasks.first().map(|t| match &t.error {
