@@ -535,6 +535,13 @@ async fn a_delivered_webhook_shows_on_the_run_page() {
     assert_eq!(api["notifications"][0]["attempts"], 2);
     let detail = env.get_json(&format!("/api/runs/{run_id}")).await;
     assert_eq!(detail["notifications"][0]["event"], "failure");
+    let (_, metrics) = env.get("/metrics").await;
+    assert!(
+        metrics.contains(
+            "velostream_orchestrator_notifications_total{event=\"failure\",state=\"delivered\"} 1"
+        ),
+        "{metrics}"
+    );
 
     c.close().await.unwrap();
     env.shutdown.cancel();

@@ -48,7 +48,14 @@ pub(super) async fn drain_notifications(engine: &Engine, run_ids: &[&str]) {
             humantime::format_duration(NOTIFY_GRACE)
         );
     }
-    notifier.drain(NOTIFY_GRACE).await;
+    tokio::select! {
+        _ = notifier.drain(NOTIFY_GRACE) => {}
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("SIGINT: not waiting for notifications; those not delivered are recorded as given up");
+            notifier.abandon();
+            notifier.drain(std::time::Duration::from_secs(5)).await;
+        }
+    }
     for run_id in run_ids {
         let store = engine.store().clone();
         let id = (*run_id).to_owned();

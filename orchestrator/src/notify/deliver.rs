@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use reqwest::StatusCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -62,9 +65,19 @@ impl NotifySettings {
     }
 }
 
+/// The labels of [`Notifier::outcomes`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// The event.
+    pub event: String,
+    /// `delivered` or `gave_up`.
+    pub state: String,
+}
+
 #[derive(Debug)]
 struct Inner {
     store: Arc<dyn Store>,
+    outcomes: Family<OutcomeLabels, Counter>,
     client: reqwest::Client,
     settings: NotifySettings,
     tracker: TaskTracker,
@@ -98,6 +111,7 @@ impl Notifier {
             .unwrap_or_default();
         Self(Arc::new(Inner {
             store,
+            outcomes: Family::default(),
             client,
             settings,
             tracker: TaskTracker::new(),
@@ -108,6 +122,17 @@ impl Notifier {
     /// The settings.
     pub fn settings(&self) -> &NotifySettings {
         &self.0.settings
+    }
+
+    /// Deliveries that ended in this process, per event and final state (`/metrics` exports it
+    /// as `velostream_orchestrator_notifications_total`).
+    pub fn outcomes(&self) -> &Family<OutcomeLabels, Counter> {
+        &self.0.outcomes
+    }
+
+    /// Stops the deliveries in flight now (a second Ctrl-C): they are recorded as given up.
+    pub fn abandon(&self) {
+        self.0.stop.cancel();
     }
 
     /// Deliveries (and message preparations) in flight.
@@ -297,6 +322,15 @@ impl Notifier {
         detail: String,
     ) {
         let id = record.id;
+        if state.is_final() {
+            self.0
+                .outcomes
+                .get_or_create(&OutcomeLabels {
+                    event: record.event.clone(),
+                    state: state.as_str().to_owned(),
+                })
+                .inc();
+        }
         let u = NotificationUpdate {
             state,
             attempts,

@@ -7,5 +7,5 @@
 mod deliver;
 pub mod message;
 
-pub use deliver::{Notifier, NotifySettings};
+pub use deliver::{Notifier, NotifySettings, OutcomeLabels};
 pub use message::{Message, Occasion, RetryFacts, TaskFacts};
