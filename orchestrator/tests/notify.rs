@@ -287,6 +287,10 @@ kind = "noop"
     let flaky = by_index(1);
     assert_eq!(flaky.state, DeliveryState::Delivered, "{flaky:#?}");
     assert_eq!(flaky.attempts, 3);
+    assert_eq!(
+        flaky.detail.as_deref(),
+        Some("HTTP 200 OK; the attempt before: HTTP 503 Service Unavailable")
+    );
     assert_eq!(hooks.received_by("flaky").len(), 3);
 
     let gone = by_index(2);
@@ -648,7 +652,7 @@ shell = "echo 'disk full' >&2; exit 2"
     );
     assert!(
         stdout.contains(&format!(
-            "Notified failure to #1 {}/… (json): delivered after 2 attempt(s): HTTP 200 OK",
+            "Notified failure to #1 {}/… (json): delivered after 2 attempt(s): HTTP 200 OK; the attempt before: HTTP 502 Bad Gateway",
             hooks.base()
         )),
         "{stdout}"

@@ -205,6 +205,8 @@ impl Notifier {
             .with_jitter()
             .build();
         let mut attempts = 0u32;
+        // The previous attempt's answer, kept in a delivery's detail.
+        let mut before: Option<String> = None;
         loop {
             attempts += 1;
             let outcome = tokio::select! {
@@ -224,10 +226,15 @@ impl Notifier {
             };
             if a.delivered {
                 tracing::info!(run_id = %m.run_id, event = %m.event, target = %target.redacted_url(), attempts, "Notification delivered");
-                self.update(&record, DeliveryState::Delivered, attempts, a.detail)
+                let detail = match before {
+                    Some(b) => format!("{}; the attempt before: {b}", a.detail),
+                    None => a.detail,
+                };
+                self.update(&record, DeliveryState::Delivered, attempts, detail)
                     .await;
                 return;
             }
+            before = Some(a.detail.clone());
             let next = if a.transient { delays.next() } else { None };
             let Some(delay) = next else {
                 let why = if a.transient {
