@@ -650,11 +650,20 @@ shell = "echo 'disk full' >&2; exit 2"
         "{:#}",
         got[1].body
     );
-    assert!(
-        stdout.contains(&format!(
-            "Notified failure to #1 {}/… (json): delivered after 2 attempt(s): HTTP 200 OK; the attempt before: HTTP 502 Bad Gateway",
-            hooks.base()
-        )),
-        "{stdout}"
+    let line = format!(
+        "Notified failure to #1 {}/… (json): delivered after 2 attempt(s): HTTP 200 OK; the attempt before: HTTP 502 Bad Gateway",
+        hooks.base()
     );
+    assert!(stdout.contains(&line), "{stdout}");
+    // The run's history shows the same.
+    let run_id = got[1].body["run_id"].as_str().unwrap();
+    let history = tokio::process::Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .arg("--state")
+        .arg(&state)
+        .args(["runs", "--run", run_id])
+        .output()
+        .await
+        .unwrap();
+    let history = String::from_utf8_lossy(&history.stdout);
+    assert!(history.contains(&line), "{history}");
 }

@@ -59,22 +59,28 @@ pub(super) async fn drain_notifications(engine: &Engine, run_ids: &[&str]) {
     for run_id in run_ids {
         let store = engine.store().clone();
         let id = (*run_id).to_owned();
-        let Ok(Ok(list)) = tokio::task::spawn_blocking(move || store.notifications(&id)).await
-        else {
-            continue;
-        };
-        for n in list {
-            println!(
-                "Notified {} to #{} {} ({}): {} after {} attempt(s){}",
-                n.event,
-                n.target_index,
-                n.target,
-                n.format,
-                n.state,
-                n.attempts,
-                n.detail.map(|d| format!(": {d}")).unwrap_or_default()
-            );
+        if let Ok(Ok(list)) = tokio::task::spawn_blocking(move || store.notifications(&id)).await {
+            print_notifications(&list);
         }
+    }
+}
+
+/// One line per notification delivery: event, target, state, attempts, last answer.
+fn print_notifications(list: &[crate::store::NotificationRecord]) {
+    for n in list {
+        println!(
+            "Notified {} to #{} {} ({}): {} after {} attempt(s){}",
+            n.event,
+            n.target_index,
+            n.target,
+            n.format,
+            n.state,
+            n.attempts,
+            n.detail
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        );
     }
 }
 
@@ -373,6 +379,11 @@ pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
             "TASK", "STATE", "TRIES", "DURATION", "EXIT", "OUTPUTS", "ERROR",
         ];
         table::print(&header, &rows);
+        let notifications = store.notifications(run_id)?;
+        if !notifications.is_empty() {
+            println!();
+            print_notifications(&notifications);
+        }
         return Ok(());
     }
     let list = store.runs(&RunFilter {
