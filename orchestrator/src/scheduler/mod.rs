@@ -1,12 +1,14 @@
 //! Running DAGs: [`Engine::start`] creates a run in the store and drives it on tokio (trigger
 //! rules, bounded parallelism, retries with backoff, timeouts, cancellation), returning a
-//! [`RunHandle`] at once; the CLI waits on it, `serve` can start many. [`Engine::recover`] marks
-//! runs whose orchestrator died as failed and kills what their tasks left running.
+//! [`RunHandle`] at once; the CLI waits on it, `serve` can start many. A run's `run_timeout`,
+//! `deadline` and notifications are watched beside it (`watch`). [`Engine::recover`] marks runs
+//! whose orchestrator died as failed and kills what their tasks left running.
 
 mod attempt;
 mod rendered;
 mod rules;
 mod run;
+mod watch;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -24,6 +26,7 @@ pub use rules::{Decision, decide};
 
 use crate::dag::{Dag, ParamError};
 use crate::events::EventSink;
+use crate::notify::{Notifier, NotifySettings};
 use crate::process::kill_leftover_group;
 use crate::store::{
     NewRun, RunRecord, RunState, Store, StoreError, TaskState, Trigger, current_owner, is_alive,
@@ -38,6 +41,8 @@ pub struct EngineSettings {
     pub kill_grace: Duration,
     /// Tasks running at once across all runs of this engine (`None`: only per-DAG limits).
     pub max_parallel_tasks: Option<usize>,
+    /// How `[[dag.notify]]` messages are delivered (and the public URL they link to).
+    pub notify: NotifySettings,
 }
 
 impl EngineSettings {
@@ -47,6 +52,7 @@ impl EngineSettings {
             log_dir: log_dir.into(),
             kill_grace: Duration::from_secs(5),
             max_parallel_tasks: None,
+            notify: NotifySettings::default(),
         }
     }
 }
@@ -196,6 +202,7 @@ pub struct Engine {
     writer: writer::StoreWriter,
     settings: EngineSettings,
     global_slots: Option<Arc<Semaphore>>,
+    notifier: Notifier,
 }
 
 impl Engine {
@@ -206,6 +213,7 @@ impl Engine {
             .map(|n| Arc::new(Semaphore::new(n.max(1))));
         Self {
             writer: writer::StoreWriter::spawn(store.clone()),
+            notifier: Notifier::new(store.clone(), settings.notify.clone()),
             store,
             settings,
             global_slots,
@@ -220,6 +228,11 @@ impl Engine {
     /// The settings.
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
+    }
+
+    /// The notifier of this engine's runs (drain it before the process exits).
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
     }
 
     /// Marks runs whose orchestrator process died as failed (unfinished tasks failed or skipped)
@@ -272,7 +285,16 @@ impl Engine {
         })?;
         let token = parent.child_token();
         let reason = Arc::new(Mutex::new(None));
+        let watch = watch::RunWatch::new(
+            dag.clone(),
+            run.run_id.clone(),
+            self.notifier.clone(),
+            request.trigger,
+            logical_date,
+            now,
+        );
         let driver = run::RunDriver {
+            watch,
             dag,
             run_id: run.run_id.clone(),
             params,

@@ -18,7 +18,7 @@ use super::svg::{self, Chart, Gantt, Graph};
 use super::view::{self, DagInfo, RunDetail, RunInfo, TaskInfo, enc};
 use crate::cron::DagFileError;
 use crate::dag::Dag;
-use crate::store::{RunState, TaskState};
+use crate::store::{NotificationRecord, RunState, TaskState};
 
 /// Runs shown in the DAG page's grid.
 const GRID_RUNS: usize = 25;
@@ -257,6 +257,9 @@ pub async fn dag_fragment(
 pub struct RunLive {
     run: RunInfo,
     tasks: Vec<TaskInfo>,
+    notifications: Vec<NotificationRecord>,
+    /// A notification is still being delivered (the page refreshes as often as while running).
+    sending: bool,
     gantt: Gantt,
     charts: Vec<Chart>,
     active: bool,
@@ -275,7 +278,11 @@ struct RunPage {
 }
 
 fn run_live(state: &AppState, run_id: &str) -> Result<RunLive, WebError> {
-    let RunDetail { run, tasks } = view::run(state, run_id)?;
+    let RunDetail {
+        run,
+        tasks,
+        notifications,
+    } = view::run(state, run_id)?;
     let gantt = svg::gantt(run.started_at, &tasks, Utc::now());
     let charts = tasks
         .iter()
@@ -288,8 +295,10 @@ fn run_live(state: &AppState, run_id: &str) -> Result<RunLive, WebError> {
         .collect();
     Ok(RunLive {
         active: run.state == RunState::Running,
+        sending: notifications.iter().any(|n| !n.state.is_final()),
         run,
         tasks,
+        notifications,
         gantt,
         charts,
         csrf: state.security().csrf_token.clone(),

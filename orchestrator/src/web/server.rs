@@ -1,5 +1,6 @@
 //! Running the server: [`serve`] is `orchestrator serve` (open the state, recover interrupted
-//! runs, bind, serve until SIGINT/SIGTERM, then cancel and drain the runs it drives);
+//! runs, bind, serve until SIGINT/SIGTERM, then cancel and drain the runs it drives and the
+//! notifications in flight);
 //! [`serve_on`] serves an [`AppState`] on a bound listener (tests use it with port 0).
 
 use std::process::ExitCode;
@@ -17,6 +18,9 @@ use super::state::AppState;
 use crate::cron::{CatchUp, DagFolder};
 use crate::scheduler::EngineSettings;
 use crate::store::StateFiles;
+
+/// How long a stopping server waits for notification deliveries in flight.
+const NOTIFY_GRACE: Duration = Duration::from_secs(10);
 
 /// How often the metrics look at the store.
 const OBSERVE_EVERY: Duration = Duration::from_secs(2);
@@ -41,6 +45,7 @@ pub fn serve(files: &StateFiles, args: ServeOptions) -> anyhow::Result<ExitCode>
         let mut settings = EngineSettings::new(files.log_dir());
         settings.kill_grace = args.kill_grace;
         settings.max_parallel_tasks = args.max_parallel_tasks;
+        settings.notify = settings.notify.with_public_url(args.link_base());
         std::fs::create_dir_all(&settings.log_dir)
             .with_context(|| format!("creating the log directory {}", settings.log_dir.display()))?;
         let shutdown = CancellationToken::new();
@@ -159,6 +164,16 @@ pub async fn serve_on(
         .await;
     if !drained {
         tracing::warn!("Some runs did not stop in time");
+    }
+    let notifier = state.launcher().engine().notifier();
+    if notifier.in_flight() > 0 {
+        tracing::info!(
+            in_flight = notifier.in_flight(),
+            "Waiting for notification deliveries"
+        );
+    }
+    if !notifier.drain(NOTIFY_GRACE).await {
+        tracing::warn!("Some notifications were not delivered before the server stopped");
     }
     while background.join_next().await.is_some() {}
     served

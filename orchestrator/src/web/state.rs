@@ -45,6 +45,7 @@ impl AppState {
     ) -> Self {
         let log_dir = settings.log_dir.clone();
         let engine = Engine::new(store.clone(), settings);
+        let metrics = Metrics::new().with_notifications(engine.notifier().outcomes());
         let launcher = Launcher::new(engine, shutdown.child_token());
         let cron = Arc::new(CronScheduler::new(folder.clone(), launcher.clone(), policy));
         Self(Arc::new(Inner {
@@ -55,7 +56,7 @@ impl AppState {
             backfills: Backfills::default(),
             log_dir,
             security,
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(metrics),
             shutdown,
         }))
     }

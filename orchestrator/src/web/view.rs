@@ -14,7 +14,9 @@ use super::state::AppState;
 use crate::cron::{DagFileError, LiveTask};
 use crate::dag::Dag;
 use crate::series::{self, Series};
-use crate::store::{RunFilter, RunRecord, RunState, TaskInstance, TaskState, TaskTry, Trigger};
+use crate::store::{
+    NotificationRecord, RunFilter, RunRecord, RunState, TaskInstance, TaskState, TaskTry, Trigger,
+};
 
 /// Largest log chunk one request returns.
 pub const MAX_LOG_CHUNK: u64 = 1024 * 1024;
@@ -378,6 +380,8 @@ pub struct RunDetail {
     pub run: RunInfo,
     /// Its tasks in topological order.
     pub tasks: Vec<TaskInfo>,
+    /// Its notification deliveries (`[[dag.notify]]`), oldest first.
+    pub notifications: Vec<NotificationRecord>,
 }
 
 fn task_spec(dag: &Dag) -> Vec<TaskSpec> {
@@ -515,6 +519,7 @@ pub fn run(state: &AppState, run_id: &str) -> Result<RunDetail, WebError> {
     Ok(RunDetail {
         run: RunInfo::new(record, state, now),
         tasks,
+        notifications: store.notifications(run_id)?,
     })
 }
 
