@@ -4,12 +4,14 @@
 //! form, follows a task log, toggles the pause switch, starts a backfill from the DAG page's form and
 //! watches its progress, and saves screenshots of both pages
 //! (`target/screenshots/`; `VELOSTREAM_UPDATE_SCREENSHOTS=1` refreshes the README's pictures in
-//! `docs/screenshots/`).
+//! `docs/screenshots/`). A run whose `[[dag.notify]]` webhook (a real local receiver) refuses the
+//! first attempt shows on its page the delivery retried, then delivered.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`apt-get install -y chromium chromium-driver`,
 //! or `infrastructure/local/velostream-local install`); fails with that hint when they are
 //! missing. `VELOSTREAM_CHROMIUM` and `VELOSTREAM_CHROMEDRIVER` point elsewhere.
 
+mod receiver;
 mod web_common;
 
 use std::os::unix::process::CommandExt;
@@ -433,6 +435,116 @@ async fn trigger_a_run_in_the_browser_and_watch_it_succeed() {
             .all(|r| r.state == orchestrator::store::RunState::Success)
     );
     wait_css(&c, "table.backfill-runs tr[data-run]", 10).await;
+
+    c.close().await.unwrap();
+    env.shutdown.cancel();
+    server.await.unwrap().unwrap();
+    drop(driver);
+}
+
+/// A run that fails, with a webhook that answers 503 once and then 200.
+fn failing_dag(hook: &str) -> String {
+    format!(
+        r#"[dag]
+id = "nightly"
+
+[[dag.notify]]
+on = ["failure"]
+url = "{hook}"
+
+[[task]]
+id = "count"
+kind = "command"
+shell = "echo 'expected 100000 rows, found 99000' >&2; exit 1"
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivered_webhook_shows_on_the_run_page() {
+    let chromium = find("VELOSTREAM_CHROMIUM", &["chromium", "chromium-browser"]);
+    let chromedriver = find("VELOSTREAM_CHROMEDRIVER", &["chromedriver"]);
+    let hooks = receiver::Receiver::start().await;
+    hooks.answer("ops", &[503]);
+    let env = Env::new(&[("nightly.toml", &failing_dag(&hooks.url("ops")))]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(orchestrator::web::serve_on(
+        listener,
+        env.state.clone(),
+        false,
+        Duration::from_millis(500),
+    ));
+    let driver = Driver::start(&chromedriver);
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&driver, &chromium, profile.path()).await;
+
+    // Trigger from the DAG list and open the run from the flash message's run id.
+    c.goto(&format!("{base}/")).await.unwrap();
+    wait_css(&c, "#dag-nightly button.trigger", 10)
+        .await
+        .click()
+        .await
+        .unwrap();
+    let flash = wait_css(&c, "#flash.ok", 5).await.text().await.unwrap();
+    let run_id = flash
+        .trim_start_matches("Started run ")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    c.goto(&format!("{base}/runs/{run_id}")).await.unwrap();
+    wait_css(&c, "#run-state[data-state=\"failed\"]", 30).await;
+
+    // The page follows the delivery: first refused with 503 and retried, then delivered.
+    let row = wait_css(
+        &c,
+        "table.notifications tr[data-event=\"failure\"][data-state=\"delivered\"]",
+        30,
+    )
+    .await;
+    let text = row.text().await.unwrap();
+    assert!(
+        text.contains("HTTP 200 OK; the attempt before: HTTP 503 Service Unavailable"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("#1 {}/…", hooks.base())), "{text}");
+    assert!(text.contains("task count failed"), "{text}");
+    let attempts = c
+        .find(Locator::Css(
+            "table.notifications tr[data-state=\"delivered\"] td:nth-child(4)",
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(attempts, "2");
+    std::fs::write(
+        screenshot_path("run-notifications.png"),
+        c.screenshot().await.unwrap(),
+    )
+    .unwrap();
+
+    // What the receiver got, and what the API says.
+    let got = hooks.received_by("ops");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].body["run_id"], run_id.as_str());
+    assert_eq!(got[1].body["failed_tasks"][0]["task_id"], "count");
+    let api = env
+        .get_json(&format!("/api/runs/{run_id}/notifications"))
+        .await;
+    assert_eq!(api["notifications"][0]["state"], "delivered");
+    assert_eq!(api["notifications"][0]["attempts"], 2);
+    let detail = env.get_json(&format!("/api/runs/{run_id}")).await;
+    assert_eq!(detail["notifications"][0]["event"], "failure");
+    let (_, metrics) = env.get("/metrics").await;
+    assert!(
+        metrics.contains(
+            "velostream_orchestrator_notifications_total{event=\"failure\",state=\"delivered\"} 1"
+        ),
+        "{metrics}"
+    );
 
     c.close().await.unwrap();
     env.shutdown.cancel();

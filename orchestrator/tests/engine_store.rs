@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use orchestrator::store::{
-    MemoryStore, NewRun, Owner, ProcessRecord, Repair, RepairKind, RunFilter, RunState,
-    SqliteStore, Store, StoreError, TaskState, TaskUpdate, Trigger, current_owner, rules,
+    DeliveryState, MemoryStore, NewNotification, NewRun, NotificationUpdate, Owner, ProcessRecord,
+    Repair, RepairKind, RunFilter, RunState, SqliteStore, Store, StoreError, TaskState, TaskUpdate,
+    Trigger, current_owner, rules,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -479,6 +480,104 @@ fn the_sqlite_store_keeps_the_contract_and_survives_reopening() {
     contract(&SqliteStore::open(&path).unwrap());
     let reopened = SqliteStore::open(&path).unwrap();
     assert_eq!(reopened.runs(&RunFilter::default()).unwrap().len(), 4);
+}
+
+/// Notification deliveries: created `sending` with increasing ids, updated per attempt, a final
+/// state kept against late updates, listed per run oldest first.
+fn notifications_contract(store: &dyn Store) {
+    // Whole seconds: SQLite keeps microseconds.
+    let t0 = chrono::DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
+    let new = |run_id: &str, event: &str| NewNotification {
+        run_id: run_id.into(),
+        dag_id: "d".into(),
+        event: event.into(),
+        target_index: 1,
+        target: "https://hooks.example/…".into(),
+        format: "json".into(),
+        summary: format!("DAG d run {run_id}: {event}"),
+        created_at: t0,
+    };
+    let a = store.add_notification(&new("r1", "retry")).unwrap();
+    let b = store.add_notification(&new("r2", "failure")).unwrap();
+    let c = store.add_notification(&new("r1", "failure")).unwrap();
+    assert!(a.id < b.id && b.id < c.id);
+    assert_eq!(
+        (a.state, a.attempts, a.detail.clone()),
+        (DeliveryState::Sending, 0, None)
+    );
+    let at = |secs| t0 + chrono::Duration::seconds(secs);
+    let update = |state, attempts, detail: &str, secs| NotificationUpdate {
+        state,
+        attempts,
+        detail: Some(detail.into()),
+        at: at(secs),
+    };
+    store
+        .update_notification(
+            a.id,
+            &update(DeliveryState::Sending, 1, "HTTP 500; attempt 2 in 1s", 1),
+        )
+        .unwrap();
+    store
+        .update_notification(a.id, &update(DeliveryState::Delivered, 2, "HTTP 200 OK", 2))
+        .unwrap();
+    // A late update does not reopen a delivery that ended.
+    store
+        .update_notification(a.id, &update(DeliveryState::GaveUp, 3, "late", 3))
+        .unwrap();
+    store
+        .update_notification(
+            c.id,
+            &update(DeliveryState::GaveUp, 1, "HTTP 404; not retried", 1),
+        )
+        .unwrap();
+    assert!(matches!(
+        store.update_notification(c.id + 100, &update(DeliveryState::Delivered, 1, "x", 1)),
+        Err(StoreError::NoSuchNotification(_))
+    ));
+    let r1 = store.notifications("r1").unwrap();
+    assert_eq!(
+        r1.iter()
+            .map(|n| (
+                n.event.as_str(),
+                n.state,
+                n.attempts,
+                n.detail.as_deref(),
+                n.updated_at
+            ))
+            .collect::<Vec<_>>(),
+        [
+            (
+                "retry",
+                DeliveryState::Delivered,
+                2,
+                Some("HTTP 200 OK"),
+                at(2)
+            ),
+            (
+                "failure",
+                DeliveryState::GaveUp,
+                1,
+                Some("HTTP 404; not retried"),
+                at(1)
+            ),
+        ]
+    );
+    assert_eq!(r1[0].summary, "DAG d run r1: retry");
+    assert_eq!(store.notifications("r2").unwrap(), [b]);
+    assert!(store.notifications("none").unwrap().is_empty());
+}
+
+#[test]
+fn every_backend_keeps_the_notification_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, store) in backends(dir.path()) {
+        eprintln!("notifications: {name}");
+        notifications_contract(store.as_ref());
+    }
+    // What SQLite recorded survives reopening.
+    let reopened = SqliteStore::open(dir.path().join("state.db")).unwrap();
+    assert_eq!(reopened.notifications("r1").unwrap().len(), 2);
 }
 
 #[test]

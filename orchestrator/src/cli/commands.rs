@@ -25,12 +25,63 @@ fn open(files: &StateFiles) -> anyhow::Result<Arc<dyn Store>> {
         .with_context(|| format!("opening the state database {}", files.db.display()))
 }
 
-/// An engine over the state, with default settings.
-pub(super) fn engine(files: &StateFiles) -> anyhow::Result<Engine> {
-    Ok(Engine::new(
-        open(files)?,
-        EngineSettings::new(files.log_dir()),
-    ))
+/// An engine over the state, with default settings; notifications link under `public_url`.
+pub(super) fn engine(
+    files: &StateFiles,
+    public_url: Option<reqwest::Url>,
+) -> anyhow::Result<Engine> {
+    let mut settings = EngineSettings::new(files.log_dir());
+    settings.notify = settings.notify.with_public_url(public_url);
+    Ok(Engine::new(open(files)?, settings))
+}
+
+/// How long a command waits for its notifications' deliveries before it exits.
+const NOTIFY_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits (up to [`NOTIFY_GRACE`]) for the notifications in flight, then prints how each of
+/// `run_ids`' deliveries went.
+pub(super) async fn drain_notifications(engine: &Engine, run_ids: &[&str]) {
+    let notifier = engine.notifier();
+    if notifier.in_flight() > 0 {
+        eprintln!(
+            "Delivering notifications (up to {})...",
+            humantime::format_duration(NOTIFY_GRACE)
+        );
+    }
+    tokio::select! {
+        _ = notifier.drain(NOTIFY_GRACE) => {}
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("SIGINT: not waiting for notifications; those not delivered are recorded as given up");
+            notifier.abandon();
+            notifier.drain(std::time::Duration::from_secs(5)).await;
+        }
+    }
+    for run_id in run_ids {
+        let store = engine.store().clone();
+        let id = (*run_id).to_owned();
+        if let Ok(Ok(list)) = tokio::task::spawn_blocking(move || store.notifications(&id)).await {
+            print_notifications(&list);
+        }
+    }
+}
+
+/// One line per notification delivery: event, target, state, attempts, last answer.
+fn print_notifications(list: &[crate::store::NotificationRecord]) {
+    for n in list {
+        println!(
+            "Notified {} to #{} {} ({}): {} after {} attempt(s){}",
+            n.event,
+            n.target_index,
+            n.target,
+            n.format,
+            n.state,
+            n.attempts,
+            n.detail
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        );
+    }
 }
 
 /// `orchestrator pause` / `unpause`: sets the flag the cron scheduler of `orchestrator serve`
@@ -83,6 +134,7 @@ pub fn run(files: &StateFiles, args: RunArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let mut settings = EngineSettings::new(files.log_dir());
         settings.kill_grace = args.kill_grace;
+        settings.notify = settings.notify.with_public_url(args.public_url.clone());
         let engine = Engine::new(open(files)?, settings);
         recover(&engine, &dag.id)?;
         let (events, rx) = EventSink::channel();
@@ -143,6 +195,7 @@ pub(super) async fn follow(
     signals.abort();
     print_summary(&outcome);
     print_leaf_outputs(dag, &outcome, engine.store().as_ref());
+    drain_notifications(engine, &[&outcome.run_id]).await;
     Ok(if outcome.state == RunState::Success {
         ExitCode::SUCCESS
     } else {
@@ -295,7 +348,7 @@ pub fn graph(args: &GraphArgs) -> anyhow::Result<()> {
 
 /// `orchestrator runs [DAG]`.
 pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
-    let engine = engine(files)?;
+    let engine = engine(files, None)?;
     let store = engine.store();
     if let Some(run_id) = &args.run {
         let Some(run) = store.run(run_id)? else {
@@ -365,6 +418,11 @@ pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
             "TASK", "STATE", "TRIES", "DURATION", "EXIT", "OUTPUTS", "ERROR",
         ];
         table::print(&header, &rows);
+        let notifications = store.notifications(run_id)?;
+        if !notifications.is_empty() {
+            println!();
+            print_notifications(&notifications);
+        }
         return Ok(());
     }
     let list = store.runs(&RunFilter {

@@ -94,6 +94,10 @@ pub struct RunArgs {
     /// Grace between SIGTERM and SIGKILL when stopping a task's processes.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     pub kill_grace: std::time::Duration,
+    /// The base URL of `orchestrator serve` on this state file, as users reach it: notifications
+    /// (`[[dag.notify]]`) link to the run's page under it.
+    #[arg(long, env = "VELOSTREAM_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<reqwest::Url>,
 }
 
 /// `orchestrator validate`.
@@ -192,6 +196,12 @@ pub struct ServeArgs {
     /// leaving them resumable for the next start.
     #[arg(long, env = "VELOSTREAM_CANCEL_RUNS_ON_EXIT")]
     pub cancel_runs_on_exit: bool,
+
+    /// The base URL users reach this server at (behind a proxy, another host name):
+    /// notifications (`[[dag.notify]]`) link to run pages under it. Default: http://BIND, unless
+    /// it binds all addresses (then messages carry no link).
+    #[arg(long, env = "VELOSTREAM_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<reqwest::Url>,
 }
 
 impl From<ServeArgs> for ServeOptions {
@@ -206,6 +216,7 @@ impl From<ServeArgs> for ServeOptions {
             kill_grace: a.kill_grace,
             max_parallel_tasks: a.max_parallel_tasks,
             cancel_runs_on_exit: a.cancel_runs_on_exit,
+            public_url: a.public_url,
         }
     }
 }

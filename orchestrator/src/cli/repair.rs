@@ -37,6 +37,9 @@ pub struct ClearArgs {
     /// Grace between SIGTERM and SIGKILL when stopping a task's processes.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     pub kill_grace: std::time::Duration,
+    /// The base URL of `orchestrator serve` on this state file: notifications link under it.
+    #[arg(long, env = "VELOSTREAM_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<reqwest::Url>,
 }
 
 /// A state a task instance can be marked with.
@@ -67,6 +70,9 @@ pub struct MarkArgs {
     /// Grace between SIGTERM and SIGKILL when stopping a task's processes.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     pub kill_grace: std::time::Duration,
+    /// The base URL of `orchestrator serve` on this state file: notifications link under it.
+    #[arg(long, env = "VELOSTREAM_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<reqwest::Url>,
 }
 
 /// `orchestrator resume`.
@@ -80,6 +86,9 @@ pub struct ResumeArgs {
     /// Grace between SIGTERM and SIGKILL when stopping a task's processes.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     pub kill_grace: std::time::Duration,
+    /// The base URL of `orchestrator serve` on this state file: notifications link under it.
+    #[arg(long, env = "VELOSTREAM_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<reqwest::Url>,
 }
 
 /// `orchestrator notes`.
@@ -92,12 +101,18 @@ pub struct NotesArgs {
     pub set: Option<String>,
 }
 
-fn engine(files: &StateFiles, kill_grace: std::time::Duration) -> anyhow::Result<Engine> {
+fn engine(
+    files: &StateFiles,
+    kill_grace: std::time::Duration,
+    public_url: Option<reqwest::Url>,
+) -> anyhow::Result<Engine> {
     let store = files
         .open()
         .with_context(|| format!("opening the state database {}", files.db.display()))?;
     let mut settings = EngineSettings::new(files.log_dir());
     settings.kill_grace = kill_grace;
+    // A repaired run notifies as any run does (its `[[dag.notify]]`).
+    settings.notify = settings.notify.with_public_url(public_url);
     Ok(Engine::new(store, settings))
 }
 
@@ -124,6 +139,7 @@ fn print_plan(plan: &RepairPlan) {
 fn drive(
     files: &StateFiles,
     kill_grace: std::time::Duration,
+    public_url: Option<reqwest::Url>,
     no_progress: bool,
     what: &str,
     repair: impl FnOnce(&Engine, EventSink, &CancellationToken) -> anyhow::Result<Repaired>,
@@ -133,7 +149,7 @@ fn drive(
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let engine = engine(files, kill_grace)?;
+        let engine = engine(files, kill_grace, public_url)?;
         let (events, rx) = EventSink::channel();
         let repaired = repair(&engine, events, &CancellationToken::new())?;
         let run_id = repaired.handle.run_id().to_owned();
@@ -168,7 +184,7 @@ pub fn clear(files: &StateFiles, args: ClearArgs) -> anyhow::Result<ExitCode> {
         failed: args.failed,
     };
     if args.dry_run {
-        let engine = engine(files, args.kill_grace)?;
+        let engine = engine(files, args.kill_grace, None)?;
         let plan = engine
             .plan_clear(&args.run, &req)
             .with_context(|| format!("planning a clear of run {}", args.run))?;
@@ -184,6 +200,7 @@ pub fn clear(files: &StateFiles, args: ClearArgs) -> anyhow::Result<ExitCode> {
     drive(
         files,
         args.kill_grace,
+        args.public_url.clone(),
         args.no_progress,
         "cleared",
         |engine, events, token| {
@@ -204,6 +221,7 @@ pub fn mark(files: &StateFiles, args: MarkArgs) -> anyhow::Result<ExitCode> {
     drive(
         files,
         args.kill_grace,
+        args.public_url.clone(),
         args.no_progress,
         &what,
         |engine, events, token| {
@@ -226,6 +244,7 @@ pub fn resume(files: &StateFiles, args: ResumeArgs) -> anyhow::Result<ExitCode> 
     drive(
         files,
         args.kill_grace,
+        args.public_url.clone(),
         args.no_progress,
         "resumed (interrupted tries count as failed tries)",
         |engine, events, token| {

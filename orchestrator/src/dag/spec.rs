@@ -193,6 +193,8 @@ pub struct Dag {
     pub max_active_tasks: usize,
     /// Connections after `${ENV:-default}` interpolation.
     pub connections: Arc<Connections>,
+    /// `run_timeout`, `deadline` and `[[dag.notify]]`: how its runs are bounded and reported.
+    pub run_rules: super::notify::RunRules,
     /// Tasks in topological order (ties in file order).
     pub tasks: Vec<Task>,
     /// The DAG file, if loaded from one.

@@ -1,6 +1,7 @@
 //! Running DAGs: [`Engine::start`] creates a run in the store and drives it on tokio (trigger
 //! rules, bounded parallelism, retries with backoff, timeouts, cancellation), returning a
-//! [`RunHandle`] at once; the CLI waits on it, `serve` can start many. A run that ended can be
+//! [`RunHandle`] at once; the CLI waits on it, `serve` can start many. A run's `run_timeout`,
+//! `deadline` and notifications are watched beside it (`watch`). A run that ended can be
 //! repaired and driven again from its stored states ([`Engine::clear`], [`Engine::mark`]); one
 //! whose orchestrator died is taken over ([`Engine::resume`]), always with the DAG version it
 //! ran. [`Engine::recover`] marks runs whose orchestrator died as failed (resumable) and kills
@@ -11,6 +12,7 @@ mod rendered;
 pub mod repair;
 mod rules;
 mod run;
+mod watch;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -29,6 +31,7 @@ pub use rules::{Decision, decide};
 
 use crate::dag::{Dag, ParamError};
 use crate::events::EventSink;
+use crate::notify::{Notifier, NotifySettings};
 use crate::process::kill_leftover_group;
 use crate::store::{
     NewRun, Repair, RepairKind, RunFilter, RunRecord, RunState, Store, StoreError, TaskState,
@@ -44,6 +47,8 @@ pub struct EngineSettings {
     pub kill_grace: Duration,
     /// Tasks running at once across all runs of this engine (`None`: only per-DAG limits).
     pub max_parallel_tasks: Option<usize>,
+    /// How `[[dag.notify]]` messages are delivered (and the public URL they link to).
+    pub notify: NotifySettings,
 }
 
 impl EngineSettings {
@@ -53,6 +58,7 @@ impl EngineSettings {
             log_dir: log_dir.into(),
             kill_grace: Duration::from_secs(5),
             max_parallel_tasks: None,
+            notify: NotifySettings::default(),
         }
     }
 }
@@ -234,6 +240,7 @@ pub struct Engine {
     writer: writer::StoreWriter,
     settings: EngineSettings,
     global_slots: Option<Arc<Semaphore>>,
+    notifier: Notifier,
 }
 
 impl Engine {
@@ -244,6 +251,7 @@ impl Engine {
             .map(|n| Arc::new(Semaphore::new(n.max(1))));
         Self {
             writer: writer::StoreWriter::spawn(store.clone()),
+            notifier: Notifier::new(store.clone(), settings.notify.clone()),
             store,
             settings,
             global_slots,
@@ -258,6 +266,11 @@ impl Engine {
     /// The settings.
     pub fn settings(&self) -> &EngineSettings {
         &self.settings
+    }
+
+    /// The notifier of this engine's runs (drain it before the process exits).
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
     }
 
     /// Marks runs (of `dag_id`, or of every DAG) whose orchestrator process died as failed
@@ -327,7 +340,22 @@ impl Engine {
         let token = parent.child_token();
         let detach = CancellationToken::new();
         let reason = Arc::new(Mutex::new(None));
+        // A repaired run is bounded again from the repair: its run_timeout counts from now.
+        let started = if stored.is_none() {
+            run.started_at
+        } else {
+            Utc::now()
+        };
+        let watch = watch::RunWatch::new(
+            dag.clone(),
+            run.run_id.clone(),
+            self.notifier.clone(),
+            run.trigger,
+            run.logical_date,
+            started,
+        );
         let driver = run::RunDriver {
+            watch,
             dag,
             run_id: run.run_id.clone(),
             params,

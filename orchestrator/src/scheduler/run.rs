@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::attempt::{Attempt, AttemptResult, Outcome};
 use super::rendered;
 use super::rules::{Decision, UpstreamCounts, decide_counts};
+use super::watch::{Limit, RunWatch, timeout_note};
 use super::writer::StoreWriter;
 use super::{EngineSettings, RunOutcome, TaskSummary};
 use crate::dag::Dag;
@@ -54,6 +55,8 @@ pub(crate) struct RunDriver {
     pub global_slots: Option<Arc<Semaphore>>,
     pub token: CancellationToken,
     pub cancel_reason: Arc<Mutex<Option<String>>>,
+    /// Its time bounds and notifications.
+    pub watch: RunWatch,
     /// The stored instances to start from; `None` for a new run.
     pub stored: Option<Vec<TaskInstance>>,
     /// Fired to stop driving without ending the run (a server going down that leaves its runs
@@ -142,6 +145,10 @@ impl RunDriver {
                 () = self.detach.cancelled() => return self.detach_from(p).await,
                 () = self.token.cancelled(), if !p.cancelled => {
                     self.on_cancel(&mut p);
+                    continue;
+                }
+                limit = self.watch.next_limit(), if self.watch.armed() => {
+                    self.on_limit(&p, limit);
                     continue;
                 }
                 joined = p.set.join_next() => match joined {
@@ -320,6 +327,23 @@ impl RunDriver {
         }
     }
 
+    /// A time bound passed: `run_timeout` cancels the run (the note says why), a `deadline`
+    /// is reported.
+    fn on_limit(&self, p: &Progress, limit: Limit) {
+        match limit {
+            Limit::Timeout(d) if !p.cancelled => {
+                tracing::warn!(dag_id = %self.dag.id, run_id = %self.run_id, run_timeout = %humantime::format_duration(d), "Run timed out, cancelling it");
+                self.cancel_reason
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert_with(|| timeout_note(d));
+                self.token.cancel();
+            }
+            Limit::Timeout(_) => {}
+            Limit::DeadlineMiss(at) => self.watch.deadline_missed(at),
+        }
+    }
+
     /// A retry delay has passed: start the next try, unless the run was cancelled meanwhile.
     fn on_retry_due(&self, p: &mut Progress, i: usize) {
         if p.cancelled {
@@ -389,7 +413,16 @@ impl RunDriver {
                 p.tasks[i].error = Some(message.clone());
                 self.note_state(&mut p.tasks[i], i, state, r.try_number, Some(message));
                 if retry {
-                    self.schedule_retry(p, i, task.retry.delay_before(r.try_number + 1));
+                    let delay = task.retry.delay_before(r.try_number + 1);
+                    self.watch.retrying(
+                        &task.id,
+                        r.try_number,
+                        p.tasks[i].error.as_deref().unwrap_or_default(),
+                        self.log_path(&task.id, r.try_number),
+                        task.retry.retries + 1,
+                        delay,
+                    );
+                    self.schedule_retry(p, i, delay);
                 } else {
                     p.propagate(&self.dag, i);
                 }
@@ -437,6 +470,7 @@ impl RunDriver {
         if let Err(error) = self.store.finish_run(&self.run_id, state, note.as_deref()) {
             tracing::error!(run_id = %self.run_id, %error, "Cannot record the end of the run");
         }
+        self.watch.finished();
         self.events.send(RunEvent::RunFinished { state });
         tracing::info!(dag_id = %self.dag.id, run_id = %self.run_id, state = %state, "Run finished");
         RunOutcome {

@@ -7,8 +7,9 @@ use std::sync::Mutex;
 use chrono::Utc;
 
 use super::{
-    DagVersion, NewRun, Owner, ProcessRecord, Repair, RunAction, RunFilter, RunNotes, RunRecord,
-    RunState, Store, StoreError, TaskInstance, TaskState, TaskTry, TaskUpdate, rules,
+    DagVersion, NewNotification, NewRun, NotificationRecord, NotificationUpdate, Owner,
+    ProcessRecord, Repair, RunAction, RunFilter, RunNotes, RunRecord, RunState, Store, StoreError,
+    TaskInstance, TaskState, TaskTry, TaskUpdate, rules,
 };
 
 #[derive(Debug, Default)]
@@ -28,6 +29,8 @@ struct Inner {
     notes: HashMap<String, RunNotes>,
     /// DAG versions by hash.
     versions: HashMap<String, DagVersion>,
+    /// Notification deliveries, in creation order (id = position + 1).
+    notifications: Vec<NotificationRecord>,
 }
 
 impl Inner {
@@ -363,5 +366,32 @@ impl Store for MemoryStore {
 
     fn paused_dags(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
         Ok(self.lock().paused.clone())
+    }
+
+    fn add_notification(&self, n: &NewNotification) -> Result<NotificationRecord, StoreError> {
+        let mut inner = self.lock();
+        let record = NotificationRecord::new(inner.notifications.len() as i64 + 1, n);
+        inner.notifications.push(record.clone());
+        Ok(record)
+    }
+
+    fn update_notification(&self, id: i64, u: &NotificationUpdate) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let record = usize::try_from(id - 1)
+            .ok()
+            .and_then(|i| inner.notifications.get_mut(i))
+            .ok_or(StoreError::NoSuchNotification(id))?;
+        record.apply(u);
+        Ok(())
+    }
+
+    fn notifications(&self, run_id: &str) -> Result<Vec<NotificationRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .notifications
+            .iter()
+            .filter(|n| n.run_id == run_id)
+            .cloned()
+            .collect())
     }
 }

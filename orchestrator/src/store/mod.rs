@@ -1,6 +1,7 @@
 //! Where runs live: DAG runs, task instances and each try (state, start/end, exit status, outputs,
-//! log path), and the processes tasks spawned. [`Store`] is the contract; [`SqliteStore`] is the
-//! embedded default (safe for several processes on one file) and [`MemoryStore`] serves tests.
+//! log path), the processes tasks spawned, and each notification's delivery. [`Store`] is the
+//! contract; [`SqliteStore`] is the embedded default (safe for several processes on one file) and
+//! [`MemoryStore`] serves tests.
 //! What a change does to the records is decided once, in [`rules`]; a backend only persists.
 //!
 //! The trait is synchronous on purpose: SQLite calls take microseconds, and a server database can
@@ -10,6 +11,7 @@
 mod location;
 mod memory;
 mod model;
+mod notification;
 mod owner;
 pub mod rules;
 mod sqlite;
@@ -20,6 +22,7 @@ pub use model::{
     DagVersion, NewRun, Owner, ProcessRecord, Repair, RepairKind, RunAction, RunFilter, RunNotes,
     RunRecord, RunState, TaskInstance, TaskState, TaskTry, TaskUpdate, Trigger,
 };
+pub use notification::{DeliveryState, NewNotification, NotificationRecord, NotificationUpdate};
 pub use owner::{current_owner, is_alive, process_start_ticks};
 pub use sqlite::SqliteStore;
 
@@ -90,6 +93,9 @@ pub enum StoreError {
         /// Why, and what to do.
         why: String,
     },
+    /// No notification delivery has this id.
+    #[error("no notification delivery {0}")]
+    NoSuchNotification(i64),
     /// A stored value could not be read back (a newer or damaged database).
     #[error("state database holds an unreadable {what}: {value:?}")]
     Corrupt {
@@ -193,6 +199,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// The DAGs whose schedule is paused.
     fn paused_dags(&self) -> Result<std::collections::BTreeSet<String>, StoreError>;
+
+    /// Records a notification delivery about to be attempted; returns its record (state
+    /// `sending`, a new increasing id).
+    fn add_notification(&self, n: &NewNotification) -> Result<NotificationRecord, StoreError>;
+
+    /// Records an attempt's outcome per [`NotificationRecord::apply`]; an unknown id is
+    /// [`StoreError::NoSuchNotification`].
+    fn update_notification(&self, id: i64, u: &NotificationUpdate) -> Result<(), StoreError>;
+
+    /// A run's notification deliveries, oldest first.
+    fn notifications(&self, run_id: &str) -> Result<Vec<NotificationRecord>, StoreError>;
 
     /// The latest logical date of the DAG's runs started by `trigger` (the cron scheduler uses it
     /// to find the slots it missed).

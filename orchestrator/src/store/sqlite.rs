@@ -10,8 +10,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
-    DagVersion, NewRun, Owner, ProcessRecord, Repair, RunAction, RunFilter, RunNotes, RunRecord,
-    RunState, Store, StoreError, TaskInstance, TaskTry, TaskUpdate, rules,
+    DagVersion, NewNotification, NewRun, NotificationRecord, NotificationUpdate, Owner,
+    ProcessRecord, Repair, RunAction, RunFilter, RunNotes, RunRecord, RunState, Store, StoreError,
+    TaskInstance, TaskTry, TaskUpdate, rules,
 };
 
 /// How long a write waits for another process's transaction before giving up.
@@ -104,6 +105,27 @@ CREATE TABLE IF NOT EXISTS run_notes (
 );
 ";
 
+/// The deliveries of notifications (`[[dag.notify]]`), apart from the tables above so that it
+/// only ever adds to a database.
+const NOTIFICATIONS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS notifications (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id       TEXT NOT NULL,
+    dag_id       TEXT NOT NULL,
+    event        TEXT NOT NULL,
+    target_index INTEGER NOT NULL,
+    target       TEXT NOT NULL,
+    format       TEXT NOT NULL,
+    summary      TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    detail       TEXT,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notifications_by_run ON notifications (run_id, id);
+";
+
 /// A [`Store`] in a SQLite file.
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -155,7 +177,8 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch(SCHEMA)
+        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(NOTIFICATIONS_SCHEMA)
     }
 
     /// The database file.
@@ -260,6 +283,26 @@ fn select<T>(
     row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<Vec<T>> {
     c.prepare_cached(sql)?.query_map(params, row)?.collect()
+}
+
+const NOTIFICATION_COLUMNS: &str = "id, run_id, dag_id, event, target_index, target, format, summary, state, attempts, detail, created_at, updated_at";
+
+fn notification_from_row(row: &Row<'_>) -> rusqlite::Result<NotificationRecord> {
+    Ok(NotificationRecord {
+        id: row.get(0)?,
+        run_id: row.get(1)?,
+        dag_id: row.get(2)?,
+        event: row.get(3)?,
+        target_index: row.get(4)?,
+        target: row.get(5)?,
+        format: row.get(6)?,
+        summary: row.get(7)?,
+        state: row.get::<_, String>(8)?.parse().map_err(conversion)?,
+        attempts: row.get(9)?,
+        detail: row.get(10)?,
+        created_at: parse_ts(row.get(11)?)?.unwrap_or_default(),
+        updated_at: parse_ts(row.get(12)?)?.unwrap_or_default(),
+    })
 }
 
 const PROCESS_COLUMNS: &str = "run_id, task_id, pid, start_ticks, host";
@@ -886,6 +929,80 @@ impl Store for SqliteStore {
                 )
                 .map_err(|e| self.err(e))?;
             parse_ts(latest).map_err(|e| self.err(e))
+        })
+    }
+
+    fn add_notification(&self, n: &NewNotification) -> Result<NotificationRecord, StoreError> {
+        self.write(|tx| {
+            let e = |source| self.err(source);
+            let record = NotificationRecord::new(0, n);
+            tx.prepare_cached(
+                "INSERT INTO notifications (run_id, dag_id, event, target_index, target, format, summary, state, attempts, detail, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    record.run_id,
+                    record.dag_id,
+                    record.event,
+                    record.target_index,
+                    record.target,
+                    record.format,
+                    record.summary,
+                    record.state.as_str(),
+                    record.attempts,
+                    record.detail,
+                    ts(record.created_at),
+                    ts(record.updated_at),
+                ])
+            })
+            .map_err(e)?;
+            Ok(NotificationRecord {
+                id: tx.last_insert_rowid(),
+                ..record
+            })
+        })
+    }
+
+    fn update_notification(&self, id: i64, u: &NotificationUpdate) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let e = |source| self.err(source);
+            let mut record = tx
+                .prepare_cached(&format!(
+                    "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = ?1"
+                ))
+                .and_then(|mut s| s.query_row([id], notification_from_row).optional())
+                .map_err(e)?
+                .ok_or(StoreError::NoSuchNotification(id))?;
+            record.apply(u);
+            tx.prepare_cached(
+                "UPDATE notifications SET state = ?2, attempts = ?3, detail = ?4, updated_at = ?5 WHERE id = ?1",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id,
+                    record.state.as_str(),
+                    record.attempts,
+                    record.detail,
+                    ts(record.updated_at)
+                ])
+            })
+            .map_err(e)?;
+            Ok(())
+        })
+    }
+
+    fn notifications(&self, run_id: &str) -> Result<Vec<NotificationRecord>, StoreError> {
+        self.read(|c| {
+            select(
+                c,
+                &format!(
+                    "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE run_id = ?1 ORDER BY id"
+                ),
+                [run_id],
+                notification_from_row,
+            )
+            .map_err(|e| self.err(e))
         })
     }
 

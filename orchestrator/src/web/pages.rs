@@ -18,7 +18,7 @@ use super::svg::{self, Chart, Gantt, Graph};
 use super::view::{self, DagInfo, RunDetail, RunInfo, TaskInfo, enc};
 use crate::cron::DagFileError;
 use crate::dag::Dag;
-use crate::store::{RunState, TaskState};
+use crate::store::{NotificationRecord, RunState, TaskState};
 
 /// Runs shown in the DAG page's grid.
 const GRID_RUNS: usize = 25;
@@ -261,6 +261,9 @@ pub struct RunLive {
     failed: bool,
     /// Its repairs.
     history: Vec<crate::store::RunAction>,
+    notifications: Vec<NotificationRecord>,
+    /// A notification is still being delivered (the page refreshes as often as while running).
+    sending: bool,
     gantt: Gantt,
     charts: Vec<Chart>,
     active: bool,
@@ -290,6 +293,7 @@ fn run_live(state: &AppState, run_id: &str) -> Result<RunLive, WebError> {
         tasks,
         notes: _,
         history,
+        notifications,
     } = view::run(state, run_id)?;
     let gantt = svg::gantt(run.started_at, &tasks, Utc::now());
     let charts = tasks
@@ -307,8 +311,10 @@ fn run_live(state: &AppState, run_id: &str) -> Result<RunLive, WebError> {
             .iter()
             .any(|t| matches!(t.state, TaskState::Failed | TaskState::UpstreamFailed)),
         history,
+        sending: notifications.iter().any(|n| !n.state.is_final()),
         run,
         tasks,
+        notifications,
         gantt,
         charts,
         csrf: state.security().csrf_token.clone(),

@@ -43,6 +43,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/runs", get(api::runs))
         .route("/api/runs/{run_id}", get(api::run))
+        .route("/api/runs/{run_id}/notifications", get(api::notifications))
         .route("/api/runs/{run_id}/cancel", post(api::cancel))
         .route("/api/runs/{run_id}/clear", post(repair::clear))
         .route("/api/runs/{run_id}/resume", post(repair::resume))

@@ -1,7 +1,7 @@
 //! Running the server: [`serve`] is `orchestrator serve` (open the state, resume interrupted
 //! runs, bind, serve until SIGINT/SIGTERM, then leave the runs it drives resumable, or cancel
-//! them with `--cancel-runs-on-exit`, and drain them); [`serve_on`] serves an [`AppState`] on a
-//! bound listener (tests use it with port 0).
+//! them with `--cancel-runs-on-exit`, and drain them and the notifications in flight);
+//! [`serve_on`] serves an [`AppState`] on a bound listener (tests use it with port 0).
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,6 +18,9 @@ use super::state::AppState;
 use crate::cron::{CatchUp, DagFolder};
 use crate::scheduler::EngineSettings;
 use crate::store::StateFiles;
+
+/// How long a stopping server waits for notification deliveries in flight.
+const NOTIFY_GRACE: Duration = Duration::from_secs(10);
 
 /// How often the metrics look at the store.
 const OBSERVE_EVERY: Duration = Duration::from_secs(2);
@@ -42,6 +45,7 @@ pub fn serve(files: &StateFiles, args: ServeOptions) -> anyhow::Result<ExitCode>
         let mut settings = EngineSettings::new(files.log_dir());
         settings.kill_grace = args.kill_grace;
         settings.max_parallel_tasks = args.max_parallel_tasks;
+        settings.notify = settings.notify.with_public_url(args.link_base());
         std::fs::create_dir_all(&settings.log_dir).with_context(|| {
             format!("creating the log directory {}", settings.log_dir.display())
         })?;
@@ -233,6 +237,16 @@ pub async fn serve_with(
     };
     if !drained {
         tracing::warn!("Some runs did not stop in time");
+    }
+    let notifier = state.launcher().engine().notifier();
+    if notifier.in_flight() > 0 {
+        tracing::info!(
+            in_flight = notifier.in_flight(),
+            "Waiting for notification deliveries"
+        );
+    }
+    if !notifier.drain(NOTIFY_GRACE).await {
+        tracing::warn!("Some notifications were not delivered before the server stopped");
     }
     while background.join_next().await.is_some() {}
     served

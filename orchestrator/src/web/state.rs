@@ -45,6 +45,7 @@ impl AppState {
     ) -> Self {
         let log_dir = settings.log_dir.clone();
         let engine = Engine::new(store.clone(), settings);
+        let metrics = Metrics::new().with_notifications(engine.notifier().outcomes());
         // Not a child of `shutdown`: when the server stops, `serve_on` decides whether its runs
         // are cancelled or left resumable.
         let launcher = Launcher::new(engine, CancellationToken::new());
@@ -57,7 +58,7 @@ impl AppState {
             backfills: Backfills::default(),
             log_dir,
             security,
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(metrics),
             shutdown,
         }))
     }

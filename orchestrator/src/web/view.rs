@@ -14,7 +14,9 @@ use super::state::AppState;
 use crate::cron::{DagFileError, LiveTask};
 use crate::dag::Dag;
 use crate::series::{self, Series};
-use crate::store::{RunFilter, RunRecord, RunState, TaskInstance, TaskState, TaskTry, Trigger};
+use crate::store::{
+    NotificationRecord, RunFilter, RunRecord, RunState, TaskInstance, TaskState, TaskTry, Trigger,
+};
 
 /// Largest log chunk one request returns.
 pub const MAX_LOG_CHUNK: u64 = 1024 * 1024;
@@ -388,6 +390,8 @@ pub struct RunDetail {
     pub notes: Option<crate::store::RunNotes>,
     /// Its repairs (clear, mark, resume), oldest first.
     pub history: Vec<crate::store::RunAction>,
+    /// Its notification deliveries (`[[dag.notify]]`), oldest first.
+    pub notifications: Vec<NotificationRecord>,
 }
 
 fn task_spec(dag: &Dag) -> Vec<TaskSpec> {
@@ -527,6 +531,7 @@ pub fn run(state: &AppState, run_id: &str) -> Result<RunDetail, WebError> {
         tasks,
         notes: store.run_notes(run_id)?,
         history: store.run_actions(run_id)?,
+        notifications: store.notifications(run_id)?,
     })
 }
 

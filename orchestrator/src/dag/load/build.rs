@@ -27,6 +27,7 @@ pub(super) struct Checked {
     pub timezone: chrono_tz::Tz,
     pub params: serde_json::Map<String, serde_json::Value>,
     pub connections: Connections,
+    pub run_rules: crate::dag::notify::RunRules,
     pub file: Option<PathBuf>,
     pub dir: PathBuf,
     pub source: Arc<str>,
@@ -133,6 +134,7 @@ pub(super) fn dag(s: Sections<'_>, c: Checked, problems: &mut Problems<'_>) -> O
             .max_active_tasks
             .map_or(DEFAULT_MAX_ACTIVE_TASKS, Spanned::into_inner),
         connections: Arc::new(c.connections),
+        run_rules: c.run_rules,
         tasks,
         file: c.file,
         dir: c.dir,

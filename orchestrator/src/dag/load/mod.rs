@@ -7,6 +7,7 @@ mod checks;
 mod connections;
 mod problems;
 mod raw;
+mod run_rules;
 
 use std::path::{Path, PathBuf};
 
@@ -81,6 +82,7 @@ fn parse(
     );
     let params = raw::params(sections.dag.as_ref());
     let (schedule, timezone) = checks::dag_fields(sections.dag.as_ref(), &mut problems);
+    let run_rules = run_rules::check(sections.dag.as_ref(), env, &mut problems);
     let graph = checks::graph(&sections.tasks, &mut problems);
     checks::tasks(&sections.tasks, &graph, &params, &dir, &mut problems);
     if !problems.is_empty() {
@@ -92,6 +94,7 @@ fn parse(
         timezone,
         params,
         connections,
+        run_rules,
         file,
         dir,
         source: text.into(),
