@@ -1,7 +1,9 @@
 //! The repair API over the app (tower `oneshot`): clear with a dry run and its refusals, mark
 //! with a required reason, notes, resume refused for a run that was not interrupted, and the DAG
-//! version of a run (its hash in every run listing, its text and the diff to the file now).
+//! version of a run (its hash in every run listing, its text and the diff to the file now); a
+//! run that failed and was cleared into success notifies `recovered` to a real local receiver.
 
+mod receiver;
 mod web_common;
 
 use axum::http::StatusCode;
@@ -134,5 +136,49 @@ async fn clear_mark_notes_and_versions_through_the_api() {
     assert!(
         page.contains("flaky b") && page.contains("id=\"dag-diff\""),
         "{page}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_run_cleared_into_success_notifies_recovered() {
+    let hooks = receiver::Receiver::start().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let dag = format!(
+        r#"[dag]
+id = "night"
+
+[[dag.notify]]
+on = ["failure", "recovered"]
+url = "{}"
+
+[[task]]
+id = "count"
+kind = "command"
+shell = "test -f {}/fixed || {{ echo 'expected 40000000 rows, found 39999000' >&2; exit 3; }}"
+"#,
+        hooks.url("ops"),
+        scratch.path().display()
+    );
+    let env = Env::new(&[("night.toml", &dag)]);
+    let (s, v) = env.post_json("/api/dags/night/runs", json!({})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let run_id = v["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(env.wait_run(&run_id).await, RunState::Failed);
+    let got = hooks.wait_for("ops", 1).await;
+    assert_eq!(got[0].body["event"], "failure");
+
+    std::fs::write(scratch.path().join("fixed"), "").unwrap();
+    let url = format!("/api/runs/{}/clear", enc(&run_id));
+    let (s, v) = env.post_json(&url, json!({"failed": true})).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(env.wait_run(&run_id).await, RunState::Success);
+    let got = hooks.wait_for("ops", 2).await;
+    let b = &got[1].body;
+    assert_eq!(b["event"], "recovered", "{b:#}");
+    assert_eq!(b["run_id"], run_id.as_str());
+    assert_eq!(b["previous_run_id"], run_id.as_str());
+    assert!(
+        b["summary"].as_str().unwrap().contains("after its repair"),
+        "{b:#}"
     );
 }

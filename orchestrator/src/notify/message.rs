@@ -215,7 +215,8 @@ pub fn facts(
 }
 
 /// The DAG's run that finished last before `run` ended, when it failed: what makes `run`'s
-/// success a recovery. Runs still going and `run` itself are not looked at.
+/// success a recovery. Runs still going are not looked at; `run` itself counts with its end
+/// before its last repair (a run that failed, was cleared and succeeded has recovered).
 pub fn previous_failed_run(
     store: &dyn Store,
     run: &RunRecord,
@@ -227,9 +228,20 @@ pub fn previous_failed_run(
         limit: 100,
     })?;
     let before = run.ended_at.unwrap_or_else(Utc::now);
+    let own_end = store
+        .run_actions(&run.run_id)?
+        .into_iter()
+        .rev()
+        .find(|a| a.from_state != RunState::Running)
+        .map(|a| {
+            let mut earlier = run.clone();
+            (earlier.state, earlier.ended_at) = (a.from_state, Some(a.at));
+            earlier
+        });
     Ok(runs
         .into_iter()
         .filter(|r| r.run_id != run.run_id && r.state != RunState::Running)
+        .chain(own_end)
         .filter(|r| r.ended_at.is_some_and(|e| e <= before))
         .max_by_key(|r| r.ended_at)
         .filter(|r| r.state == RunState::Failed))
@@ -295,6 +307,9 @@ fn summary(m: &Message) -> String {
             s
         }
         NotifyEvent::Success => format!("{run} succeeded in {took}"),
+        NotifyEvent::Recovered if m.previous_run_id.as_deref() == Some(m.run_id.as_str()) => {
+            format!("{run} succeeded in {took} after its repair; it had failed")
+        }
         NotifyEvent::Recovered => format!(
             "{run} succeeded in {took}; the previous run {} had failed",
             m.previous_run_id.as_deref().unwrap_or("?")

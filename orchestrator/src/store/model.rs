@@ -305,6 +305,8 @@ pub struct RunAction {
     pub tasks: Vec<String>,
     /// The state a mark set.
     pub state: Option<TaskState>,
+    /// The run's state before the repair (`running` for a run whose orchestrator died).
+    pub from_state: RunState,
     /// Why.
     pub reason: Option<String>,
     /// The process that applied it (and drove the run after it).

@@ -187,6 +187,11 @@ pub fn repair(
             ti.mark(*state, r.reason.as_deref(), r.at);
         }
     }
+    let from_state = if r.kind == RepairKind::Resume && !closed {
+        RunState::Running
+    } else {
+        run.state
+    };
     run.reopen(r.owner.clone());
     let mut tasks = r.reset.clone();
     tasks.extend(r.mark.iter().map(|(t, _)| t.clone()));
@@ -196,6 +201,7 @@ pub fn repair(
         kind: r.kind,
         tasks,
         state: r.mark.as_ref().map(|(_, s)| *s),
+        from_state,
         reason: r.reason.clone(),
         by: r.owner.clone(),
     })

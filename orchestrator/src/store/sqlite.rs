@@ -92,6 +92,7 @@ CREATE TABLE IF NOT EXISTS run_actions (
     kind        TEXT NOT NULL,
     tasks       TEXT NOT NULL,
     state       TEXT,
+    from_state  TEXT NOT NULL,
     reason      TEXT,
     by_host     TEXT NOT NULL,
     by_pid      INTEGER NOT NULL,
@@ -325,7 +326,8 @@ fn save_run_state(tx: &rusqlite::Transaction<'_>, run: &RunRecord) -> rusqlite::
     Ok(())
 }
 
-const ACTION_COLUMNS: &str = "run_id, at, kind, tasks, state, reason, by_host, by_pid, by_start";
+const ACTION_COLUMNS: &str =
+    "run_id, at, kind, tasks, state, reason, by_host, by_pid, by_start, from_state";
 
 fn action_from_row(row: &Row<'_>) -> rusqlite::Result<RunAction> {
     Ok(RunAction {
@@ -344,6 +346,7 @@ fn action_from_row(row: &Row<'_>) -> rusqlite::Result<RunAction> {
             pid: row.get(7)?,
             start_ticks: row.get::<_, i64>(8)? as u64,
         },
+        from_state: row.get::<_, String>(9)?.parse().map_err(conversion)?,
     })
 }
 
@@ -804,7 +807,7 @@ impl Store for SqliteStore {
             tx.execute("DELETE FROM processes WHERE run_id = ?1", [run_id])
                 .map_err(e)?;
             tx.execute(
-                &format!("INSERT INTO run_actions ({ACTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                &format!("INSERT INTO run_actions ({ACTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
                 params![
                     action.run_id,
                     ts(action.at),
@@ -815,6 +818,7 @@ impl Store for SqliteStore {
                     action.by.host,
                     action.by.pid,
                     action.by.start_ticks as i64,
+                    action.from_state.as_str(),
                 ],
             )
             .map_err(e)?;
