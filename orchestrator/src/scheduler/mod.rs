@@ -340,17 +340,18 @@ impl Engine {
         let token = parent.child_token();
         let detach = CancellationToken::new();
         let reason = Arc::new(Mutex::new(None));
-        // A repaired run is bounded again from the repair: its run_timeout counts from now.
-        let started = if stored.is_none() {
-            run.started_at
+        // A repaired run is bounded again from the repair: its run_timeout and deadline count
+        // from now (a scheduled run's deadline from its slot would have passed already).
+        let (started, bounds_from) = if stored.is_none() {
+            (run.started_at, run.trigger)
         } else {
-            Utc::now()
+            (Utc::now(), Trigger::Manual)
         };
         let watch = watch::RunWatch::new(
             dag.clone(),
             run.run_id.clone(),
             self.notifier.clone(),
-            run.trigger,
+            bounds_from,
             run.logical_date,
             started,
         );
