@@ -210,13 +210,22 @@ impl Report {
         if let Some(note) = &s.note {
             let _ = writeln!(md, "> {note}\n");
         }
-        self.write_summary(md);
+        // A run of the fleet phase alone has no summary figures nor details to show.
+        let measured = self.producer.is_some()
+            || self.consumer.is_some()
+            || self.pipeline.is_some()
+            || self.overhead.is_some();
+        if measured {
+            self.write_summary(md);
+        }
         self.write_lanes(md);
         self.write_estimate(md);
         self.write_sizes(md);
         self.write_fleet(md);
         self.write_machine(md);
-        self.write_details(md);
+        if measured {
+            self.write_details(md);
+        }
         let _ = writeln!(md, "## How each figure is measured\n");
         let _ = writeln!(md, "{}", METHOD.trim());
     }
