@@ -62,6 +62,9 @@ fn validate(dir: &Path, version: &str) -> Output {
     python(&args, dir)
 }
 
+/// A change to a file's text.
+type Edit = fn(String) -> String;
+
 /// A copy of the manifests with `file` changed by `edit`.
 fn broken_copy(file: &str, edit: impl Fn(String) -> String) -> tempfile::TempDir {
     let tmp = tempfile::tempdir().unwrap();
@@ -123,7 +126,7 @@ fn the_scaled_object_and_the_references_between_files_are_sound() {
     assert!(out.status.success(), "{}", text(&out));
 
     // Each kind of mistake is caught.
-    let cases: [(&str, fn(String) -> String, &str); 4] = [
+    let cases: [(&str, Edit, &str); 4] = [
         (
             "consumer-scaledobject.yaml",
             |s| {
@@ -160,7 +163,7 @@ fn the_scaled_object_and_the_references_between_files_are_sound() {
 
 #[test]
 fn the_dag_served_in_the_cluster_loads() {
-    let dag = orchestrator::dag::load(&manifests().join("dags/velostream_cluster_check.toml"))
+    let dag = orchestrator::dag::load(manifests().join("dags/velostream_cluster_check.toml"))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(dag.id, "velostream_cluster_check");
     assert!(dag.schedule.is_some());
