@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::machine::{Machine, Versions};
 use crate::phases::Rate;
 use crate::phases::consumer::ConsumerFigures;
+use crate::phases::fleet::FleetFigures;
 use crate::phases::overhead::OverheadFigures;
 use crate::phases::pipeline::PipelineFigures;
 use crate::phases::producer::ProducerFigures;
@@ -64,6 +65,9 @@ pub struct Report {
     pub pipeline: Option<PipelineFigures>,
     /// The benchmark DAG again at other sizes (`--also-pipeline-rows`).
     pub extra_pipelines: Vec<PipelineFigures>,
+    /// 1, 2 and 3 consumers in one group on the same partitions.
+    #[serde(default)]
+    pub fleet: Option<FleetFigures>,
     /// Seconds the whole benchmark took.
     pub total_seconds: f64,
 }
@@ -206,12 +210,22 @@ impl Report {
         if let Some(note) = &s.note {
             let _ = writeln!(md, "> {note}\n");
         }
-        self.write_summary(md);
+        // A run of the fleet phase alone has no summary figures nor details to show.
+        let measured = self.producer.is_some()
+            || self.consumer.is_some()
+            || self.pipeline.is_some()
+            || self.overhead.is_some();
+        if measured {
+            self.write_summary(md);
+        }
         self.write_lanes(md);
         self.write_estimate(md);
         self.write_sizes(md);
+        self.write_fleet(md);
         self.write_machine(md);
-        self.write_details(md);
+        if measured {
+            self.write_details(md);
+        }
         let _ = writeln!(md, "## How each figure is measured\n");
         let _ = writeln!(md, "{}", METHOD.trim());
     }
@@ -432,6 +446,55 @@ impl Report {
                 duration(e.total_seconds)
             );
         }
+    }
+
+    /// The fleet sizes side by side, each against one consumer, with where the CPU went.
+    fn write_fleet(&self, md: &mut String) {
+        let Some(fleet) = &self.fleet else {
+            return;
+        };
+        let _ = writeln!(md, "## A consumer fleet on the same partitions\n");
+        let _ = writeln!(
+            md,
+            "One topic ({} partitions) filled once, then drained by `bench/dags/consumer_fleet.toml` with 1, 2 and 3 \
+             `velostream-consumer` processes in one group (`process.spawn` with `replicas`), each time into a fresh \
+             table with a fresh group, {} rows per insert. Rows/s is the rows in ClickHouse over the fleet's active \
+             window (the longest of its consumers' first-message-to-last-insert times); *ready to lag 0* adds the \
+             group forming and rebalancing. CPU is per row, over the whole DAG run ({} cores here).\n",
+            fleet.partitions,
+            thousands(fleet.batch_rows),
+            self.machine.cores
+        );
+        let _ = writeln!(
+            md,
+            "| consumers | rows/s | vs 1 consumer | active window | ready to lag 0 | rows read | consumers' CPU µs/row | ClickHouse CPU µs/row | broker CPU µs/row | rows in ClickHouse |"
+        );
+        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let one = fleet.runs.first().map(|r| r.rows_per_sec());
+        let per_row = |cpu: Option<f64>, rows: u64| match cpu {
+            Some(c) if rows > 0 => format!("{:.2}", c * 1e6 / rows as f64),
+            _ => "n/a".into(),
+        };
+        for r in &fleet.runs {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.consumers,
+                rate(r.rows_per_sec()),
+                match one {
+                    Some(one) if one > 0.0 => format!("{:.2}x", r.rows_per_sec() / one),
+                    _ => "n/a".into(),
+                },
+                duration(r.active_seconds),
+                duration(r.drain_seconds),
+                thousands(r.rows_read),
+                per_row(Some(r.cpu.consumers), r.rows),
+                per_row(r.cpu.clickhouse, r.rows),
+                per_row(r.cpu.broker, r.rows),
+                thousands(r.rows)
+            );
+        }
+        let _ = writeln!(md);
     }
 
     fn write_sizes(&self, md: &mut String) {
@@ -894,6 +957,7 @@ mod tests {
                 broker_idle_rss: Some(1 << 30),
             }),
             extra_pipelines: Vec::new(),
+            fleet: None,
             total_seconds: 300.0,
         }
     }

@@ -24,15 +24,18 @@ pub enum Phase {
     Consumer,
     /// The benchmark DAG end to end.
     Pipeline,
+    /// 1, 2 and 3 consumers in one group draining the same filled topic.
+    Fleet,
 }
 
 impl Phase {
     /// Every phase, in the order they run.
-    pub const ALL: [Phase; 4] = [
+    pub const ALL: [Phase; 5] = [
         Phase::Overhead,
         Phase::Producer,
         Phase::Consumer,
         Phase::Pipeline,
+        Phase::Fleet,
     ];
 
     /// The programs the phase runs.
@@ -41,7 +44,9 @@ impl Phase {
             Self::Overhead => &["orchestrator"],
             Self::Producer => &["producer-bench"],
             Self::Consumer => &["consumer-bench"],
-            Self::Pipeline => &["orchestrator", "velostream-producer", "velostream-consumer"],
+            Self::Pipeline | Self::Fleet => {
+                &["orchestrator", "velostream-producer", "velostream-consumer"]
+            }
         }
     }
 }
@@ -97,7 +102,8 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
     ctx.programs.check(&needed)?;
 
     // One ClickHouse for the whole run (tables are dropped and created by each phase).
-    let needs_clickhouse = wants(Phase::Pipeline) || !config.extra_pipeline_rows.is_empty();
+    let needs_clickhouse =
+        wants(Phase::Pipeline) || wants(Phase::Fleet) || !config.extra_pipeline_rows.is_empty();
     let owned_clickhouse = (needs_clickhouse && ctx.clickhouse.is_none()).then(|| {
         tracing::info!("Starting a fresh ClickHouse from the test harness");
         velostream_testkit::ClickHouse::start_lane(lane)
@@ -231,6 +237,17 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
             extra_pipelines.push(p);
         }
     }
+    let fleet = match (&clickhouse, wants(Phase::Fleet)) {
+        (Some(ch), true) => {
+            tracing::info!(
+                dag = phases::fleet::DAG,
+                "Fleet: 1, 2 and 3 consumers in one group"
+            );
+            let pid = owned_clickhouse.as_ref().and_then(|c| c.pid());
+            Some(phases::fleet::run(ctx, ch, pid)?)
+        }
+        _ => None,
+    };
     drop(owned_clickhouse);
     if clickhouse.is_none()
         && let Some(v) = consumer.as_ref().and_then(|c| c.clickhouse_version.clone())
@@ -264,6 +281,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
         overhead,
         pipeline,
         extra_pipelines,
+        fleet,
         total_seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -115,6 +115,21 @@ fn the_bench_command_measures_every_phase_beside_its_baseline() {
         assert!(rate["seconds"].as_f64().unwrap() > 0.0, "{rate}");
     }
 
+    // The fleet drained the same filled topic with 1, 2 and 3 consumers, exactly each time.
+    let fleet = report["fleet"]["runs"].as_array().unwrap();
+    assert_eq!(fleet.len(), 3, "{fleet:?}");
+    for (i, run) in fleet.iter().enumerate() {
+        assert_eq!(run["consumers"], i as u64 + 1, "{run:#}");
+        assert_eq!(run["rows"], ROWS, "{run:#}");
+        assert_eq!(run["rows_inserted"].as_array().unwrap().len(), i + 1);
+        assert!(run["active_seconds"].as_f64().unwrap() > 0.0, "{run:#}");
+        assert!(run["cpu"]["consumers"].as_f64().unwrap() > 0.0, "{run:#}");
+    }
+    assert!(
+        md.contains("## A consumer fleet on the same partitions"),
+        "{md}"
+    );
+
     // Every summary figure stands beside a baseline and a ratio.
     for figure in [
         "Producer rows/s, in the pipeline",

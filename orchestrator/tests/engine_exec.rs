@@ -316,16 +316,18 @@ async fn registered_background_processes_are_stopped_with_their_group() {
             ..Default::default()
         })
         .unwrap();
-    registry.register("server", child).unwrap();
+    registry.register("server", vec![child]).unwrap();
     assert!(
         registry
             .register(
                 "server",
-                ctx.spawn(ProcessSpec {
-                    program: "true".into(),
-                    ..Default::default()
-                })
-                .unwrap()
+                vec![
+                    ctx.spawn(ProcessSpec {
+                        program: "true".into(),
+                        ..Default::default()
+                    })
+                    .unwrap()
+                ]
             )
             .is_err()
     );

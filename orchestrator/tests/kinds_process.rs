@@ -1,6 +1,6 @@
 //! process.spawn and process.stop with real programs: readiness by log line and by HTTP, a
 //! program that crashes before it is ready, one that is never ready, one that ignores SIGTERM, one
-//! that died earlier, and outputs printed while stopping.
+//! that died earlier, outputs printed while stopping, and fleets (`replicas`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -314,4 +314,139 @@ async fn cancelling_a_spawn_while_it_starts_stops_the_program() {
         .unwrap();
     assert!(!alive(pid));
     assert!(!run.processes.contains("consumer"));
+}
+
+/// A fleet member: `$1` is its replica number; ready once it says so, reports rows on SIGTERM.
+const REPLICA: &str = r#"trap 'echo "::velostream:: {\"output\": {\"rows\": $((($1 + 1) * 10)), \"name\": \"r$1\"}}"; exit 0' TERM;
+echo "replica $1 ready"; while true; do sleep 0.05; done"#;
+
+/// The pids of a fleet's programs, from the spawn task's `Started ... replica N (pid P)` lines.
+fn started_pids(ctx: &TaskContext) -> Vec<u64> {
+    ctx.memory_log()
+        .iter()
+        .filter_map(|l| l.strip_prefix("Started "))
+        .filter_map(|l| l.rsplit_once("(pid ")?.1.strip_suffix(')')?.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_start_with_their_number_are_each_ready_and_all_stop_with_summed_outputs() {
+    let run = Run::new("fleet");
+    let spawn = run.ctx("consumers");
+    kind(json!({"process.spawn": {
+        "program": "sh", "args": ["-c", REPLICA, "sh", "{{ replica }}"],
+        "env": {"NAME": "consumer-{{ replica }}"},
+        "ready": {"log_line": "replica {{ replica }} ready", "timeout": "10s"},
+        "replicas": "3",
+    }}))
+    .execute(&spawn)
+    .await
+    .unwrap();
+    let out = spawn.outputs();
+    let pids: Vec<u64> = out["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 3);
+    assert_eq!(out["pid"].as_u64(), Some(pids[0]));
+    assert_eq!(out["replicas"], 3);
+    assert!(pids.iter().all(|&p| alive(p)));
+    for r in 0..3 {
+        assert!(
+            spawn.memory_log().contains(&format!("replica {r} ready")),
+            "{:?}",
+            spawn.memory_log()
+        );
+    }
+    assert!(
+        spawn
+            .memory_log()
+            .iter()
+            .any(|l| l.starts_with("All 3 replicas are ready after")),
+        "{:?}",
+        spawn.memory_log()
+    );
+
+    let stop = run.ctx("stop");
+    kind(json!({"process.stop": {"task": "consumers", "grace": "10s"}}))
+        .execute(&stop)
+        .await
+        .unwrap();
+    assert!(pids.iter().all(|&p| !alive(p)));
+    assert!(!run.processes.contains("consumers"));
+    let out = stop.outputs();
+    assert_eq!(out["exit_codes"], json!([0, 0, 0]));
+    assert_eq!(out["rows"], 60, "numbers are summed over the replicas");
+    let by_replica = out["by_replica"].as_array().unwrap();
+    assert_eq!(by_replica.len(), 3);
+    for (r, o) in by_replica.iter().enumerate() {
+        assert_eq!(o["name"], format!("r{r}"));
+        assert_eq!(o["rows"], (r as u64 + 1) * 10);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_dies_before_it_is_ready_fails_the_spawn_and_stops_the_others() {
+    let run = Run::new("fleet-crash");
+    let spawn = run.ctx("consumers");
+    let err = kind(json!({"process.spawn": {
+        "program": "sh",
+        "args": ["-c", "if [ $1 = 1 ]; then echo broken config; exit 3; fi; echo booting; exec sleep 1000", "sh", "{{ replica }}"],
+        "ready": {"log_line": "never printed", "timeout": "20s"},
+        "replicas": 3,
+    }}))
+    .execute(&spawn)
+    .await
+    .unwrap_err();
+    let message = failure(err);
+    assert!(
+        message.contains("replica 1 (pid") && message.contains("exited with exit code 3"),
+        "{message}"
+    );
+    assert!(message.contains("broken config"), "{message}");
+    let pids = started_pids(&spawn);
+    assert_eq!(pids.len(), 3, "{:?}", spawn.memory_log());
+    assert!(
+        pids.iter().all(|&p| !alive(p)),
+        "no replica outlives a failed start"
+    );
+    assert!(!run.processes.contains("consumers"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_left_running_dies_with_the_run_and_a_bad_fleet_is_refused() {
+    let run = Run::new("fleet-end");
+    let spawn = run.ctx("sleepers");
+    kind(json!({"process.spawn": {"program": "sleep", "args": ["1000"], "replicas": 2}}))
+        .execute(&spawn)
+        .await
+        .unwrap();
+    let pids = started_pids(&spawn);
+    assert_eq!(pids.len(), 2);
+    assert!(pids.iter().all(|&p| alive(p)));
+    // What the engine does when a run ends with processes still registered.
+    let stopped = run.processes.stop_all(Duration::from_secs(2)).await;
+    assert_eq!(stopped.len(), 2);
+    assert!(pids.iter().all(|&p| !alive(p)));
+
+    let TaskKind::ProcessSpawn(spec) = kind(json!({"process.spawn": {
+        "program": "c", "replicas": 3, "ready": {"http": "http://127.0.0.1:9464/health"},
+    }})) else {
+        unreachable!()
+    };
+    let problems = spec.problems();
+    assert!(
+        problems[0]
+            .message
+            .contains("is the same for each of the 3 replicas"),
+        "{problems:?}"
+    );
+    let TaskKind::ProcessSpawn(spec) = kind(json!({"process.spawn": {
+        "program": "c", "replicas": 0,
+    }})) else {
+        unreachable!()
+    };
+    assert!(spec.problems()[0].message.contains("`replicas` is 0"));
 }

@@ -1,10 +1,12 @@
 //! The benchmark's phases, each measuring ours beside its baseline in the same run:
 //! [`producer`] (a plain rdkafka flood vs the producer alone), [`consumer`] (a raw ClickHouse
 //! insert and a small-batch consumer vs the consumer alone), [`overhead`] (a chain of tasks
-//! through the orchestrator vs spawning the same program directly) and [`pipeline`] (the
-//! benchmark DAG end to end).
+//! through the orchestrator vs spawning the same program directly), [`pipeline`] (the
+//! benchmark DAG end to end) and [`fleet`] (1, 2 and 3 consumers in one group on the same
+//! partitions, each size against the one consumer).
 
 pub mod consumer;
+pub mod fleet;
 pub mod overhead;
 pub mod pipeline;
 pub mod producer;

@@ -405,6 +405,26 @@ pub fn chdb_library() -> PathBuf {
         })
 }
 
+/// The folder of the pinned `kubernetes-validate` and its dependencies (run as
+/// `PYTHONPATH=<it> python3 -m kubernetes_validate`): `$VELOSTREAM_HOME/lib/kubernetes-validate`,
+/// then `<repo>/.velostream/lib/kubernetes-validate`.
+pub fn kubernetes_validate_dir() -> PathBuf {
+    let mut candidates = Vec::new();
+    if let Some(home) = std::env::var_os("VELOSTREAM_HOME") {
+        candidates.push(PathBuf::from(home).join("lib/kubernetes-validate"));
+    }
+    candidates.push(repo_root().join(".velostream/lib/kubernetes-validate"));
+    candidates
+        .iter()
+        .find(|d| d.join("kubernetes_validate").is_dir())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "kubernetes-validate not found in {candidates:?}: run `infrastructure/local/velostream-local install --for-tests` from the repository root"
+            )
+        })
+}
+
 /// A Kafka-compatible broker (Tansu, in-memory storage) on a free port.
 pub struct Kafka {
     /// `host:port` to pass as `bootstrap.servers`.

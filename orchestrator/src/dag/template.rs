@@ -12,10 +12,13 @@
 //! | `dag_dir` | the DAG file's directory |
 //! | `conn.kafka.brokers`, `conn.clickhouse.{url,user,password,database}` | the connections |
 //! | `tasks.<id>.output.<key>` | an output of an upstream task (like Airflow's XCom) |
+//! | `replica` | in a `process.spawn` task, the number of the program started (0 to `replicas - 1`) |
 //! | `"text"` | the text itself (`{{ "{{" }}` writes a literal `{{`) |
 //!
 //! Templates are parsed and their names checked when the DAG loads ([`TemplatedValue`] keeps a
-//! task's parsed templates); they are rendered just before a try runs.
+//! task's parsed templates); they are rendered just before a try runs. `replica` is the one
+//! exception: rendering leaves it as [`REPLICA`], which process.spawn fills in for each program it
+//! starts ([`fill_replica`]), so a param's value may hold it too.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -204,6 +207,16 @@ pub struct CheckScope<'a> {
     pub task_exists: &'a dyn Fn(&str) -> bool,
     /// Whether a task is upstream (an ancestor) of the task being checked.
     pub is_upstream: &'a dyn Fn(&str) -> bool,
+    /// Whether the task starts replicas of a program (process.spawn), where `replica` has a value.
+    pub replicas: bool,
+}
+
+/// What `{{ replica }}` renders to before process.spawn fills it in for each program it starts.
+pub const REPLICA: &str = "{{ replica }}";
+
+/// `text` with every [`REPLICA`] replaced by the replica's number.
+pub fn fill_replica(text: &str, replica: u32) -> String {
+    text.replace(REPLICA, &replica.to_string())
 }
 
 /// How a run variable is rendered.
@@ -260,6 +273,8 @@ const VARIABLES: &[(&str, Render)] = &[
     ("conn.clickhouse.database", |s| {
         s.connections.clickhouse.database.as_str().into()
     }),
+    // Known only when process.spawn starts each program: left for it to fill in.
+    ("replica", |_| REPLICA.into()),
 ];
 
 /// Every form a template may use, for error messages.
@@ -326,6 +341,11 @@ pub enum CheckError {
         /// What is wrong.
         message: String,
     },
+    /// `replica` outside a task that starts replicas.
+    #[error(
+        "`{{{{ {0} }}}}` has a value only in a process.spawn task (the number of each program it starts)"
+    )]
+    NotReplicated(String),
     /// Anything else.
     #[error("unknown template variable `{0}`; known: {known}", known = known())]
     UnknownVariable(String),
@@ -379,6 +399,7 @@ pub fn check(expr: &Expr, scope: &CheckScope<'_>) -> Result<(), CheckError> {
             }
         }
         ["tasks", ..] => Err(CheckError::BadTaskPath(expr.to_string())),
+        ["replica"] if !scope.replicas => Err(CheckError::NotReplicated(expr.to_string())),
         p if variable(p).is_some() => Ok(()),
         _ => Err(CheckError::UnknownVariable(expr.to_string())),
     }
@@ -656,6 +677,7 @@ mod tests {
             params: &params,
             task_exists: &|t| t == "a" || t == "b",
             is_upstream: &|t| t == "a",
+            replicas: false,
         };
         let c = |s: &str| {
             let t = Template::parse(s).unwrap();
@@ -689,5 +711,34 @@ mod tests {
                 .contains("unknown template variable")
         );
         assert!(c("{{ conn.clickhouse.url }}").is_ok());
+        assert!(
+            c("{{ replica }}")
+                .unwrap_err()
+                .to_string()
+                .contains("only in a process.spawn task")
+        );
+    }
+
+    #[test]
+    fn replica_is_left_for_process_spawn_to_fill_in() {
+        let params = json!({"http": "127.0.0.1:946{{ replica }}"})
+            .as_object()
+            .unwrap()
+            .clone();
+        let (outputs, conns) = (HashMap::new(), Connections::default());
+        let scope = scope_with(&params, &outputs, &conns);
+        let t = TemplatedValue::parse(json!(["--id", "c-{{replica}}", "{{ params.http }}"]))
+            .unwrap()
+            .unwrap();
+        let rendered = t.render(&scope).unwrap();
+        assert_eq!(
+            rendered,
+            json!(["--id", "c-{{ replica }}", "127.0.0.1:946{{ replica }}"])
+        );
+        assert_eq!(fill_replica(rendered[1].as_str().unwrap(), 2), "c-2");
+        assert_eq!(
+            fill_replica(rendered[2].as_str().unwrap(), 2),
+            "127.0.0.1:9462"
+        );
     }
 }

@@ -1,7 +1,8 @@
-//! `process.stop`: stops the program a process.spawn task started, by that task's id: SIGTERM to
-//! its process group, up to a grace period for a clean exit (the consumer flushes its last batch
-//! and commits), then SIGKILL. It fails, saying how, if the program had died earlier, exited
-//! non-zero, or had to be killed.
+//! `process.stop`: stops the program a process.spawn task started, by that task's id (every
+//! replica of a fleet, all at once): SIGTERM to its process group, up to a grace period for a
+//! clean exit (the consumer flushes its last batch and commits), then SIGKILL. It fails, saying
+//! how, if a program had died earlier, exited non-zero, or had to be killed; the others are
+//! stopped all the same.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::process_spawn::redirect_output;
 use super::{ConfigProblem, Operator, OperatorError, TaskContext, ValidateContext};
-use crate::process::ExitInfo;
+use crate::process::{Child, ExitInfo};
 
 fn default_grace() -> Duration {
     Duration::from_secs(30)
@@ -64,34 +65,94 @@ impl Operator for ProcessStop {
     }
 
     async fn execute(&self, ctx: &TaskContext) -> Result<(), OperatorError> {
-        let Some(mut child) = ctx.processes().take(&self.task) else {
+        let Some(children) = ctx.processes().take(&self.task) else {
             return Err(OperatorError::failed(format!(
                 "task {} has no running process in this run: it did not start one (did it succeed?) or another task already stopped it",
                 self.task
             )));
         };
-        let pid = child.pid();
-        let program = child.program().display().to_string();
         // Output from now on (the last flush, final outputs) belongs to this task.
         redirect_output(&self.task, ctx);
-        if let Some(exit) = child.try_finish().await? {
-            ctx.set_exit_code(exit.exit_code());
-            ctx.set_output("exit_code", exit.exit_code());
-            if exit.success() {
-                ctx.log(format!(
-                    "{program} (pid {pid}) of task {} had already exited cleanly",
+        let fleet = children.len() > 1;
+        let stops = children.into_iter().enumerate().map(|(replica, child)| {
+            let label = |pid: u32, program: &str| match fleet {
+                true => format!(
+                    "{program} replica {replica} (pid {pid}) of task {}",
                     self.task
-                ));
-                return Ok(());
+                ),
+                false => format!("{program} (pid {pid}) of task {}", self.task),
+            };
+            let label = label(child.pid(), &child.program().display().to_string());
+            self.stop_one(ctx, child, label)
+        });
+        let stopped = futures::future::join_all(stops).await;
+        let mut failures = Vec::new();
+        let mut exit_codes = Vec::new();
+        let (mut killed, mut took) = (false, Duration::ZERO);
+        for result in stopped {
+            match result {
+                Ok(stop) => {
+                    exit_codes.push(stop.exit.exit_code());
+                    killed |= stop.killed;
+                    took = took.max(stop.took);
+                    if let Some(failure) = stop.failure {
+                        failures.push(failure);
+                    }
+                }
+                Err(OperatorError::Cancelled) => return Err(OperatorError::Cancelled),
+                Err(error) => failures.push(error.to_string()),
             }
-            return Err(OperatorError::failed(format!(
-                "{program} (pid {pid}) of task {} had already died before process.stop: {exit}",
-                self.task
-            )));
+        }
+        let exit_code = exit_codes.iter().copied().find(|&c| c != 0).unwrap_or(0);
+        ctx.set_exit_code(exit_code);
+        ctx.set_output("exit_code", exit_code);
+        if fleet {
+            ctx.set_output("exit_codes", exit_codes);
+        }
+        ctx.set_output("stop_ms", took.as_millis() as u64);
+        ctx.set_output("killed", killed);
+        match failures.len() {
+            0 => Ok(()),
+            _ => Err(OperatorError::failed(failures.join("; "))),
+        }
+    }
+}
+
+/// How one program stopped.
+struct Stopped {
+    exit: ExitInfo,
+    killed: bool,
+    took: Duration,
+    /// Why it counts as a failure, if it does.
+    failure: Option<String>,
+}
+
+impl ProcessStop {
+    /// Stops one program (`label` names it in messages): SIGTERM, `grace`, SIGKILL.
+    async fn stop_one(
+        &self,
+        ctx: &TaskContext,
+        mut child: Child,
+        label: String,
+    ) -> Result<Stopped, OperatorError> {
+        if let Some(exit) = child.try_finish().await? {
+            let failure = if exit.success() {
+                ctx.log(format!("{label} had already exited cleanly"));
+                None
+            } else {
+                Some(format!(
+                    "{label} had already died before process.stop: {exit}"
+                ))
+            };
+            return Ok(Stopped {
+                exit,
+                killed: false,
+                took: Duration::ZERO,
+                failure,
+            });
         }
         ctx.log(format!(
-            "Sending SIGTERM to {program} (pid {pid}) of task {}; waiting up to {} for it to exit",
-            self.task,
+            "Sending SIGTERM to {label}; waiting up to {} for it to exit",
             humantime::format_duration(self.grace)
         ));
         let started = Instant::now();
@@ -105,7 +166,7 @@ impl Operator for ProcessStop {
             Some(Ok(exit)) => (exit?, false),
             Some(Err(_)) => {
                 ctx.log(format!(
-                    "{program} (pid {pid}) did not exit within {}; sending SIGKILL",
+                    "{label} did not exit within {}; sending SIGKILL",
                     humantime::format_duration(self.grace)
                 ));
                 child.signal_group(Signal::SIGKILL);
@@ -114,38 +175,36 @@ impl Operator for ProcessStop {
             None => {
                 child.signal_group(Signal::SIGKILL);
                 let exit = child.wait().await?;
-                ctx.log(format!("Cancelled; killed {program} (pid {pid}): {exit}"));
+                ctx.log(format!("Cancelled; killed {label}: {exit}"));
                 return Err(OperatorError::Cancelled);
             }
         };
         let took = started.elapsed();
-        ctx.set_exit_code(exit.exit_code());
-        ctx.set_output("exit_code", exit.exit_code());
-        ctx.set_output("stop_ms", took.as_millis() as u64);
-        ctx.set_output("killed", killed);
-        if killed {
-            return Err(OperatorError::failed(format!(
-                "{program} (pid {pid}) of task {} ignored SIGTERM for {} and was killed with SIGKILL; it may have lost unflushed work",
-                self.task,
+        let failure = if killed {
+            Some(format!(
+                "{label} ignored SIGTERM for {} and was killed with SIGKILL; it may have lost unflushed work",
                 humantime::format_duration(self.grace)
-            )));
-        }
-        if !clean(&exit) {
-            return Err(OperatorError::failed(format!(
-                "{program} (pid {pid}) of task {} stopped with {exit} after SIGTERM",
-                self.task
-            )));
-        }
-        ctx.log(format!(
-            "{program} (pid {pid}) stopped after {:.3}s: {}",
-            took.as_secs_f64(),
-            if exit.success() {
-                exit.to_string()
-            } else {
-                format!("{exit} (it has no SIGTERM handler)")
-            }
-        ));
-        Ok(())
+            ))
+        } else if !clean(&exit) {
+            Some(format!("{label} stopped with {exit} after SIGTERM"))
+        } else {
+            ctx.log(format!(
+                "{label} stopped after {:.3}s: {}",
+                took.as_secs_f64(),
+                if exit.success() {
+                    exit.to_string()
+                } else {
+                    format!("{exit} (it has no SIGTERM handler)")
+                }
+            ));
+            None
+        };
+        Ok(Stopped {
+            exit,
+            killed,
+            took,
+            failure,
+        })
     }
 }
 

@@ -1,5 +1,6 @@
 //! A run's background processes, by the id of the task that started them: process.spawn
-//! registers, process.stop takes, and the engine stops whatever is left when the run ends.
+//! registers them (one program, or each replica of a fleet), process.stop takes them all, and the
+//! engine stops whatever is left when the run ends.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,7 +11,7 @@ use super::{Child, ExitInfo, ProcessError};
 /// Background processes of one run.
 #[derive(Debug, Default)]
 pub struct ProcessRegistry {
-    children: Mutex<HashMap<String, Child>>,
+    children: Mutex<HashMap<String, Vec<Child>>>,
 }
 
 impl ProcessRegistry {
@@ -19,26 +20,26 @@ impl ProcessRegistry {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Child>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Child>>> {
         self.children.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers `child` under `task_id`.
-    pub fn register(&self, task_id: &str, child: Child) -> Result<(), ProcessError> {
-        let mut children = self.lock();
-        if children.contains_key(task_id) {
+    /// Registers `children` (a program and its replicas, in replica order) under `task_id`.
+    pub fn register(&self, task_id: &str, children: Vec<Child>) -> Result<(), ProcessError> {
+        let mut registered = self.lock();
+        if registered.contains_key(task_id) {
             return Err(ProcessError::AlreadyRegistered(task_id.to_owned()));
         }
-        children.insert(task_id.to_owned(), child);
+        registered.insert(task_id.to_owned(), children);
         Ok(())
     }
 
-    /// Takes the process registered under `task_id` (the caller stops it).
-    pub fn take(&self, task_id: &str) -> Option<Child> {
+    /// Takes the processes registered under `task_id`, in replica order (the caller stops them).
+    pub fn take(&self, task_id: &str) -> Option<Vec<Child>> {
         self.lock().remove(task_id)
     }
 
-    /// Whether `task_id` has a registered process.
+    /// Whether `task_id` has registered processes.
     pub fn contains(&self, task_id: &str) -> bool {
         self.lock().contains_key(task_id)
     }
@@ -52,7 +53,11 @@ impl ProcessRegistry {
 
     /// Stops every registered process (SIGTERM to its group, `grace`, SIGKILL), all at once.
     pub async fn stop_all(&self, grace: Duration) -> Vec<(String, Result<ExitInfo, ProcessError>)> {
-        let children: Vec<(String, Child)> = self.lock().drain().collect();
+        let children: Vec<(String, Child)> = self
+            .lock()
+            .drain()
+            .flat_map(|(task_id, children)| children.into_iter().map(move |c| (task_id.clone(), c)))
+            .collect();
         let stops = children.into_iter().map(|(task_id, mut child)| async move {
             tracing::info!(task_id, pid = child.pid(), "Stopping background process");
             let result = child.terminate(grace).await;

@@ -17,7 +17,7 @@ use chrono_tz::Tz;
 use crate::dag::spec::Schedule;
 use crate::dag::template::{self, CheckScope, Template};
 use crate::dag::timezone;
-use crate::operators::{Operator, ValidateContext};
+use crate::operators::{Operator, TaskKind, ValidateContext};
 
 /// Whether `s` is a valid DAG id: letters, digits, `_`, `-`, `.` (not first).
 fn is_id(s: &str) -> bool {
@@ -215,6 +215,7 @@ pub(super) fn tasks(
             params,
             task_exists: &task_exists,
             is_upstream: &is_upstream,
+            replicas: matches!(kind, TaskKind::ProcessSpawn(_)),
         };
         for (_, value) in t.kind_fields.iter() {
             templates(value, &scope, problems);
