@@ -254,7 +254,8 @@ fn the_documented_pipeline_snippets_load_as_one_dag() {
         .collect();
     assert!(blocks.len() >= 8, "{} snippets", blocks.len());
     let text = format!(
-        "[dag]\nid = \"doc\"\n\n[dag.params]\ntable = \"taxi_trips\"\ntoken = \"t\"\n\n\
+        "[dag]\nid = \"doc\"\n\n[dag.params]\ntable = \"taxi_trips\"\ntoken = \"t\"\nconsumers = 1\n\
+         consumer_http = \"127.0.0.1:946{{{{ replica }}}}\"\n\n\
          [[task]]\nid = \"produce\"\nkind = \"noop\"\n\n{}",
         blocks.join("\n")
     );
