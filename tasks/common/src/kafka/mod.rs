@@ -1,5 +1,10 @@
 //! Kafka client settings shared by every velostream program: bootstrap servers and the
-//! `librdkafka` properties that make clients behave on both Apache Kafka and the local broker.
+//! `librdkafka` properties that make clients behave on both Apache Kafka and the local broker;
+//! librdkafka's events said once per episode (`events`); partitions' watermarks read from Fetch
+//! responses (`watermarks`).
+
+pub mod events;
+pub mod watermarks;
 
 use rdkafka::ClientConfig;
 
@@ -57,7 +62,10 @@ mod tests {
                 "5000".to_string(),
             ),
             ("VELOSTREAM_KAFKA_PORT".to_string(), "9093".to_string()),
-            ("VELOSTREAM_KAFKA_STORAGE".to_string(), "durable".to_string()),
+            (
+                "VELOSTREAM_KAFKA_STORAGE".to_string(),
+                "durable".to_string(),
+            ),
             ("OTHER".to_string(), "x".to_string()),
         ];
         apply_env_overrides(&mut config, vars.into_iter());
