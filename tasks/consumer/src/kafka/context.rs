@@ -32,7 +32,7 @@ impl ClientContext for IngestContext {
 
     /// Said once per episode: while the broker is down librdkafka repeats these every few ms.
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.ingest.events.log(level, fac, log_message);
+        velostream_common::kafka::events::EventLog::global().log(level, fac, log_message);
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {

@@ -89,10 +89,9 @@ pub struct Ingest {
     fault: Mutex<Option<String>>,
     /// The broker cannot be reached (or a partition has no leader): the lag is unknown.
     unreadable: std::sync::atomic::AtomicBool,
-    /// librdkafka's errors and log lines, said once per episode.
-    pub events: EventLog,
-    /// ClickHouse had rows of this topic at the last assignment (so a vanished topic is a loss).
-    had_rows: std::sync::atomic::AtomicBool,
+    /// Per partition, the furthest ClickHouse has got in this topic as far as this process knows
+    /// (so a topic that vanishes after a revoke is still known to have had rows).
+    had_rows: Mutex<std::collections::BTreeMap<i32, i64>>,
 }
 
 /// Statistics reports in a row that must show a partition's high watermark below what ClickHouse
@@ -174,8 +173,7 @@ impl Ingest {
             regressions: Mutex::default(),
             fault: Mutex::default(),
             unreadable: std::sync::atomic::AtomicBool::new(false),
-            events: EventLog::default(),
-            had_rows: std::sync::atomic::AtomicBool::new(false),
+            had_rows: Mutex::default(),
             topic: topic.to_string(),
             batch_rows,
             batch_time,
@@ -390,10 +388,7 @@ impl Ingest {
             take_nothing();
             return;
         };
-        self.had_rows.store(
-            known.values().any(|&n| n > 0),
-            std::sync::atomic::Ordering::SeqCst,
-        );
+        self.note_rows(&known);
         let mut state = self.lock();
         state.row_topic = identity_topic(&self.topic, incarnation);
         let mut started = Vec::new();
@@ -444,8 +439,8 @@ impl Ingest {
         self.commit(consumer, &committed, CommitMode::Async);
         self.metrics.assigned_partitions.set(started.len() as i64);
         self.health.set_joined();
-        if ours.is_empty() && self.had_rows.load(std::sync::atomic::Ordering::SeqCst) {
-            self.check_topic_exists(consumer, &known);
+        if ours.is_empty() && !self.rows_had().is_empty() {
+            self.check_topic_exists(consumer, &self.rows_had());
         }
         tracing::info!(
             partitions = ?started.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
@@ -574,17 +569,13 @@ impl Ingest {
             ));
             return;
         }
-        if vanished && self.had_rows.load(std::sync::atomic::Ordering::SeqCst) {
-            let known: std::collections::BTreeMap<i32, i64> = self
-                .handoff
-                .acked()
-                .into_iter()
-                .filter(|&(_, n)| n > 0)
-                .collect();
-            self.topic_vanished(&known);
+        self.note_rows(&self.handoff.acked());
+        let had = self.rows_had();
+        if vanished && !had.is_empty() {
+            self.topic_vanished(&had);
             return;
         }
-        self.events.error(err, "consumer");
+        EventLog::global().error(err, "consumer");
     }
 
     /// A client-level error (librdkafka's error callback): the broker cannot be reached.
@@ -599,7 +590,25 @@ impl Ingest {
         ) {
             self.set_unreadable(true);
         }
-        self.events.error(err, reason);
+        EventLog::global().error(err, reason);
+    }
+
+    /// Remembers how far ClickHouse has got per partition (positive offsets only).
+    fn note_rows(&self, next: &std::collections::BTreeMap<i32, i64>) {
+        let mut had = self.had_rows.lock().unwrap_or_else(|e| e.into_inner());
+        for (&p, &n) in next {
+            if n > 0 {
+                let e = had.entry(p).or_insert(n);
+                *e = (*e).max(n);
+            }
+        }
+    }
+
+    fn rows_had(&self) -> std::collections::BTreeMap<i32, i64> {
+        self.had_rows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn set_unreadable(&self, unreadable: bool) {
@@ -610,7 +619,7 @@ impl Ingest {
             if unreadable {
                 tracing::warn!(topic = %self.topic, "The broker cannot be reached: the lag is unknown until it answers again (reported as -1, per-partition series withdrawn)");
             } else {
-                self.events.recovered();
+                EventLog::global().recovered();
             }
             self.update_lag();
         }
@@ -671,6 +680,7 @@ impl Ingest {
             );
         }
         self.commit_progress(consumer, CommitMode::Sync);
+        self.note_rows(&self.handoff.acked());
         for p in &partitions {
             state.positions.remove(p);
             self.handoff.forget(*p);
