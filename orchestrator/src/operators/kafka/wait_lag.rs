@@ -347,6 +347,32 @@ impl Operator for WaitLag {
 mod tests {
     use super::*;
 
+    fn reading(high: &[i64]) -> LagReading {
+        LagReading {
+            unix_ms: 0,
+            total: 0,
+            partitions: high
+                .iter()
+                .enumerate()
+                .map(|(p, &h)| PartitionLag {
+                    partition: p as i32,
+                    high_watermark: h,
+                    committed: None,
+                    lag: h,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_high_watermark_going_backwards_is_named() {
+        assert!(check_forward("t", "b:1", &reading(&[5, 7]), &reading(&[5, 9])).is_ok());
+        let err = check_forward("t", "b:1", &reading(&[5, 7]), &reading(&[5, 2])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("partition 1: from 7 to 2"), "{text}");
+        assert!(text.contains("went backwards"), "{text}");
+    }
+
     #[test]
     fn fields_parse_with_defaults_and_are_checked() {
         let spec: WaitLag = toml::from_str("group = \"g\"\ntopic = \"t\"").unwrap();
