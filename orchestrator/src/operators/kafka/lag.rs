@@ -226,12 +226,15 @@ impl Inner {
                 group: self.group.clone(),
                 brokers: self.brokers.clone(),
                 waited,
-                missing,
-                said: if errors.is_empty() {
-                    String::new()
+                detail: if errors.is_empty() {
+                    format!("partition(s) {missing:?}")
                 } else {
-                    format!("; the client said: {}", errors.join("; "))
-                },
+                    format!(
+                        "partition(s) {missing:?} (the client said: {})",
+                        errors.join("; ")
+                    )
+                }
+                .into(),
             },
         })
     }

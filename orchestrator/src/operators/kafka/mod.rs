@@ -114,7 +114,7 @@ pub enum Error {
     },
     /// No Fetch response told us a partition's high watermark in time.
     #[error(
-        "reading the lag of group {group:?} on topic {topic:?}: {brokers} sent no Fetch response with a high watermark for partition(s) {missing:?} within {waited:?}{said}; is the broker up and the partition's leader alive?"
+        "reading the lag of group {group:?} on topic {topic:?}: {brokers} sent no Fetch response with a high watermark for {detail} within {waited:?}; is the broker up and the partition's leader alive?"
     )]
     NoWatermark {
         /// The topic.
@@ -125,10 +125,8 @@ pub enum Error {
         brokers: String,
         /// How long we waited.
         waited: Duration,
-        /// The partitions without one.
-        missing: Vec<i32>,
-        /// What the client said meanwhile (`; the client said: ...`), or nothing.
-        said: String,
+        /// The partitions without one, and what the client said meanwhile.
+        detail: Box<str>,
     },
     /// A topic the sensor had seen is gone: the broker lost its data or the topic was deleted.
     #[error(

@@ -298,7 +298,7 @@ impl Operator for WaitLag {
                 Some("messages"),
             );
         };
-        let mut on_trouble = |what: &str| ctx.log(what.to_string());
+        let mut on_trouble = |what: &str| ctx.log(what);
         let outcome = self
             .run_with(&brokers, ctx.cancel_token(), &mut on_check, &mut on_trouble)
             .await
