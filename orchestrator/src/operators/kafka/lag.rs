@@ -169,7 +169,7 @@ impl Inner {
             .ok_or_else(|| Error::TopicMissing {
                 topic: self.topic.clone(),
                 brokers: self.brokers.clone(),
-                hint: "; create it upstream with a kafka.create_topic task",
+                hint: "; create it upstream with a kafka.create_topic task (if one did, the broker lost it since: a broker with memory storage forgets every topic when it restarts)",
             })?;
         let mut ids: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
         ids.sort_unstable();
