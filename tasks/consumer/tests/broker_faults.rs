@@ -64,6 +64,11 @@ async fn a_durable_broker_killed_and_restarted_mid_pipeline_loses_nothing_and_du
         !metrics.contains("velostream_consumer_partition_lag{"),
         "a partition's lag was reported while the broker was down:\n{metrics}"
     );
+    let (status, health) = consumer.get("/health").unwrap();
+    assert!(
+        status == 200 && health.contains("\"broker_reachable\":false"),
+        "{status} {health}"
+    );
     // Down a while longer, so librdkafka retries many times (every 50-100 ms): said once.
     let down = std::time::Instant::now();
     wait_for("three seconds of outage", Duration::from_secs(10), || {
@@ -85,6 +90,8 @@ async fn a_durable_broker_killed_and_restarted_mid_pipeline_loses_nothing_and_du
     wait_for("the lag known again", Duration::from_secs(30), || {
         (consumer.metric("velostream_consumer_lag ") == Some(0.0)).then_some(())
     });
+    let (_, health) = consumer.get("/health").unwrap();
+    assert!(health.contains("\"broker_reachable\":true"), "{health}");
     let log = consumer.log_text();
     let (code, _) = consumer.terminate(Duration::from_secs(60));
     assert_eq!(code, Some(0), "{log}");

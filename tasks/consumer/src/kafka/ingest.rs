@@ -616,6 +616,7 @@ impl Ingest {
             .unreadable
             .swap(unreadable, std::sync::atomic::Ordering::SeqCst);
         if was != unreadable {
+            self.health.set_broker_reachable(!unreadable);
             if unreadable {
                 tracing::warn!(topic = %self.topic, "The broker cannot be reached: the lag is unknown until it answers again (reported as -1, per-partition series withdrawn)");
             } else {
