@@ -93,6 +93,10 @@ struct Args {
     /// Rows the small-batch consumer baseline reads (its rate does not depend on it; it is slow).
     #[arg(long, default_value_t = 2_000_000)]
     small_batch_rows: u64,
+    /// How long the consumer phase freezes ClickHouse (SIGSTOP) under a backlog, to measure the
+    /// consumer's peak memory while its inserts cannot finish.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    memory_freeze: std::time::Duration,
     /// After the main phases, run the benchmark DAG again at these sizes (comma-separated, e.g.
     /// 44000000 for the reference run's size); the report shows them beside the estimate.
     #[arg(long, value_delimiter = ',')]
@@ -207,6 +211,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         noop_tasks: args.noop_tasks,
         flood200: !args.no_flood200,
         small_batch_rows: args.small_batch_rows,
+        memory_freeze: args.memory_freeze,
         lanes: if args.clickhouse_lanes.is_empty() {
             vec![Lane::from_env()]
         } else {

@@ -294,6 +294,25 @@ impl Report {
                     times(c.alone.rows_per_sec(), engine.rows_per_sec())
                 );
             }
+            if let Some(m) = &c.memory {
+                let mib = |b: u64| format!("{:.0} MiB", b as f64 / f64::from(1 << 20));
+                let peak = m
+                    .frozen_bytes
+                    .map_or(m.backlog_bytes, |f| f.max(m.backlog_bytes));
+                let _ = writeln!(
+                    md,
+                    "| Consumer peak memory (RSS) | {} reading a {}-row backlog{} | the bound it states (`memory_bound_mb`, ARCHITECTURE.md): {} | {} |",
+                    mib(m.backlog_bytes),
+                    thousands(m.rows),
+                    m.frozen_bytes.map_or(String::new(), |f| format!(
+                        "; {} with ClickHouse frozen {}",
+                        mib(f),
+                        duration(m.freeze_secs)
+                    )),
+                    mib(m.bound_bytes),
+                    percent(peak as f64, m.bound_bytes as f64)
+                );
+            }
         }
         if let Some(run) = run {
             match self.e2e_baseline() {
@@ -829,6 +848,7 @@ const METHOD: &str = r#"
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::phases::consumer::ConsumerMemory;
     use crate::phases::pipeline::TaskTiming;
 
     fn rate(rows: u64, seconds: f64) -> Rate {
@@ -884,6 +904,13 @@ mod tests {
                 kafka_engine: Some(rate(10_000_000, 20.0)),
                 lane: Some("modern".into()),
                 clickhouse_version: Some("26.9.2.1".into()),
+                memory: Some(ConsumerMemory {
+                    rows: 3_000_000,
+                    backlog_bytes: 300 << 20,
+                    frozen_bytes: Some(320 << 20),
+                    freeze_secs: 20.0,
+                    bound_bytes: 400 << 20,
+                }),
             }),
             consumer_other_lanes: vec![ConsumerFigures {
                 raw_insert: rate(10_000_000, 10.0),
@@ -894,6 +921,7 @@ mod tests {
                 kafka_engine: None,
                 lane: Some("legacy".into()),
                 clickhouse_version: Some("18.16.1".into()),
+                memory: None,
             }],
             overhead: Some(OverheadFigures {
                 command_tasks: 200,
@@ -960,6 +988,7 @@ mod tests {
             "| ClickHouse | 18.16.1 |",
             "| modern | 26.9.2.1 | 1,250,000 | 1,000,000 | 80% |",
             "peer: ClickHouse's Kafka engine + materialized view into the same table layout: 500,000 | 2.00x |",
+            "| Consumer peak memory (RSS) | 300 MiB reading a 3,000,000-row backlog; 320 MiB with ClickHouse frozen 20.0 s | the bound it states (`memory_bound_mb`, ARCHITECTURE.md): 400 MiB | 80% |",
             "| legacy | 18.16.1 | 1,000,000 | 800,000 | 80% |",
             "| Date | 2026-11-22 05:00:00 UTC |",
             "> shared machine",

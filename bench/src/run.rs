@@ -68,6 +68,8 @@ pub struct Config {
     pub producer_rounds: u32,
     /// Rows the small-batch consumer baseline reads.
     pub small_batch_rows: u64,
+    /// How long the consumer's memory run freezes ClickHouse.
+    pub memory_freeze: std::time::Duration,
     /// The ClickHouse lanes of fresh servers: the first serves every phase, the consumer phase
     /// runs again on each other one (its ceiling and our share there).
     pub lanes: Vec<Lane>,
@@ -170,7 +172,8 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
             tracing::info!(
                 "Consumer: raw insert and small-batch consumer against ours (consumer-bench)"
             );
-            let c = phases::consumer::run(ctx, config.small_batch_rows, lane)?;
+            let c =
+                phases::consumer::run(ctx, config.small_batch_rows, config.memory_freeze, lane)?;
             tracing::info!(
                 raw_insert = c.raw_insert.rows_per_sec().round(),
                 small_batch = c.small_batch.rows_per_sec().round(),
@@ -186,7 +189,8 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
     if wants(Phase::Consumer) && ctx.clickhouse.is_none() {
         for &other in config.lanes.iter().skip(1) {
             tracing::info!(lane = %other, "Consumer again on another ClickHouse lane");
-            let c = phases::consumer::run(ctx, config.small_batch_rows, other)?;
+            let c =
+                phases::consumer::run(ctx, config.small_batch_rows, config.memory_freeze, other)?;
             tracing::info!(
                 lane = %other,
                 raw_insert = c.raw_insert.rows_per_sec().round(),

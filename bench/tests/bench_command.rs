@@ -43,6 +43,7 @@ fn the_bench_command_measures_every_phase_beside_its_baseline() {
         .args(["--partitions", "3", "--batch-rows", "50000"])
         .args(["--command-tasks", "20", "--noop-tasks", "100"])
         .args(["--small-batch-rows", "20000", "--producer-rounds", "1"])
+        .args(["--memory-freeze", "2s"])
         .args(["--note", "integration test run"])
         .arg("--output")
         .arg(&md_path)
@@ -100,6 +101,12 @@ fn the_bench_command_measures_every_phase_beside_its_baseline() {
     assert_eq!(report["consumer"]["raw_insert"]["rows"], ROWS);
     assert_eq!(report["consumer"]["alone"]["rows"], ROWS);
     assert_eq!(report["consumer"]["small_batch"]["rows"], 20_000);
+    // The consumer binary's peak memory, with and without a frozen ClickHouse.
+    let memory = &report["consumer"]["memory"];
+    assert_eq!(memory["rows"], ROWS, "{memory:#}");
+    assert!(memory["backlog_bytes"].as_u64().unwrap() > 0);
+    assert!(memory["frozen_bytes"].as_u64().unwrap() > 0);
+    assert!(memory["bound_bytes"].as_u64().unwrap() > 0);
     assert_eq!(report["overhead"]["command_tasks"], 20);
     assert_eq!(report["overhead"]["noop_tasks"], 100);
     for rate in [
@@ -139,6 +146,7 @@ fn the_bench_command_measures_every_phase_beside_its_baseline() {
         "Consumer rows/s, alone (pre-filled topic)",
         "End-to-end time, first row produced to lag 0",
         "Peak consumer lag",
+        "Consumer peak memory (RSS)",
         "Orchestrator time per `command` task running `true` (a chain of 20)",
         "Orchestrator overhead per task: a chain of 100 `noop` tasks (scheduler and SQLite store)",
     ] {

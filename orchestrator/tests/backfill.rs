@@ -46,6 +46,7 @@ fn new_run(dag_id: &str, at: &str, trigger: Trigger) -> NewRun {
         owner: current_owner(),
         max_active_runs: None,
         started_at: Utc::now(),
+        dag_text: None,
     }
 }
 

@@ -4,12 +4,14 @@
 //! form, follows a task log, toggles the pause switch, starts a backfill from the DAG page's form and
 //! watches its progress, and saves screenshots of both pages
 //! (`target/screenshots/`; `VELOSTREAM_UPDATE_SCREENSHOTS=1` refreshes the README's pictures in
-//! `docs/screenshots/`).
+//! `docs/screenshots/`). A run whose `[[dag.notify]]` webhook (a real local receiver) refuses the
+//! first attempt shows on its page the delivery retried, then delivered.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`apt-get install -y chromium chromium-driver`,
 //! or `infrastructure/local/velostream-local install`); fails with that hint when they are
 //! missing. `VELOSTREAM_CHROMIUM` and `VELOSTREAM_CHROMEDRIVER` point elsewhere.
 
+mod receiver;
 mod web_common;
 
 use std::os::unix::process::CommandExt;
@@ -440,6 +442,116 @@ async fn trigger_a_run_in_the_browser_and_watch_it_succeed() {
     drop(driver);
 }
 
+/// A run that fails, with a webhook that answers 503 once and then 200.
+fn failing_dag(hook: &str) -> String {
+    format!(
+        r#"[dag]
+id = "nightly"
+
+[[dag.notify]]
+on = ["failure"]
+url = "{hook}"
+
+[[task]]
+id = "count"
+kind = "command"
+shell = "echo 'expected 100000 rows, found 99000' >&2; exit 1"
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delivered_webhook_shows_on_the_run_page() {
+    let chromium = find("VELOSTREAM_CHROMIUM", &["chromium", "chromium-browser"]);
+    let chromedriver = find("VELOSTREAM_CHROMEDRIVER", &["chromedriver"]);
+    let hooks = receiver::Receiver::start().await;
+    hooks.answer("ops", &[503]);
+    let env = Env::new(&[("nightly.toml", &failing_dag(&hooks.url("ops")))]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(orchestrator::web::serve_on(
+        listener,
+        env.state.clone(),
+        false,
+        Duration::from_millis(500),
+    ));
+    let driver = Driver::start(&chromedriver);
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&driver, &chromium, profile.path()).await;
+
+    // Trigger from the DAG list and open the run from the flash message's run id.
+    c.goto(&format!("{base}/")).await.unwrap();
+    wait_css(&c, "#dag-nightly button.trigger", 10)
+        .await
+        .click()
+        .await
+        .unwrap();
+    let flash = wait_css(&c, "#flash.ok", 5).await.text().await.unwrap();
+    let run_id = flash
+        .trim_start_matches("Started run ")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    c.goto(&format!("{base}/runs/{run_id}")).await.unwrap();
+    wait_css(&c, "#run-state[data-state=\"failed\"]", 30).await;
+
+    // The page follows the delivery: first refused with 503 and retried, then delivered.
+    let row = wait_css(
+        &c,
+        "table.notifications tr[data-event=\"failure\"][data-state=\"delivered\"]",
+        30,
+    )
+    .await;
+    let text = row.text().await.unwrap();
+    assert!(
+        text.contains("HTTP 200 OK; the attempt before: HTTP 503 Service Unavailable"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("#1 {}/…", hooks.base())), "{text}");
+    assert!(text.contains("task count failed"), "{text}");
+    let attempts = c
+        .find(Locator::Css(
+            "table.notifications tr[data-state=\"delivered\"] td:nth-child(4)",
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(attempts, "2");
+    std::fs::write(
+        screenshot_path("run-notifications.png"),
+        c.screenshot().await.unwrap(),
+    )
+    .unwrap();
+
+    // What the receiver got, and what the API says.
+    let got = hooks.received_by("ops");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].body["run_id"], run_id.as_str());
+    assert_eq!(got[1].body["failed_tasks"][0]["task_id"], "count");
+    let api = env
+        .get_json(&format!("/api/runs/{run_id}/notifications"))
+        .await;
+    assert_eq!(api["notifications"][0]["state"], "delivered");
+    assert_eq!(api["notifications"][0]["attempts"], 2);
+    let detail = env.get_json(&format!("/api/runs/{run_id}")).await;
+    assert_eq!(detail["notifications"][0]["event"], "failure");
+    let (_, metrics) = env.get("/metrics").await;
+    assert!(
+        metrics.contains(
+            "velostream_orchestrator_notifications_total{event=\"failure\",state=\"delivered\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    c.close().await.unwrap();
+    env.shutdown.cancel();
+    server.await.unwrap().unwrap();
+    drop(driver);
+}
+
 /// The benchmark DAG of the product, pointed at `infra` and at the repository by absolute paths.
 fn benchmark_dag(infra: &velostream_testkit::Infra) -> String {
     let root = velostream_testkit::repo_root();
@@ -552,4 +664,138 @@ async fn the_benchmark_run_page_charts_lag_rising_and_draining() {
     c.close().await.unwrap();
     env.shutdown.cancel();
     server.await.unwrap().unwrap();
+}
+
+/// A pipeline whose `check` fails until a file exists; `report` reads `extract`'s output.
+fn flaky_dag(dir: &Path) -> String {
+    format!(
+        r#"
+[dag]
+id = "flaky"
+
+[[task]]
+id = "extract"
+kind = "command"
+shell = "echo '::velostream:: {{\"output\": {{\"rows\": 42}}}}'"
+
+[[task]]
+id = "check"
+kind = "command"
+depends_on = ["extract"]
+shell = "test -f {}/fixed || {{ echo 'input not fixed yet' >&2; exit 1; }}"
+
+[[task]]
+id = "report"
+kind = "command"
+depends_on = ["check"]
+shell = "echo '::velostream:: {{\"output\": {{\"rows\": {{{{ tasks.extract.output.rows }}}}}}}}'"
+"#,
+        dir.display()
+    )
+}
+
+/// The bad night repaired from the run page: a run fails, the DAG file has changed since (the
+/// page shows the diff), the user clicks "clear ↓" on the failed task; the run goes back to
+/// running and succeeds without a reload, the other tasks kept; notes are saved in place.
+#[tokio::test(flavor = "multi_thread")]
+async fn clear_a_failed_task_from_the_run_page_and_watch_the_run_succeed() {
+    let chromium = find("VELOSTREAM_CHROMIUM", &["chromium", "chromium-browser"]);
+    let chromedriver = find("VELOSTREAM_CHROMEDRIVER", &["chromedriver"]);
+    let scratch = tempfile::tempdir().unwrap();
+    let text = flaky_dag(scratch.path());
+    let env = Env::new(&[("flaky.toml", &text)]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(orchestrator::web::serve_on(
+        listener,
+        env.state.clone(),
+        false,
+        Duration::from_millis(500),
+    ));
+    let (status, v) = env.post_json("/api/dags/flaky/runs", json!({})).await;
+    assert!(status.is_success(), "{v}");
+    let run_id = v["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        env.wait_run(&run_id).await,
+        orchestrator::store::RunState::Failed
+    );
+    // Fixed overnight; the DAG file gained a comment since the run.
+    std::fs::write(scratch.path().join("fixed"), "").unwrap();
+    std::fs::write(
+        env.dags().join("flaky.toml"),
+        format!("# edited after the run\n{text}"),
+    )
+    .unwrap();
+
+    let driver = Driver::start(&chromedriver);
+    let profile = tempfile::tempdir().unwrap();
+    let c = browser(&driver, &chromium, profile.path()).await;
+    c.goto(&format!("{base}/runs/{}", web_common::enc(&run_id)))
+        .await
+        .unwrap();
+    wait_css(&c, "#run-state[data-state=\"failed\"]", 10).await;
+    let diff = wait_css(&c, "#dag-diff pre.diff", 5).await;
+    let diff = diff.text().await.unwrap();
+    assert!(diff.contains("+# edited after the run"), "{diff}");
+    wait_css(&c, "#clear-failed button", 5).await;
+
+    wait_css(&c, "tr[data-task=\"check\"] button.js-clear-downstream", 5)
+        .await
+        .click()
+        .await
+        .unwrap();
+    let flash = wait_css(&c, "#flash.ok", 10).await;
+    let said = flash.text().await.unwrap();
+    assert!(said.contains(&format!("Cleared run {run_id}")), "{said}");
+    assert!(said.contains("check, report"), "{said}");
+    wait_css(&c, "#run-state[data-state=\"success\"]", 20).await;
+    let tries = wait_css(&c, "tr[data-task=\"check\"] td:nth-child(3)", 5)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(tries.trim(), "2", "check ran a second try");
+    wait_css(&c, "ul.history li", 5).await;
+
+    let store = env.state.store();
+    let tis = store.task_instances(&run_id).unwrap();
+    let get = |id: &str| tis.iter().find(|t| t.task_id == id).unwrap();
+    assert_eq!(get("extract").try_number, 1, "extract kept, not rerun");
+    assert_eq!(
+        get("report").outputs["rows"],
+        42,
+        "report read the kept output"
+    );
+
+    // Notes, saved in place.
+    let notes = wait_css(&c, "#notes-form textarea", 5).await;
+    notes
+        .send_keys("check failed at 03:00: input file late; cleared after the fix")
+        .await
+        .unwrap();
+    wait_css(&c, "#notes-form button", 5)
+        .await
+        .click()
+        .await
+        .unwrap();
+    velostream_testkit::wait_for_async(
+        "the notes to be saved",
+        Duration::from_secs(10),
+        || async {
+            store
+                .run_notes(&run_id)
+                .unwrap()
+                .filter(|n| n.text.contains("input file late"))
+        },
+    )
+    .await;
+    std::fs::write(
+        screenshot_path("run-cleared.png"),
+        c.screenshot().await.unwrap(),
+    )
+    .unwrap();
+    c.close().await.unwrap();
+    env.shutdown.cancel();
+    let _ = server.await;
+    drop(driver);
 }

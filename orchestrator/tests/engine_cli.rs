@@ -1,6 +1,6 @@
 //! The `orchestrator` binary end to end: validate, graph, run (exit codes, summary), runs, logs,
-//! SIGTERM cancelling a run, two processes sharing one state file, and `kill -9` mid-run followed
-//! by a restart that marks the run failed and kills what it left behind.
+//! SIGTERM cancelling a run, two processes sharing one state file, and `kill -9` mid-run: the run
+//! stays interrupted (resumable) until the next run of its DAG closes it and kills what it left.
 
 mod common;
 
@@ -290,7 +290,7 @@ fn sigterm_cancels_the_run_and_kills_its_processes() {
 }
 
 #[test]
-fn kill_9_mid_run_then_restart_fails_the_run_and_leaves_no_process() {
+fn kill_9_mid_run_leaves_it_interrupted_until_a_resume_or_the_next_run_of_its_dag() {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state.db");
     let (dag, pids) = tree_dag(tmp.path(), "crash", "");
@@ -300,7 +300,7 @@ fn kill_9_mid_run_then_restart_fails_the_run_and_leaves_no_process() {
     child.kill().unwrap(); // SIGKILL: no cleanup code runs.
     child.wait().unwrap();
     // The shell dies with its parent (PR_SET_PDEATHSIG); the grandchild is still there until a
-    // new orchestrator starts on the same state file.
+    // new orchestrator takes the run over.
     assert!(
         process_gone(shell),
         "the task's shell outlived the orchestrator"
@@ -309,15 +309,43 @@ fn kill_9_mid_run_then_restart_fails_the_run_and_leaves_no_process() {
         std::fs::metadata(format!("/proc/{grandchild}")).is_ok(),
         "grandchild gone too early"
     );
-    {
+    let run_id = {
         let store = SqliteStore::open(&state).unwrap();
         let run = &store.runs(&RunFilter::default()).unwrap()[0];
         assert_eq!(run.state, RunState::Running);
         assert_eq!(store.processes(&run.run_id).unwrap().len(), 1);
-    }
+        run.run_id.clone()
+    };
 
+    // Listing changes nothing: the run shows as interrupted, resumable.
     let out = cli(&state, &["runs"]);
     assert!(out.status.success());
+    let listed = text(&out.stdout);
+    assert!(listed.contains("interrupted"), "{listed}");
+    assert!(listed.contains("orchestrator resume"), "{listed}");
+    assert_eq!(
+        SqliteStore::open(&state)
+            .unwrap()
+            .run(&run_id)
+            .unwrap()
+            .unwrap()
+            .state,
+        RunState::Running
+    );
+
+    // The next `orchestrator run` of the same DAG closes it (so it does not hold the DAG's
+    // max_active_runs) and kills what it left, before it starts its own run (refused here by a
+    // bad param, so that the tree task does not run again).
+    let out = cli(
+        &state,
+        &[
+            "run",
+            dag.to_str().unwrap(),
+            "--no-progress",
+            "--param",
+            "nope=1",
+        ],
+    );
     assert!(
         text(&out.stderr).contains("was interrupted"),
         "{}",
@@ -329,9 +357,10 @@ fn kill_9_mid_run_then_restart_fails_the_run_and_leaves_no_process() {
     );
 
     let store = SqliteStore::open(&state).unwrap();
-    let run = &store.runs(&RunFilter::default()).unwrap()[0];
+    let run = store.run(&run_id).unwrap().unwrap();
     assert_eq!(run.state, RunState::Failed);
     assert!(run.note.as_deref().unwrap().starts_with("interrupted"));
+    assert!(run.note.as_deref().unwrap().contains("orchestrator resume"));
     let tis = store.task_instances(&run.run_id).unwrap();
     assert_eq!(
         (tis[0].state, tis[1].state),
@@ -347,6 +376,15 @@ fn kill_9_mid_run_then_restart_fails_the_run_and_leaves_no_process() {
     assert_eq!(check, "ok");
     // A second start finds nothing more to recover.
     assert!(!text(&cli(&state, &["runs"]).stderr).contains("interrupted"));
+    // A resume takes it back: the interrupted try was its last (no retries), so the run ends
+    // failed again, its downstream task decided again.
+    let out = cli(&state, &["resume", &run_id, "--no-progress"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let tis = store.task_instances(&run_id).unwrap();
+    assert_eq!(
+        (tis[0].state, tis[1].state),
+        (TaskState::Failed, TaskState::UpstreamFailed)
+    );
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The `Store` contract, checked on every implementation (SQLite and in-memory): run creation with
 //! unique ids and `max_active_runs`, task and try updates, process records, recovery of runs whose
-//! owner died; random update sequences that must leave every backend with the same records; and
+//! owner died; repairs (clear, mark, resume), run notes and DAG versions; random update sequences that must leave every backend with the same records; and
 //! concurrent writers on one SQLite file.
 
 use std::path::PathBuf;
@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use orchestrator::store::{
-    MemoryStore, NewRun, Owner, ProcessRecord, RunFilter, RunState, SqliteStore, Store, StoreError,
-    TaskState, TaskUpdate, Trigger, current_owner,
+    DeliveryState, MemoryStore, NewNotification, NewRun, NotificationUpdate, Owner, ProcessRecord,
+    Repair, RepairKind, RunFilter, RunState, SqliteStore, Store, StoreError, TaskState, TaskUpdate,
+    Trigger, current_owner, rules,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -26,6 +27,7 @@ fn new_run(dag: &str, owner: Owner, max: Option<u32>) -> NewRun {
         owner,
         max_active_runs: max,
         started_at: Utc::now(),
+        dag_text: None,
     }
 }
 
@@ -188,7 +190,9 @@ fn contract(store: &dyn Store) {
         store.processes(&orphan.run_id).unwrap(),
         std::slice::from_ref(&proc_)
     );
-    let recovered = store.fail_orphaned_runs(&|o| o.pid != dead.pid).unwrap();
+    let recovered = store
+        .fail_orphaned_runs(None, &|o| o.pid != dead.pid)
+        .unwrap();
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0].0.run_id, orphan.run_id);
     assert_eq!(recovered[0].1, [proc_]);
@@ -206,7 +210,12 @@ fn contract(store: &dyn Store) {
     );
     assert!(store.processes(&orphan.run_id).unwrap().is_empty());
     // Live owners' runs are left alone.
-    assert!(store.fail_orphaned_runs(&|_| true).unwrap().is_empty());
+    assert!(
+        store
+            .fail_orphaned_runs(None, &|_| true)
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         store.run(&r1.run_id).unwrap().unwrap().state,
         RunState::Running
@@ -223,6 +232,247 @@ fn every_backend_keeps_the_contract() {
     }
 }
 
+fn repair(kind: RepairKind, reset: &[&str], owner: &Owner) -> Repair {
+    Repair {
+        kind,
+        reset: reset.iter().map(|s| s.to_string()).collect(),
+        mark: None,
+        reason: None,
+        owner: owner.clone(),
+        at: Utc::now(),
+    }
+}
+
+/// Clear, mark and resume, notes and DAG versions: the same records on every backend.
+fn repair_contract(store: &dyn Store) {
+    let me = current_owner();
+    let dead = Owner {
+        host: me.host.clone(),
+        pid: 4_000_000,
+        start_ticks: 1,
+    };
+    let alive = |o: &Owner| o.pid != dead.pid;
+    let mut new = new_run("rep", me.clone(), None);
+    new.dag_text = Some("[dag]\nid = \"rep\"\n".into());
+    let run = store.create_run(&new).unwrap();
+    // The DAG version is stored once, by its hash.
+    let hash = run.dag_hash.clone().unwrap();
+    assert_eq!(hash, rules::dag_hash(new.dag_text.as_deref().unwrap()));
+    assert_eq!(
+        store.run(&run.run_id).unwrap().unwrap().dag_hash,
+        Some(hash.clone())
+    );
+    let version = store.dag_version(&hash).unwrap().unwrap();
+    assert_eq!(
+        (version.dag_id.as_str(), version.text.as_str()),
+        ("rep", new.dag_text.as_deref().unwrap())
+    );
+    assert!(store.dag_version("nope").unwrap().is_none());
+
+    // A running run is its driver's: no clear, no mark; no resume of a live owner's run.
+    let clear_a = repair(RepairKind::Clear, &["a"], &me);
+    assert!(matches!(
+        store.repair_run(&run.run_id, &clear_a, &alive),
+        Err(StoreError::NotRepairable { .. })
+    ));
+    assert!(matches!(
+        store.repair_run(&run.run_id, &repair(RepairKind::Resume, &[], &me), &alive),
+        Err(StoreError::NotRepairable { .. })
+    ));
+    let mut done = upd("a", 1, TaskState::Running);
+    store.update_task(&run.run_id, &done).unwrap();
+    done = upd("a", 1, TaskState::Failed);
+    done.error = Some("boom".into());
+    store.update_task(&run.run_id, &done).unwrap();
+    store
+        .update_task(&run.run_id, &upd("b", 0, TaskState::UpstreamFailed))
+        .unwrap();
+    store
+        .finish_run(&run.run_id, RunState::Failed, Some("a failed"))
+        .unwrap();
+
+    // Clear: back to pending, the try count kept, the run running again under the new owner.
+    assert!(matches!(
+        store.repair_run(
+            &run.run_id,
+            &repair(RepairKind::Clear, &["zz"], &me),
+            &alive
+        ),
+        Err(StoreError::NoSuchTask { .. })
+    ));
+    assert!(matches!(
+        store.repair_run("nope", &clear_a, &alive),
+        Err(StoreError::NoSuchRun(_))
+    ));
+    let cleared = store
+        .repair_run(
+            &run.run_id,
+            &repair(RepairKind::Clear, &["a", "b"], &me),
+            &alive,
+        )
+        .unwrap();
+    assert_eq!(
+        (cleared.state, cleared.ended_at, cleared.note.as_deref()),
+        (RunState::Running, None, None)
+    );
+    let tis = store.task_instances(&run.run_id).unwrap();
+    assert_eq!(
+        (tis[0].state, tis[0].try_number, tis[0].error.as_deref()),
+        (TaskState::Pending, 1, None)
+    );
+    assert_eq!(tis[1].state, TaskState::Pending);
+    assert_eq!(
+        store.tries(&run.run_id, "a").unwrap().len(),
+        1,
+        "old tries stay"
+    );
+
+    // Its driver dies in try 2 of a: a resume closes the try and puts a up for retry.
+    store
+        .update_task(&run.run_id, &upd("a", 2, TaskState::Running))
+        .unwrap();
+    store
+        .finish_run(&run.run_id, RunState::Running, None)
+        .unwrap();
+    let mut taken = repair(RepairKind::Resume, &[], &dead);
+    assert!(
+        matches!(
+            store.repair_run(&run.run_id, &taken, &alive),
+            Err(StoreError::NotRepairable { .. })
+        ),
+        "the owner is alive"
+    );
+    // Pretend the current owner died: a resume by `dead`... is refused to a live owner above,
+    // so run it as the dead owner's run taken over by `me`.
+    let as_dead = |o: &Owner| o.pid != me.pid && o.pid != dead.pid;
+    taken.owner = me.clone();
+    let resumed = store.repair_run(&run.run_id, &taken, &as_dead).unwrap();
+    assert_eq!(
+        (resumed.state, resumed.owner.pid),
+        (RunState::Running, me.pid)
+    );
+    let a = &store.task_instances(&run.run_id).unwrap()[0];
+    assert_eq!(
+        (a.state, a.error.as_deref()),
+        (TaskState::UpForRetry, Some(rules::INTERRUPTED))
+    );
+    let tries = store.tries(&run.run_id, "a").unwrap();
+    assert_eq!(
+        (tries[1].state, tries[1].error.as_deref()),
+        (TaskState::Failed, Some(rules::INTERRUPTED))
+    );
+
+    // A run closed as orphaned can be resumed too: failed-interrupted and never-started tasks
+    // are taken back.
+    let mut other = new_run("rep2", dead.clone(), None);
+    other.run_id = "manual__rep2".into();
+    let orphan = store.create_run(&other).unwrap();
+    store
+        .update_task(&orphan.run_id, &upd("a", 1, TaskState::Running))
+        .unwrap();
+    let closed = store
+        .fail_orphaned_runs(None, &|o: &Owner| o.pid != dead.pid)
+        .unwrap();
+    assert!(closed.iter().any(|(r, _)| r.run_id == orphan.run_id));
+    let r = store.run(&orphan.run_id).unwrap().unwrap();
+    assert!(r.was_closed_orphaned(), "{:?}", r.note);
+    store
+        .repair_run(
+            &orphan.run_id,
+            &repair(RepairKind::Resume, &[], &me),
+            &alive,
+        )
+        .unwrap();
+    let tis = store.task_instances(&orphan.run_id).unwrap();
+    assert_eq!(
+        (tis[0].state, tis[1].state),
+        (TaskState::UpForRetry, TaskState::Pending)
+    );
+
+    // Mark: success clears the error, failed says why; only success or failed.
+    store
+        .finish_run(&orphan.run_id, RunState::Failed, None)
+        .unwrap();
+    let mut mark = repair(RepairKind::Mark, &["b"], &me);
+    mark.mark = Some(("a".into(), TaskState::Skipped));
+    assert!(matches!(
+        store.repair_run(&orphan.run_id, &mark, &alive),
+        Err(StoreError::NotRepairable { .. })
+    ));
+    mark.mark = Some(("a".into(), TaskState::Failed));
+    mark.reason = Some("the data was bad".into());
+    store.repair_run(&orphan.run_id, &mark, &alive).unwrap();
+    let a = &store.task_instances(&orphan.run_id).unwrap()[0];
+    assert_eq!(
+        (a.state, a.error.as_deref()),
+        (
+            TaskState::Failed,
+            Some("marked failed by hand: the data was bad")
+        )
+    );
+    // History, oldest first.
+    let kinds: Vec<RepairKind> = store
+        .run_actions(&run.run_id)
+        .unwrap()
+        .iter()
+        .map(|a| a.kind)
+        .collect();
+    assert_eq!(kinds, [RepairKind::Clear, RepairKind::Resume]);
+    let actions = store.run_actions(&orphan.run_id).unwrap();
+    assert_eq!(actions[1].state, Some(TaskState::Failed));
+    assert_eq!(actions[1].tasks, ["b", "a"]);
+    assert_eq!(actions[1].reason.as_deref(), Some("the data was bad"));
+
+    // A slot never runs twice at once: no clear while another run of the same slot runs.
+    let mut twin = new_run("rep3", me.clone(), None);
+    twin.run_id = "manual__rep3".into();
+    let first = store.create_run(&twin).unwrap();
+    store
+        .finish_run(&first.run_id, RunState::Failed, None)
+        .unwrap();
+    let second = store.create_run(&twin).unwrap();
+    assert!(matches!(
+        store.repair_run(&first.run_id, &repair(RepairKind::Clear, &["a"], &me), &alive),
+        Err(StoreError::SlotBusy { run_id, .. }) if run_id == second.run_id
+    ));
+    store
+        .finish_run(&second.run_id, RunState::Success, None)
+        .unwrap();
+    store
+        .repair_run(
+            &first.run_id,
+            &repair(RepairKind::Clear, &["a"], &me),
+            &alive,
+        )
+        .unwrap();
+
+    // Notes: none, then replaced.
+    assert!(store.run_notes(&run.run_id).unwrap().is_none());
+    store
+        .set_run_notes(&run.run_id, "first", Utc::now())
+        .unwrap();
+    store
+        .set_run_notes(&run.run_id, "second", Utc::now())
+        .unwrap();
+    assert_eq!(
+        store.run_notes(&run.run_id).unwrap().unwrap().text,
+        "second"
+    );
+    assert!(matches!(
+        store.set_run_notes("nope", "x", Utc::now()),
+        Err(StoreError::NoSuchRun(_))
+    ));
+}
+
+#[test]
+fn every_backend_repairs_runs_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, store) in backends(dir.path()) {
+        eprintln!("repair contract: {name}");
+        repair_contract(store.as_ref());
+    }
+}
+
 #[test]
 fn the_sqlite_store_keeps_the_contract_and_survives_reopening() {
     let tmp = tempfile::tempdir().unwrap();
@@ -230,6 +480,104 @@ fn the_sqlite_store_keeps_the_contract_and_survives_reopening() {
     contract(&SqliteStore::open(&path).unwrap());
     let reopened = SqliteStore::open(&path).unwrap();
     assert_eq!(reopened.runs(&RunFilter::default()).unwrap().len(), 4);
+}
+
+/// Notification deliveries: created `sending` with increasing ids, updated per attempt, a final
+/// state kept against late updates, listed per run oldest first.
+fn notifications_contract(store: &dyn Store) {
+    // Whole seconds: SQLite keeps microseconds.
+    let t0 = chrono::DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
+    let new = |run_id: &str, event: &str| NewNotification {
+        run_id: run_id.into(),
+        dag_id: "d".into(),
+        event: event.into(),
+        target_index: 1,
+        target: "https://hooks.example/…".into(),
+        format: "json".into(),
+        summary: format!("DAG d run {run_id}: {event}"),
+        created_at: t0,
+    };
+    let a = store.add_notification(&new("r1", "retry")).unwrap();
+    let b = store.add_notification(&new("r2", "failure")).unwrap();
+    let c = store.add_notification(&new("r1", "failure")).unwrap();
+    assert!(a.id < b.id && b.id < c.id);
+    assert_eq!(
+        (a.state, a.attempts, a.detail.clone()),
+        (DeliveryState::Sending, 0, None)
+    );
+    let at = |secs| t0 + chrono::Duration::seconds(secs);
+    let update = |state, attempts, detail: &str, secs| NotificationUpdate {
+        state,
+        attempts,
+        detail: Some(detail.into()),
+        at: at(secs),
+    };
+    store
+        .update_notification(
+            a.id,
+            &update(DeliveryState::Sending, 1, "HTTP 500; attempt 2 in 1s", 1),
+        )
+        .unwrap();
+    store
+        .update_notification(a.id, &update(DeliveryState::Delivered, 2, "HTTP 200 OK", 2))
+        .unwrap();
+    // A late update does not reopen a delivery that ended.
+    store
+        .update_notification(a.id, &update(DeliveryState::GaveUp, 3, "late", 3))
+        .unwrap();
+    store
+        .update_notification(
+            c.id,
+            &update(DeliveryState::GaveUp, 1, "HTTP 404; not retried", 1),
+        )
+        .unwrap();
+    assert!(matches!(
+        store.update_notification(c.id + 100, &update(DeliveryState::Delivered, 1, "x", 1)),
+        Err(StoreError::NoSuchNotification(_))
+    ));
+    let r1 = store.notifications("r1").unwrap();
+    assert_eq!(
+        r1.iter()
+            .map(|n| (
+                n.event.as_str(),
+                n.state,
+                n.attempts,
+                n.detail.as_deref(),
+                n.updated_at
+            ))
+            .collect::<Vec<_>>(),
+        [
+            (
+                "retry",
+                DeliveryState::Delivered,
+                2,
+                Some("HTTP 200 OK"),
+                at(2)
+            ),
+            (
+                "failure",
+                DeliveryState::GaveUp,
+                1,
+                Some("HTTP 404; not retried"),
+                at(1)
+            ),
+        ]
+    );
+    assert_eq!(r1[0].summary, "DAG d run r1: retry");
+    assert_eq!(store.notifications("r2").unwrap(), [b]);
+    assert!(store.notifications("none").unwrap().is_empty());
+}
+
+#[test]
+fn every_backend_keeps_the_notification_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, store) in backends(dir.path()) {
+        eprintln!("notifications: {name}");
+        notifications_contract(store.as_ref());
+    }
+    // What SQLite recorded survives reopening.
+    let reopened = SqliteStore::open(dir.path().join("state.db")).unwrap();
+    assert_eq!(reopened.notifications("r1").unwrap().len(), 2);
 }
 
 #[test]
@@ -335,10 +683,11 @@ proptest! {
 
     /// The rules live in one place: any sequence of updates (single or batched, valid or naming a
     /// missing task) leaves every backend with the same instances and tries, then the same
-    /// result of closing the run as orphaned.
+    /// result of closing the run as orphaned, of resuming it, and of clearing any tasks of it.
     #[test]
     fn random_update_sequences_give_every_backend_the_same_records(
         updates in prop::collection::vec((any_update(), any::<bool>()), 1..40),
+        clear in prop::sample::subsequence(vec!["a", "b", "zz"], 0..=3),
     ) {
         let dir = tempfile::tempdir().unwrap();
         let dead = Owner { pid: 4_000_000, ..current_owner() };
@@ -363,7 +712,7 @@ proptest! {
                 }
             }
             let mut snap = snapshot(store.as_ref(), &run.run_id);
-            let closed = store.fail_orphaned_runs(&|o| o.pid != dead.pid).unwrap();
+            let closed = store.fail_orphaned_runs(None, &|o| o.pid != dead.pid).unwrap();
             prop_assert_eq!(closed.len(), 1);
             let mut closed_run = closed[0].0.clone();
             closed_run.ended_at = None;
@@ -377,6 +726,32 @@ proptest! {
                     snap += &format!("{t} {} {:?} {:?}\n", tr.try_number, tr.state, tr.error);
                 }
             }
+            // Resumed by a new owner, ended again, then cleared: the same records everywhere.
+            let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+            let me = current_owner();
+            let fix = |kind, reset: &[&str]| Repair {
+                kind,
+                reset: reset.iter().map(|s| s.to_string()).collect(),
+                mark: None,
+                reason: None,
+                owner: me.clone(),
+                at,
+            };
+            let resumed = store.repair_run(&run.run_id, &fix(RepairKind::Resume, &[]), &|o| o.pid != dead.pid);
+            snap += &format!("{:?}\n", resumed.map(|r| (r.state, r.owner.pid)).map_err(|e| e.to_string()));
+            store.finish_run(&run.run_id, RunState::Failed, None).unwrap();
+            let cleared = store.repair_run(&run.run_id, &fix(RepairKind::Clear, &clear), &|_| true);
+            snap += &format!("{:?}\n", cleared.map(|r| r.state).map_err(|e| e.to_string()));
+            for ti in store.task_instances(&run.run_id).unwrap() {
+                snap += &format!("{:?} {:?} {} {:?} {:?}\n", ti.task_id, ti.state, ti.try_number, ti.error, ti.outputs);
+            }
+            for t in ["a", "b"] {
+                for tr in store.tries(&run.run_id, t).unwrap() {
+                    snap += &format!("{t} {} {:?} {:?}\n", tr.try_number, tr.state, tr.error);
+                }
+            }
+            let actions: Vec<_> = store.run_actions(&run.run_id).unwrap().into_iter().map(|a| (a.kind, a.tasks)).collect();
+            snap += &format!("{actions:?}\n");
             seen.push((name, results, snap));
         }
         for w in seen.windows(2) {

@@ -175,6 +175,7 @@ async fn dag_catchup_overrides_the_servers_default() {
                     owner: current_owner(),
                     max_active_runs: None,
                     started_at: utc("2026-06-01T11:00:00Z"),
+                    dag_text: None,
                 })
                 .unwrap();
             store

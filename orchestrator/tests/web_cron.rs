@@ -184,6 +184,7 @@ fn store_with_last_run(id: &str, at: DateTime<Utc>) -> Arc<MemoryStore> {
             owner: current_owner(),
             max_active_runs: None,
             started_at: at,
+            dag_text: None,
         })
         .unwrap();
     store

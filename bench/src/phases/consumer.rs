@@ -42,6 +42,24 @@ pub struct ConsumerFigures {
     /// `SELECT version()` of the server measured on.
     #[serde(default)]
     pub clickhouse_version: Option<String>,
+    /// Peak RSS of the consumer binary beside the bound it states.
+    #[serde(default)]
+    pub memory: Option<ConsumerMemory>,
+}
+
+/// Peak resident memory of `velostream-consumer` (its `VmHWM`) with its default settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerMemory {
+    /// Rows it read each time (a backlog: its prefetch queue stays full).
+    pub rows: u64,
+    /// Reading the backlog at full speed.
+    pub backlog_bytes: u64,
+    /// The same with ClickHouse frozen (SIGSTOP) for `freeze_secs` after the first insert.
+    pub frozen_bytes: Option<u64>,
+    /// How long ClickHouse was frozen.
+    pub freeze_secs: f64,
+    /// What the consumer states as its bound (`memory_bound_mb` in its log).
+    pub bound_bytes: u64,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +76,11 @@ struct Output {
     fetch_only_rows_per_sec: Option<f64>,
     clickhouse_version: Option<String>,
     kafka_engine_rows_per_sec: Option<f64>,
+    memory_rows: Option<u64>,
+    memory_backlog_bytes: Option<u64>,
+    memory_frozen_bytes: Option<u64>,
+    memory_freeze_secs: Option<f64>,
+    memory_bound_bytes: Option<u64>,
 }
 
 /// Runs `consumer-bench` at `ctx.rows`; the small-batch consumer reads `small_batch_rows` of them
@@ -66,6 +89,7 @@ struct Output {
 pub fn run(
     ctx: &Context,
     small_batch_rows: u64,
+    freeze: std::time::Duration,
     lane: Lane,
 ) -> Result<ConsumerFigures, BenchError> {
     let program = ctx.programs.path("consumer-bench")?;
@@ -84,7 +108,9 @@ pub fn run(
         .arg("--plain-rows")
         .arg(small_rows.to_string())
         .arg("--sample")
-        .arg(&ctx.input);
+        .arg(&ctx.input)
+        .arg("--freeze")
+        .arg(format!("{}ms", freeze.as_millis()));
     // Without endpoints it starts a fresh broker and ClickHouse of its own; keep endpoints in this
     // process's environment from leaking into its flags' env fallbacks.
     match &ctx.brokers {
@@ -144,5 +170,19 @@ pub fn run(
         kafka_engine: out.kafka_engine_rows_per_sec.map(|r| rate(out.rows, r)),
         lane: ctx.clickhouse.is_none().then(|| lane.name().to_string()),
         clickhouse_version: out.clickhouse_version,
+        memory: match (
+            out.memory_rows,
+            out.memory_backlog_bytes,
+            out.memory_bound_bytes,
+        ) {
+            (Some(rows), Some(backlog_bytes), Some(bound_bytes)) => Some(ConsumerMemory {
+                rows,
+                backlog_bytes,
+                frozen_bytes: out.memory_frozen_bytes,
+                freeze_secs: out.memory_freeze_secs.unwrap_or(0.0),
+                bound_bytes,
+            }),
+            _ => None,
+        },
     })
 }

@@ -43,6 +43,10 @@ pub struct BackfillArgs {
     /// Do not draw the progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// The base URL of `orchestrator serve` on this state file: notifications
+    /// (`[[dag.notify]]`) link to the run's page under it.
+    #[arg(long, env = "VELOSTREAM_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<reqwest::Url>,
 }
 
 fn parse_date(s: &str, tz: chrono_tz::Tz, end_of_day: bool) -> anyhow::Result<DateTime<Utc>> {
@@ -54,8 +58,8 @@ pub fn backfill(files: &StateFiles, args: &BackfillArgs) -> anyhow::Result<ExitC
     let dag = Arc::new(dag::load(&args.file).map_err(|e| anyhow::anyhow!("{e}"))?);
     let from = parse_date(&args.from, dag.timezone, false).context("--from")?;
     let to = parse_date(&args.to, dag.timezone, true).context("--to")?;
-    let engine = super::commands::engine(files)?;
-    super::commands::recover(&engine)?;
+    let engine = super::commands::engine(files, args.public_url.clone())?;
+    super::commands::recover(&engine, &dag.id)?;
     let slots = backfill::plan(&dag, engine.store().as_ref(), from, to, args.reprocess)?;
     let tz = dag.timezone;
     if args.dry_run {
@@ -163,6 +167,7 @@ pub fn backfill(files: &StateFiles, args: &BackfillArgs) -> anyhow::Result<ExitC
         launcher
             .shutdown("the backfill ended", std::time::Duration::from_secs(30))
             .await;
+        super::commands::drain_notifications(launcher.engine(), &[]).await;
         println!(
             "Backfill {}: {} succeeded, {} failed, {} cancelled, {} skipped of {} slot(s)",
             if done.cancel_requested {

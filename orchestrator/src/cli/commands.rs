@@ -25,12 +25,63 @@ fn open(files: &StateFiles) -> anyhow::Result<Arc<dyn Store>> {
         .with_context(|| format!("opening the state database {}", files.db.display()))
 }
 
-/// An engine over the state, with default settings.
-pub(super) fn engine(files: &StateFiles) -> anyhow::Result<Engine> {
-    Ok(Engine::new(
-        open(files)?,
-        EngineSettings::new(files.log_dir()),
-    ))
+/// An engine over the state, with default settings; notifications link under `public_url`.
+pub(super) fn engine(
+    files: &StateFiles,
+    public_url: Option<reqwest::Url>,
+) -> anyhow::Result<Engine> {
+    let mut settings = EngineSettings::new(files.log_dir());
+    settings.notify = settings.notify.with_public_url(public_url);
+    Ok(Engine::new(open(files)?, settings))
+}
+
+/// How long a command waits for its notifications' deliveries before it exits.
+const NOTIFY_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits (up to [`NOTIFY_GRACE`]) for the notifications in flight, then prints how each of
+/// `run_ids`' deliveries went.
+pub(super) async fn drain_notifications(engine: &Engine, run_ids: &[&str]) {
+    let notifier = engine.notifier();
+    if notifier.in_flight() > 0 {
+        eprintln!(
+            "Delivering notifications (up to {})...",
+            humantime::format_duration(NOTIFY_GRACE)
+        );
+    }
+    tokio::select! {
+        _ = notifier.drain(NOTIFY_GRACE) => {}
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("SIGINT: not waiting for notifications; those not delivered are recorded as given up");
+            notifier.abandon();
+            notifier.drain(std::time::Duration::from_secs(5)).await;
+        }
+    }
+    for run_id in run_ids {
+        let store = engine.store().clone();
+        let id = (*run_id).to_owned();
+        if let Ok(Ok(list)) = tokio::task::spawn_blocking(move || store.notifications(&id)).await {
+            print_notifications(&list);
+        }
+    }
+}
+
+/// One line per notification delivery: event, target, state, attempts, last answer.
+fn print_notifications(list: &[crate::store::NotificationRecord]) {
+    for n in list {
+        println!(
+            "Notified {} to #{} {} ({}): {} after {} attempt(s){}",
+            n.event,
+            n.target_index,
+            n.target,
+            n.format,
+            n.state,
+            n.attempts,
+            n.detail
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        );
+    }
 }
 
 /// `orchestrator pause` / `unpause`: sets the flag the cron scheduler of `orchestrator serve`
@@ -48,11 +99,14 @@ pub fn pause(files: &StateFiles, args: &PauseArgs, paused: bool) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn recover(engine: &Engine) -> anyhow::Result<()> {
-    for run in engine.recover().context("recovering interrupted runs")? {
+pub(super) fn recover(engine: &Engine, dag_id: &str) -> anyhow::Result<()> {
+    for run in engine
+        .recover(Some(dag_id))
+        .context("recovering interrupted runs")?
+    {
         eprintln!(
-            "note: run {} of DAG {} was interrupted (its orchestrator, pid {}, died); marked failed",
-            run.run_id, run.dag_id, run.owner.pid
+            "note: run {} of DAG {} was interrupted (its orchestrator, pid {}, died); marked failed (`orchestrator resume {}` continues it)",
+            run.run_id, run.dag_id, run.owner.pid, run.run_id
         );
     }
     Ok(())
@@ -80,8 +134,9 @@ pub fn run(files: &StateFiles, args: RunArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async move {
         let mut settings = EngineSettings::new(files.log_dir());
         settings.kill_grace = args.kill_grace;
+        settings.notify = settings.notify.with_public_url(args.public_url.clone());
         let engine = Engine::new(open(files)?, settings);
-        recover(&engine)?;
+        recover(&engine, &dag.id)?;
         let (events, rx) = EventSink::channel();
         let request = RunRequest {
             params: args.params.into_iter().collect::<BTreeMap<_, _>>(),
@@ -102,36 +157,49 @@ pub fn run(files: &StateFiles, args: RunArgs) -> anyhow::Result<ExitCode> {
                 .join(handle.run_id())
                 .display()
         );
-        let canceller = handle.canceller();
-        let signals = tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut int), Ok(mut term)) = (
-                signal(SignalKind::interrupt()),
-                signal(SignalKind::terminate()),
-            ) else {
-                return;
+        follow(&engine, &dag, handle, rx, args.no_progress).await
+    })
+}
+
+/// Shows a run driven by this process until it ends (live state lines and progress bars, Ctrl-C
+/// cancels), then its summary and leaf outputs; exit 0 iff it succeeded, 1 otherwise.
+pub(super) async fn follow(
+    engine: &Engine,
+    dag: &Arc<crate::dag::Dag>,
+    handle: crate::scheduler::RunHandle,
+    rx: tokio::sync::mpsc::UnboundedReceiver<crate::events::RunEvent>,
+    no_progress: bool,
+) -> anyhow::Result<ExitCode> {
+    let canceller = handle.canceller();
+    let signals = tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        loop {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
             };
-            loop {
-                let name = tokio::select! {
-                    _ = int.recv() => "SIGINT",
-                    _ = term.recv() => "SIGTERM",
-                };
-                eprintln!("{name}: cancelling the run, stopping its tasks...");
-                canceller.cancel(format!("cancelled by {name}"));
-            }
-        });
-        let display = Display::new(&dag, !args.no_progress);
-        let shown = tokio::spawn(display.show(rx));
-        let outcome = handle.wait().await.context("running the DAG")?;
-        let _ = shown.await;
-        signals.abort();
-        print_summary(&outcome);
-        print_leaf_outputs(&dag, &outcome, engine.store().as_ref());
-        Ok(if outcome.state == RunState::Success {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
-        })
+            eprintln!("{name}: cancelling the run, stopping its tasks...");
+            canceller.cancel(format!("cancelled by {name}"));
+        }
+    });
+    let display = Display::new(dag, !no_progress);
+    let shown = tokio::spawn(display.show(rx));
+    let outcome = handle.wait().await.context("running the DAG")?;
+    let _ = shown.await;
+    signals.abort();
+    print_summary(&outcome);
+    print_leaf_outputs(dag, &outcome, engine.store().as_ref());
+    drain_notifications(engine, &[&outcome.run_id]).await;
+    Ok(if outcome.state == RunState::Success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     })
 }
 
@@ -280,8 +348,7 @@ pub fn graph(args: &GraphArgs) -> anyhow::Result<()> {
 
 /// `orchestrator runs [DAG]`.
 pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
-    let engine = engine(files)?;
-    recover(&engine)?;
+    let engine = engine(files, None)?;
     let store = engine.store();
     if let Some(run_id) = &args.run {
         let Some(run) = store.run(run_id)? else {
@@ -297,6 +364,31 @@ pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
         );
         if let Some(note) = &run.note {
             println!("  {note}");
+        }
+        if let Some(hash) = &run.dag_hash {
+            println!(
+                "  DAG version {} (sha256 {hash})",
+                &hash[..12.min(hash.len())]
+            );
+        }
+        if let Some(notes) = store.run_notes(run_id)? {
+            println!(
+                "  Notes ({}): {}",
+                notes.updated_at.to_rfc3339(),
+                notes.text
+            );
+        }
+        for a in store.run_actions(run_id)? {
+            let state = a.state.map(|s| format!(" {s}")).unwrap_or_default();
+            let reason = a.reason.map(|r| format!(" ({r})")).unwrap_or_default();
+            println!(
+                "  {} {}{state} by pid {} on {}: {}{reason}",
+                a.at.to_rfc3339(),
+                a.kind.as_str(),
+                a.by.pid,
+                a.by.host,
+                a.tasks.join(", ")
+            );
         }
         let rows: Vec<Vec<String>> = store
             .task_instances(run_id)?
@@ -326,6 +418,11 @@ pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
             "TASK", "STATE", "TRIES", "DURATION", "EXIT", "OUTPUTS", "ERROR",
         ];
         table::print(&header, &rows);
+        let notifications = store.notifications(run_id)?;
+        if !notifications.is_empty() {
+            println!();
+            print_notifications(&notifications);
+        }
         return Ok(());
     }
     let list = store.runs(&RunFilter {
@@ -349,17 +446,29 @@ pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
         .into_iter()
         .map(|r| {
             let end = r.ended_at.unwrap_or(now);
+            let interrupted = r.is_orphaned(&crate::store::is_alive);
             vec![
                 r.run_id,
                 r.dag_id,
-                r.state.to_string(),
+                if interrupted {
+                    "interrupted".to_owned()
+                } else {
+                    r.state.to_string()
+                },
                 r.started_at
                     .with_timezone(&Local)
                     .format("%Y-%m-%d %H:%M:%S")
                     .to_string(),
                 table::duration((end - r.started_at).to_std().unwrap_or_default()),
                 r.trigger.as_str().to_owned(),
-                r.note.unwrap_or_default(),
+                if interrupted {
+                    format!(
+                        "its orchestrator (pid {}) stopped; `orchestrator resume` or the next `serve` continues it",
+                        r.owner.pid
+                    )
+                } else {
+                    r.note.unwrap_or_default()
+                },
             ]
         })
         .collect();

@@ -1,11 +1,12 @@
 //! The `orchestrator` command line: `run`, `validate`, `graph`, `next`, `backfill`, `runs`, `logs`,
-//! `serve`, `pause` and `unpause`. All parsing lives here; each command is a function over the
+//! `clear`, `mark`, `resume`, `notes`, `serve`, `pause` and `unpause`. All parsing lives here; each command is a function over the
 //! library (`serve` hands its options to [`crate::web`]), so `main.rs` only sets up logging.
 
 mod backfill;
 mod commands;
 mod next;
 mod progress;
+mod repair;
 mod table;
 
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub use backfill::BackfillArgs;
 pub use commands::{logs, pause, run, runs};
 pub use next::NextArgs;
+pub use repair::{ClearArgs, MarkArgs, MarkState, NotesArgs, ResumeArgs};
 
 use crate::store::StateFiles;
 use crate::web::ServeOptions;
@@ -55,6 +57,18 @@ pub enum Command {
     Runs(RunsArgs),
     /// Print the log of one try of a task.
     Logs(LogsArgs),
+    /// Run tasks of an ended run again as new tries (with --downstream, everything below them;
+    /// --failed, the failed ones), keeping the other tasks' states and outputs; --dry-run lists
+    /// them. Drives the run to its end here.
+    Clear(ClearArgs),
+    /// Set a task instance of an ended run to success or failed by hand, with a reason; the tasks
+    /// below it are decided again and the run driven to its end here.
+    Mark(MarkArgs),
+    /// Take over a run whose orchestrator died (interrupted tries count as failed tries) and
+    /// drive it to its end here.
+    Resume(ResumeArgs),
+    /// Print a run's notes, or replace them with --set.
+    Notes(NotesArgs),
     /// Serve the web UI and JSON API, and fire each DAG's cron schedule, until Ctrl-C.
     Serve(ServeArgs),
     /// Pause a DAG's schedule (`serve` stops starting its scheduled runs).
@@ -80,6 +94,10 @@ pub struct RunArgs {
     /// Grace between SIGTERM and SIGKILL when stopping a task's processes.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     pub kill_grace: std::time::Duration,
+    /// The base URL of `orchestrator serve` on this state file, as users reach it: notifications
+    /// (`[[dag.notify]]`) link to the run's page under it.
+    #[arg(long, env = "VELOSTREAM_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<reqwest::Url>,
 }
 
 /// `orchestrator validate`.
@@ -173,6 +191,17 @@ pub struct ServeArgs {
     /// Tasks running at once across all runs of this server (default: only per-DAG limits).
     #[arg(long, value_name = "N")]
     pub max_parallel_tasks: Option<usize>,
+
+    /// On SIGINT/SIGTERM, cancel the runs this server drives (they end failed) instead of
+    /// leaving them resumable for the next start.
+    #[arg(long, env = "VELOSTREAM_CANCEL_RUNS_ON_EXIT")]
+    pub cancel_runs_on_exit: bool,
+
+    /// The base URL users reach this server at (behind a proxy, another host name):
+    /// notifications (`[[dag.notify]]`) link to run pages under it. Default: http://BIND, unless
+    /// it binds all addresses (then messages carry no link).
+    #[arg(long, env = "VELOSTREAM_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<reqwest::Url>,
 }
 
 impl From<ServeArgs> for ServeOptions {
@@ -186,6 +215,8 @@ impl From<ServeArgs> for ServeOptions {
             no_cron: a.no_cron,
             kill_grace: a.kill_grace,
             max_parallel_tasks: a.max_parallel_tasks,
+            cancel_runs_on_exit: a.cancel_runs_on_exit,
+            public_url: a.public_url,
         }
     }
 }
@@ -215,6 +246,10 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Backfill(args) => backfill::backfill(&files, &args),
         Command::Runs(args) => runs(&files, &args).map(|()| ExitCode::SUCCESS),
         Command::Logs(args) => logs(&files, &args).map(|()| ExitCode::SUCCESS),
+        Command::Clear(args) => repair::clear(&files, args),
+        Command::Mark(args) => repair::mark(&files, args),
+        Command::Resume(args) => repair::resume(&files, args),
+        Command::Notes(args) => repair::notes(&files, &args),
         Command::Serve(args) => crate::web::serve(&files, args.into()),
         Command::Pause(args) => pause(&files, &args, true),
         Command::Unpause(args) => pause(&files, &args, false),

@@ -1,7 +1,8 @@
-//! The runs this process drives, whether the cron scheduler or the UI started them: each is
-//! started through the [`Engine`], its events are followed to keep live progress and the time
-//! series its tasks record, it can be cancelled, and all of them are cancelled and drained when
-//! the server shuts down. Finished runs live on in the store only.
+//! The runs this process drives, whether the cron scheduler or the UI started them, or a repair
+//! (clear, mark, resume) drives them again: each is started through the [`Engine`], its events
+//! are followed to keep live progress and the time series its tasks record, it can be cancelled,
+//! and when the server shuts down all of them are either cancelled or left resumable, and
+//! drained. Finished runs live on in the store only.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -14,8 +15,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::dag::Dag;
 use crate::events::{EventSink, RunEvent};
-use crate::scheduler::{Engine, EngineError, RunCanceller, RunRequest};
+use crate::scheduler::{
+    ClearRequest, Engine, EngineError, RepairPlan, Repaired, RunCanceller, RunHandle, RunRequest,
+};
 use crate::series::{self, SeriesMap};
+use crate::store::TaskState;
 
 /// What a running task reported so far.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -90,11 +94,62 @@ impl Launcher {
     /// (call it from `spawn_blocking` in async code). Fails when a param does not fit, the DAG
     /// has `max_active_runs` runs going, or the store fails.
     pub fn start(&self, dag: Arc<Dag>, request: RunRequest) -> Result<String, EngineError> {
-        let (events, mut rx) = EventSink::channel();
+        let (events, rx) = EventSink::channel();
         let handle = self
             .0
             .engine
             .start(dag.clone(), request, events, &self.0.shutdown)?;
+        Ok(self.follow(&dag, handle, rx))
+    }
+
+    /// Clears task instances of an ended run and drives it again here (see [`Engine::clear`]).
+    pub fn clear(&self, run_id: &str, req: &ClearRequest) -> Result<RepairPlan, EngineError> {
+        let (events, rx) = EventSink::channel();
+        let repaired = self.0.engine.clear(run_id, req, events, &self.0.shutdown)?;
+        Ok(self.follow_repaired(repaired, rx))
+    }
+
+    /// Marks a task instance of an ended run and drives it again here (see [`Engine::mark`]).
+    pub fn mark(
+        &self,
+        run_id: &str,
+        task_id: &str,
+        state: TaskState,
+        reason: Option<String>,
+    ) -> Result<RepairPlan, EngineError> {
+        let (events, rx) = EventSink::channel();
+        let repaired =
+            self.0
+                .engine
+                .mark(run_id, task_id, state, reason, events, &self.0.shutdown)?;
+        Ok(self.follow_repaired(repaired, rx))
+    }
+
+    /// Takes over an interrupted run and drives it here (see [`Engine::resume`]).
+    pub fn resume(&self, run_id: &str) -> Result<RepairPlan, EngineError> {
+        let (events, rx) = EventSink::channel();
+        let repaired = self.0.engine.resume(run_id, events, &self.0.shutdown)?;
+        Ok(self.follow_repaired(repaired, rx))
+    }
+
+    /// Follows a repaired run; returns what the repair reset.
+    fn follow_repaired(
+        &self,
+        repaired: Repaired,
+        rx: tokio::sync::mpsc::UnboundedReceiver<RunEvent>,
+    ) -> RepairPlan {
+        let Repaired { plan, handle, dag } = repaired;
+        self.follow(&dag, handle, rx);
+        plan
+    }
+
+    /// Keeps a run's entry and follows its events until it ends; returns its id.
+    fn follow(
+        &self,
+        dag: &Dag,
+        handle: RunHandle,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<RunEvent>,
+    ) -> String {
         let run_id = handle.run_id().to_owned();
         self.lock().insert(
             run_id.clone(),
@@ -122,7 +177,7 @@ impl Launcher {
             this.lock().remove(&id);
             this.0.finished.notify_waiters();
         });
-        Ok(run_id)
+        run_id
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -190,6 +245,19 @@ impl Launcher {
     /// Completes when one of the runs driven here ends.
     pub async fn run_finished(&self) {
         self.0.finished.notified().await;
+    }
+
+    /// Stops driving every run without ending it (see [`RunCanceller::leave_resumable`]) and
+    /// waits up to `deadline` for their tasks to stop; the next `serve` resumes them. Returns
+    /// whether all stopped in time.
+    pub async fn leave_resumable(&self, deadline: Duration) -> bool {
+        for entry in self.lock().values() {
+            entry.canceller.leave_resumable();
+        }
+        self.0.tracker.close();
+        tokio::time::timeout(deadline, self.0.tracker.wait())
+            .await
+            .is_ok()
     }
 
     /// Cancels every run with `reason` and waits up to `deadline` for them to stop (their tasks'

@@ -7,11 +7,13 @@ pub mod dates;
 mod env;
 mod graph;
 mod load;
+pub mod notify;
 mod spec;
 pub mod template;
 pub mod timezone;
 
 pub use env::{InterpolateError, interpolate};
 pub use graph::{render_dot, render_text};
-pub use load::{Diagnostic, LoadError, load, parse_str, parse_str_with_env};
+pub use load::{Diagnostic, LoadError, load, parse_as_file, parse_str, parse_str_with_env};
+pub use notify::{NotifyEvent, NotifyFormat, NotifyTarget, RunRules};
 pub use spec::{Dag, ParamError, RetryPolicy, Schedule, Task, TriggerRule};

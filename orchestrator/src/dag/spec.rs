@@ -193,12 +193,16 @@ pub struct Dag {
     pub max_active_tasks: usize,
     /// Connections after `${ENV:-default}` interpolation.
     pub connections: Arc<Connections>,
+    /// `run_timeout`, `deadline` and `[[dag.notify]]`: how its runs are bounded and reported.
+    pub run_rules: super::notify::RunRules,
     /// Tasks in topological order (ties in file order).
     pub tasks: Vec<Task>,
     /// The DAG file, if loaded from one.
     pub file: Option<PathBuf>,
     /// The DAG file's directory (relative paths resolve against it).
     pub dir: PathBuf,
+    /// The text it was read from (stored with each run as its DAG version).
+    pub source: Arc<str>,
     pub(crate) index: HashMap<String, usize>,
 }
 

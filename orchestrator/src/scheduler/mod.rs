@@ -1,12 +1,18 @@
 //! Running DAGs: [`Engine::start`] creates a run in the store and drives it on tokio (trigger
 //! rules, bounded parallelism, retries with backoff, timeouts, cancellation), returning a
-//! [`RunHandle`] at once; the CLI waits on it, `serve` can start many. [`Engine::recover`] marks
-//! runs whose orchestrator died as failed and kills what their tasks left running.
+//! [`RunHandle`] at once; the CLI waits on it, `serve` can start many. A run's `run_timeout`,
+//! `deadline` and notifications are watched beside it (`watch`). A run that ended can be
+//! repaired and driven again from its stored states ([`Engine::clear`], [`Engine::mark`]); one
+//! whose orchestrator died is taken over ([`Engine::resume`]), always with the DAG version it
+//! ran. [`Engine::recover`] marks runs whose orchestrator died as failed (resumable) and kills
+//! what their tasks left running.
 
 mod attempt;
 mod rendered;
+pub mod repair;
 mod rules;
 mod run;
+mod watch;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -20,13 +26,16 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use repair::{ClearRequest, PlanError, RepairPlan};
 pub use rules::{Decision, decide};
 
 use crate::dag::{Dag, ParamError};
 use crate::events::EventSink;
+use crate::notify::{Notifier, NotifySettings};
 use crate::process::kill_leftover_group;
 use crate::store::{
-    NewRun, RunRecord, RunState, Store, StoreError, TaskState, Trigger, current_owner, is_alive,
+    NewRun, Repair, RepairKind, RunFilter, RunRecord, RunState, Store, StoreError, TaskState,
+    Trigger, current_owner, is_alive,
 };
 
 /// Engine-wide settings.
@@ -38,6 +47,8 @@ pub struct EngineSettings {
     pub kill_grace: Duration,
     /// Tasks running at once across all runs of this engine (`None`: only per-DAG limits).
     pub max_parallel_tasks: Option<usize>,
+    /// How `[[dag.notify]]` messages are delivered (and the public URL they link to).
+    pub notify: NotifySettings,
 }
 
 impl EngineSettings {
@@ -47,6 +58,7 @@ impl EngineSettings {
             log_dir: log_dir.into(),
             kill_grace: Duration::from_secs(5),
             max_parallel_tasks: None,
+            notify: NotifySettings::default(),
         }
     }
 }
@@ -127,6 +139,17 @@ pub enum EngineError {
     /// The run's driver task died (a bug, or the runtime shutting down).
     #[error("the run's driver stopped unexpectedly: {0}")]
     Driver(String),
+    /// A clear request does not fit the run.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The DAG a stored run ran cannot be read back.
+    #[error("run {run_id}: cannot load the DAG it ran: {message}")]
+    RunDag {
+        /// The run.
+        run_id: String,
+        /// Why.
+        message: String,
+    },
 }
 
 /// A run in progress.
@@ -134,6 +157,7 @@ pub enum EngineError {
 pub struct RunHandle {
     run_id: String,
     token: CancellationToken,
+    detach: CancellationToken,
     reason: Arc<Mutex<Option<String>>>,
     join: JoinHandle<RunOutcome>,
 }
@@ -154,6 +178,7 @@ impl RunHandle {
     pub fn canceller(&self) -> RunCanceller {
         RunCanceller {
             token: self.token.clone(),
+            detach: self.detach.clone(),
             reason: self.reason.clone(),
         }
     }
@@ -175,6 +200,7 @@ impl RunHandle {
 #[derive(Clone, Debug)]
 pub struct RunCanceller {
     token: CancellationToken,
+    detach: CancellationToken,
     reason: Arc<Mutex<Option<String>>>,
 }
 
@@ -187,6 +213,24 @@ impl RunCanceller {
             .get_or_insert_with(|| reason.into());
         self.token.cancel();
     }
+
+    /// Stops driving the run without ending it (a server going down): its tries and background
+    /// processes are stopped, its stored state stays `running`, and the next `serve` (or
+    /// `orchestrator resume`) takes it over; the handle's outcome then has state `running`.
+    pub fn leave_resumable(&self) {
+        self.detach.cancel();
+    }
+}
+
+/// A repair applied to a run, and the run driven again.
+#[derive(Debug)]
+pub struct Repaired {
+    /// The task instances it sent back to `pending`.
+    pub plan: RepairPlan,
+    /// The run, driven again.
+    pub handle: RunHandle,
+    /// The DAG (the run's own version).
+    pub dag: Arc<Dag>,
 }
 
 /// Runs DAGs against a store.
@@ -196,6 +240,7 @@ pub struct Engine {
     writer: writer::StoreWriter,
     settings: EngineSettings,
     global_slots: Option<Arc<Semaphore>>,
+    notifier: Notifier,
 }
 
 impl Engine {
@@ -206,6 +251,7 @@ impl Engine {
             .map(|n| Arc::new(Semaphore::new(n.max(1))));
         Self {
             writer: writer::StoreWriter::spawn(store.clone()),
+            notifier: Notifier::new(store.clone(), settings.notify.clone()),
             store,
             settings,
             global_slots,
@@ -222,12 +268,19 @@ impl Engine {
         &self.settings
     }
 
-    /// Marks runs whose orchestrator process died as failed (unfinished tasks failed or skipped)
-    /// and kills the process groups their tasks had started. Call it when a process opens the
-    /// store (the CLI does on `run` and `runs`; `serve` at start-up).
-    pub fn recover(&self) -> Result<Vec<RunRecord>, StoreError> {
+    /// The notifier of this engine's runs (drain it before the process exits).
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    /// Marks runs (of `dag_id`, or of every DAG) whose orchestrator process died as failed
+    /// (unfinished tasks failed or skipped; [`resume`](Self::resume) takes such a run back) and
+    /// kills the process groups their tasks had started. `orchestrator run` does it for its DAG
+    /// (so an interrupted run does not hold `max_active_runs`); `serve` resumes interrupted runs
+    /// and closes only those it cannot resume.
+    pub fn recover(&self, dag_id: Option<&str>) -> Result<Vec<RunRecord>, StoreError> {
         let me = current_owner();
-        let orphaned = self.store.fail_orphaned_runs(&is_alive)?;
+        let orphaned = self.store.fail_orphaned_runs(dag_id, &is_alive)?;
         let mut runs = Vec::with_capacity(orphaned.len());
         for (run, processes) in orphaned {
             tracing::warn!(dag_id = %run.dag_id, run_id = %run.run_id, owner_pid = run.owner.pid, "Marked an interrupted run failed");
@@ -255,6 +308,7 @@ impl Engine {
         let now = Utc::now();
         let logical_date = request.logical_date.unwrap_or(now);
         let run = self.store.create_run(&NewRun {
+            dag_text: Some(dag.source.to_string()),
             run_id: format!(
                 "{}__{}",
                 request.trigger.as_str(),
@@ -270,13 +324,43 @@ impl Engine {
             max_active_runs: Some(dag.max_active_runs),
             started_at: now,
         })?;
+        Ok(self.drive(dag, &run, params, None, events, parent))
+    }
+
+    /// Starts a driver for `run`, from `stored` instances or from scratch.
+    fn drive(
+        &self,
+        dag: Arc<Dag>,
+        run: &RunRecord,
+        params: serde_json::Map<String, serde_json::Value>,
+        stored: Option<Vec<crate::store::TaskInstance>>,
+        events: EventSink,
+        parent: &CancellationToken,
+    ) -> RunHandle {
         let token = parent.child_token();
+        let detach = CancellationToken::new();
         let reason = Arc::new(Mutex::new(None));
+        // A repaired run is bounded again from the repair: its run_timeout and deadline count
+        // from now (a scheduled run's deadline from its slot would have passed already).
+        let (started, bounds_from) = if stored.is_none() {
+            (run.started_at, run.trigger)
+        } else {
+            (Utc::now(), Trigger::Manual)
+        };
+        let watch = watch::RunWatch::new(
+            dag.clone(),
+            run.run_id.clone(),
+            self.notifier.clone(),
+            bounds_from,
+            run.logical_date,
+            started,
+        );
         let driver = run::RunDriver {
+            watch,
             dag,
             run_id: run.run_id.clone(),
             params,
-            logical_date,
+            logical_date: run.logical_date,
             store: self.store.clone(),
             writer: self.writer.clone(),
             events,
@@ -284,14 +368,197 @@ impl Engine {
             global_slots: self.global_slots.clone(),
             token: token.clone(),
             cancel_reason: reason.clone(),
+            stored,
+            detach: detach.clone(),
         };
         let join = tokio::spawn(driver.drive());
-        Ok(RunHandle {
-            run_id: run.run_id,
+        RunHandle {
+            run_id: run.run_id.clone(),
             token,
+            detach,
             reason,
             join,
-        })
+        }
+    }
+
+    /// A stored run.
+    pub fn stored_run(&self, run_id: &str) -> Result<RunRecord, EngineError> {
+        Ok(self
+            .store
+            .run(run_id)?
+            .ok_or_else(|| StoreError::NoSuchRun(run_id.to_owned()))?)
+    }
+
+    /// The DAG a stored run ran: its stored version read as its file (relative paths against the
+    /// file's directory, `${ENV}` from this process's environment); for a run stored before DAG
+    /// versions were kept, its file as it is now.
+    pub fn dag_of(&self, run: &RunRecord) -> Result<Arc<Dag>, EngineError> {
+        let fail = |message: String| EngineError::RunDag {
+            run_id: run.run_id.clone(),
+            message,
+        };
+        let file = run
+            .dag_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.toml", run.dag_id)));
+        let dag = match &run.dag_hash {
+            Some(hash) => {
+                let version = self
+                    .store
+                    .dag_version(hash)?
+                    .ok_or_else(|| fail(format!("its DAG version {hash} is not stored")))?;
+                crate::dag::parse_as_file(&version.text, &file)
+            }
+            None => crate::dag::load(&file),
+        }
+        .map_err(|e| fail(e.to_string()))?;
+        if dag.id != run.dag_id {
+            return Err(fail(format!(
+                "{} defines DAG {}, not {}",
+                file.display(),
+                dag.id,
+                run.dag_id
+            )));
+        }
+        Ok(Arc::new(dag))
+    }
+
+    /// What a clear of `run_id` would send back to `pending` (`--dry-run`), without changing it.
+    pub fn plan_clear(&self, run_id: &str, req: &ClearRequest) -> Result<RepairPlan, EngineError> {
+        let run = self.stored_run(run_id)?;
+        let dag = self.dag_of(&run)?;
+        let instances = self.store.task_instances(run_id)?;
+        Ok(repair::plan_clear(&dag, &instances, req)?)
+    }
+
+    /// Clears task instances of an ended run (see [`repair`]) and drives the run again with this
+    /// process as its owner, from its stored states and with its own DAG version.
+    pub fn clear(
+        &self,
+        run_id: &str,
+        req: &ClearRequest,
+        events: EventSink,
+        parent: &CancellationToken,
+    ) -> Result<Repaired, EngineError> {
+        let run = self.stored_run(run_id)?;
+        let dag = self.dag_of(&run)?;
+        let instances = self.store.task_instances(run_id)?;
+        let plan = repair::plan_clear(&dag, &instances, req)?;
+        let repair = Repair {
+            kind: RepairKind::Clear,
+            reset: plan.task_ids(),
+            mark: None,
+            reason: None,
+            owner: current_owner(),
+            at: Utc::now(),
+        };
+        self.apply(run_id, dag, plan, &repair, events, parent)
+    }
+
+    /// Sets a task instance of an ended run to `success` or `failed` by hand, with a reason;
+    /// the tasks below it whose state followed from it are decided again, and the run is driven
+    /// to its end again (its state recomputed).
+    pub fn mark(
+        &self,
+        run_id: &str,
+        task_id: &str,
+        state: TaskState,
+        reason: Option<String>,
+        events: EventSink,
+        parent: &CancellationToken,
+    ) -> Result<Repaired, EngineError> {
+        let run = self.stored_run(run_id)?;
+        let dag = self.dag_of(&run)?;
+        let i = dag
+            .index_of(task_id)
+            .ok_or_else(|| StoreError::NoSuchTask {
+                run_id: run_id.to_owned(),
+                task_id: task_id.to_owned(),
+            })?;
+        let instances = self.store.task_instances(run_id)?;
+        let plan = repair::plan_mark(&dag, &instances, i);
+        let repair = Repair {
+            kind: RepairKind::Mark,
+            reset: plan.task_ids(),
+            mark: Some((task_id.to_owned(), state)),
+            reason,
+            owner: current_owner(),
+            at: Utc::now(),
+        };
+        self.apply(run_id, dag, plan, &repair, events, parent)
+    }
+
+    /// Takes over a run whose orchestrator died (or that a CLI command closed as interrupted):
+    /// kills what its tasks left running, counts the interrupted tries as failed (retried per
+    /// their policy, or failed), starts again the background processes it still needs, and
+    /// drives it to its end from its stored states, with its own DAG version.
+    pub fn resume(
+        &self,
+        run_id: &str,
+        events: EventSink,
+        parent: &CancellationToken,
+    ) -> Result<Repaired, EngineError> {
+        let run = self.stored_run(run_id)?;
+        crate::store::rules::check_repair(&run, RepairKind::Resume, &is_alive)?;
+        let dag = self.dag_of(&run)?;
+        let me = current_owner();
+        for p in self.store.processes(run_id)? {
+            if p.host == me.host && kill_leftover_group(p.pid, p.start_ticks) {
+                tracing::warn!(run_id, task_id = %p.task_id, pid = p.pid, "Killed a process group left by the interrupted run");
+            }
+        }
+        let closed = run.was_closed_orphaned();
+        let mut instances = self.store.task_instances(run_id)?;
+        for ti in &mut instances {
+            ti.interrupt(closed);
+        }
+        let plan = repair::plan_resume(&dag, &instances);
+        let repair = Repair {
+            kind: RepairKind::Resume,
+            reset: plan.task_ids(),
+            mark: None,
+            reason: None,
+            owner: me,
+            at: Utc::now(),
+        };
+        self.apply(run_id, dag, plan, &repair, events, parent)
+    }
+
+    /// Runs whose orchestrator died while they were running (`serve` resumes them at start).
+    pub fn interrupted_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        Ok(self
+            .store
+            .runs(&RunFilter {
+                state: Some(RunState::Running),
+                ..Default::default()
+            })?
+            .into_iter()
+            .filter(|r| r.is_orphaned(&is_alive))
+            .collect())
+    }
+
+    /// Applies a repair in the store and drives the run from its stored states.
+    fn apply(
+        &self,
+        run_id: &str,
+        dag: Arc<Dag>,
+        plan: RepairPlan,
+        repair: &Repair,
+        events: EventSink,
+        parent: &CancellationToken,
+    ) -> Result<Repaired, EngineError> {
+        let run = self.store.repair_run(run_id, repair, &is_alive)?;
+        let instances = self.store.task_instances(run_id)?;
+        tracing::info!(dag_id = %run.dag_id, run_id, kind = repair.kind.as_str(), tasks = ?plan.task_ids(), "Repaired a run");
+        let handle = self.drive(
+            dag.clone(),
+            &run,
+            run.params.clone(),
+            Some(instances),
+            events,
+            parent,
+        );
+        Ok(Repaired { plan, handle, dag })
     }
 
     /// Starts a run and waits for it.

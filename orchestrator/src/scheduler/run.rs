@@ -1,6 +1,9 @@
 //! The driver of one DAG run: a single tokio task that owns every task instance's state, queues
 //! tasks as their trigger rules are met, retries failed tries after their delay, and decides the
 //! run's state from its leaves. Tries run concurrently in a `JoinSet`, bounded by semaphores.
+//! A driver starts from a new run (every task pending) or from the stored instances of a run
+//! that was cleared, marked or taken over: finished tasks keep their states and outputs, pending
+//! ones are decided, and tasks up for retry (interrupted tries) are retried per their policy.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::attempt::{Attempt, AttemptResult, Outcome};
 use super::rendered;
 use super::rules::{Decision, UpstreamCounts, decide_counts};
+use super::watch::{Limit, RunWatch, timeout_note};
 use super::writer::StoreWriter;
 use super::{EngineSettings, RunOutcome, TaskSummary};
 use crate::dag::Dag;
@@ -22,7 +26,7 @@ use crate::dag::template::{Scope, TemplatedValue};
 use crate::events::{EventSink, RunEvent};
 use crate::operators::{Secrets, TaskContext, TaskKind};
 use crate::process::ProcessRegistry;
-use crate::store::{RunState, Store, TaskState, TaskUpdate, try_log_path};
+use crate::store::{RunState, Store, TaskInstance, TaskState, TaskUpdate, try_log_path};
 
 /// Counts task `i`'s final state in its downstream tasks and queues them for a decision.
 fn propagate(dag: &Dag, i: usize, tasks: &mut [TaskRun], ready: &mut Vec<usize>) {
@@ -51,6 +55,14 @@ pub(crate) struct RunDriver {
     pub global_slots: Option<Arc<Semaphore>>,
     pub token: CancellationToken,
     pub cancel_reason: Arc<Mutex<Option<String>>>,
+    /// Its time bounds and notifications.
+    pub watch: RunWatch,
+    /// The stored instances to start from; `None` for a new run.
+    pub stored: Option<Vec<TaskInstance>>,
+    /// Fired to stop driving without ending the run (a server going down that leaves its runs
+    /// resumable): tries are stopped like on cancel, nothing more is recorded, the run stays
+    /// `running` for the next server (or `orchestrator resume`) to take over.
+    pub detach: CancellationToken,
 }
 
 struct TaskRun {
@@ -77,21 +89,52 @@ struct Progress {
     processes: Arc<ProcessRegistry>,
     run_slots: Arc<Semaphore>,
     cancelled: bool,
+    /// For a run driven from stored states: each task's ancestors. A task whose direct upstream
+    /// tasks were kept may have an ancestor that runs again (a consumer started again below a
+    /// kept producer): it waits until every ancestor is finished, as in a new run.
+    ancestors: Option<Vec<Vec<usize>>>,
+    /// Tasks whose trigger rule is met but an ancestor is not finished yet.
+    blocked: Vec<usize>,
 }
 
 impl Progress {
     /// Counts task `i`'s final state in its downstream tasks and queues them for a decision.
     fn propagate(&mut self, dag: &Dag, i: usize) {
         propagate(dag, i, &mut self.tasks, &mut self.ready);
+        self.ready.append(&mut self.blocked);
     }
+
+    /// Whether task `i` must wait for an ancestor that is not finished.
+    fn waits_on_ancestor(&self, i: usize) -> bool {
+        self.ancestors
+            .as_ref()
+            .is_some_and(|anc| anc[i].iter().any(|&a| !self.tasks[a].state.is_finished()))
+    }
+}
+
+/// Every task's ancestors (the tasks are in topological order).
+fn ancestors(dag: &Dag) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::with_capacity(dag.tasks.len());
+    for t in &dag.tasks {
+        let mut mine: Vec<usize> = t.upstream.clone();
+        for &u in &t.upstream {
+            mine.extend_from_slice(&out[u]);
+        }
+        mine.sort_unstable();
+        mine.dedup();
+        out.push(mine);
+    }
+    out
 }
 
 impl RunDriver {
     /// Drives the run to its end: start what is ready, wait for a try, a retry timer or the
     /// cancel token, repeat; then stop leftover processes and record the run's state.
-    pub(crate) async fn drive(self) -> RunOutcome {
+    pub(crate) async fn drive(mut self) -> RunOutcome {
         let mut p = self.progress();
-        tracing::info!(dag_id = %self.dag.id, run_id = %self.run_id, tasks = p.tasks.len(), "Run started");
+        tracing::info!(dag_id = %self.dag.id, run_id = %self.run_id, tasks = p.tasks.len(), resumed = self.stored.is_some(), "Run started");
+        self.stored = None;
+        self.retry_interrupted(&mut p);
         loop {
             self.start_ready(&mut p);
             if p.set.is_empty() {
@@ -99,8 +142,13 @@ impl RunDriver {
             }
             let msg = tokio::select! {
                 biased;
+                () = self.detach.cancelled() => return self.detach_from(p).await,
                 () = self.token.cancelled(), if !p.cancelled => {
                     self.on_cancel(&mut p);
+                    continue;
+                }
+                limit = self.watch.next_limit(), if self.watch.armed() => {
+                    self.on_limit(&p, limit);
                     continue;
                 }
                 joined = p.set.join_next() => match joined {
@@ -121,28 +169,122 @@ impl RunDriver {
         self.finish(p).await
     }
 
-    /// Every task pending, the roots ready.
+    /// Every task pending, the roots ready; or, from stored instances, their states, tries and
+    /// outputs, the finished ones counted in their downstream tasks, the pending ones ready.
     fn progress(&self) -> Progress {
         let n = self.dag.tasks.len();
-        Progress {
-            tasks: (0..n)
-                .map(|i| TaskRun {
-                    state: TaskState::Pending,
+        let stored = |i: usize| {
+            self.stored
+                .as_ref()?
+                .iter()
+                .find(|ti| ti.task_id == self.dag.tasks[i].id)
+        };
+        let mut tasks: Vec<TaskRun> = (0..n)
+            .map(|i| {
+                let ti = stored(i);
+                TaskRun {
+                    state: match ti.map(|t| t.state) {
+                        // A driver never starts with a try in flight: the store's resume rule
+                        // turned those into up_for_retry, and queued ones into pending.
+                        Some(TaskState::Running) => TaskState::UpForRetry,
+                        Some(TaskState::Queued) | None => TaskState::Pending,
+                        Some(state) => state,
+                    },
                     upstream: UpstreamCounts::new(self.dag.tasks[i].upstream.len()),
-                    tries: 0,
-                    started_at: None,
-                    ended_at: None,
-                    error: None,
-                })
-                .collect(),
-            outputs: HashMap::new(),
-            ready: (0..n)
-                .filter(|&i| self.dag.tasks[i].upstream.is_empty())
-                .collect(),
+                    tries: ti.map_or(0, |t| t.try_number),
+                    started_at: ti.and_then(|t| t.started_at),
+                    ended_at: ti.and_then(|t| t.ended_at),
+                    error: ti.and_then(|t| t.error.clone()),
+                }
+            })
+            .collect();
+        let mut outputs = HashMap::new();
+        let mut ready = Vec::new();
+        for i in 0..n {
+            if let Some(ti) = stored(i).filter(|t| t.state == TaskState::Success) {
+                outputs.insert(ti.task_id.clone(), ti.outputs.clone());
+            }
+            if tasks[i].state.is_finished() {
+                let mut none = Vec::new();
+                propagate(&self.dag, i, &mut tasks, &mut none);
+            }
+        }
+        for (i, t) in tasks.iter().enumerate() {
+            if t.state == TaskState::Pending {
+                ready.push(i);
+            }
+        }
+        // Decided in topological order: `ready` is a stack.
+        ready.reverse();
+        Progress {
+            tasks,
+            outputs,
+            ready,
             set: JoinSet::new(),
             processes: Arc::new(ProcessRegistry::new()),
             run_slots: Arc::new(Semaphore::new(self.dag.max_active_tasks.max(1))),
             cancelled: false,
+            ancestors: self.stored.is_some().then(|| ancestors(&self.dag)),
+            blocked: Vec::new(),
+        }
+    }
+
+    /// Tasks whose try was interrupted (a run taken over): retried after their delay if their
+    /// policy allows another try, else failed.
+    fn retry_interrupted(&self, p: &mut Progress) {
+        for i in 0..p.tasks.len() {
+            if p.tasks[i].state != TaskState::UpForRetry {
+                continue;
+            }
+            let task = &self.dag.tasks[i];
+            let tries = p.tasks[i].tries;
+            if tries <= task.retry.retries {
+                tracing::info!(run_id = %self.run_id, task_id = %task.id, try_number = tries + 1, "Retrying an interrupted try");
+                self.schedule_retry(p, i, task.retry.delay_before(tries + 1));
+            } else {
+                let message = p.tasks[i]
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| crate::store::rules::INTERRUPTED.to_owned());
+                p.tasks[i].ended_at = Some(Utc::now());
+                self.set_state(&mut p.tasks[i], i, TaskState::Failed, 0, Some(message));
+                p.propagate(&self.dag, i);
+            }
+        }
+    }
+
+    /// Starts try `i` again after `delay` (or at once when the run is cancelled meanwhile).
+    fn schedule_retry(&self, p: &mut Progress, i: usize, delay: Duration) {
+        let token = self.token.clone();
+        p.set.spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = token.cancelled() => {}
+            }
+            Msg::RetryDue(i)
+        });
+    }
+
+    /// Stops driving, leaving the run resumable: its tries are stopped (their process groups
+    /// killed) and its background processes stopped, but nothing of it is recorded as ended; the
+    /// stored states stay as they were (tries `running`), so a resume counts them interrupted.
+    async fn detach_from(self, mut p: Progress) -> RunOutcome {
+        tracing::info!(run_id = %self.run_id, "Leaving the run resumable, stopping its tasks");
+        // Tries report to this loop, which records nothing more: their stored state stays `running`.
+        self.token.cancel();
+        while p.set.join_next().await.is_some() {}
+        for (task_id, result) in p.processes.stop_all(self.settings.kill_grace).await {
+            if let Err(error) = result {
+                tracing::warn!(run_id = %self.run_id, task_id, %error, "Cannot stop a background process");
+            }
+        }
+        self.writer.flush().await;
+        RunOutcome {
+            run_id: self.run_id.clone(),
+            dag_id: self.dag.id.clone(),
+            state: RunState::Running,
+            note: Some("left resumable: its orchestrator stopped".into()),
+            tasks: Vec::new(),
         }
     }
 
@@ -154,6 +296,7 @@ impl RunDriver {
             }
             match decide_counts(self.dag.tasks[i].trigger_rule, p.tasks[i].upstream) {
                 Decision::Wait => {}
+                Decision::Run if p.waits_on_ancestor(i) => p.blocked.push(i),
                 Decision::Run => {
                     self.set_state(&mut p.tasks[i], i, TaskState::Queued, 0, None);
                     if !self.start_try(i, p) {
@@ -181,6 +324,23 @@ impl RunDriver {
             if t.state == TaskState::Pending {
                 self.set_state(t, i, TaskState::Skipped, 0, None);
             }
+        }
+    }
+
+    /// A time bound passed: `run_timeout` cancels the run (the note says why), a `deadline`
+    /// is reported.
+    fn on_limit(&self, p: &Progress, limit: Limit) {
+        match limit {
+            Limit::Timeout(d) if !p.cancelled => {
+                tracing::warn!(dag_id = %self.dag.id, run_id = %self.run_id, run_timeout = %humantime::format_duration(d), "Run timed out, cancelling it");
+                self.cancel_reason
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert_with(|| timeout_note(d));
+                self.token.cancel();
+            }
+            Limit::Timeout(_) => {}
+            Limit::DeadlineMiss(at) => self.watch.deadline_missed(at),
         }
     }
 
@@ -254,14 +414,15 @@ impl RunDriver {
                 self.note_state(&mut p.tasks[i], i, state, r.try_number, Some(message));
                 if retry {
                     let delay = task.retry.delay_before(r.try_number + 1);
-                    let token = self.token.clone();
-                    p.set.spawn(async move {
-                        tokio::select! {
-                            () = tokio::time::sleep(delay) => {}
-                            () = token.cancelled() => {}
-                        }
-                        Msg::RetryDue(i)
-                    });
+                    self.watch.retrying(
+                        &task.id,
+                        r.try_number,
+                        p.tasks[i].error.as_deref().unwrap_or_default(),
+                        self.log_path(&task.id, r.try_number),
+                        task.retry.retries + 1,
+                        delay,
+                    );
+                    self.schedule_retry(p, i, delay);
                 } else {
                     p.propagate(&self.dag, i);
                 }
@@ -309,6 +470,7 @@ impl RunDriver {
         if let Err(error) = self.store.finish_run(&self.run_id, state, note.as_deref()) {
             tracing::error!(run_id = %self.run_id, %error, "Cannot record the end of the run");
         }
+        self.watch.finished();
         self.events.send(RunEvent::RunFinished { state });
         tracing::info!(dag_id = %self.dag.id, run_id = %self.run_id, state = %state, "Run finished");
         RunOutcome {

@@ -7,8 +7,9 @@ use std::sync::Mutex;
 use chrono::Utc;
 
 use super::{
-    NewRun, Owner, ProcessRecord, RunFilter, RunRecord, RunState, Store, StoreError, TaskInstance,
-    TaskTry, TaskUpdate, rules,
+    DagVersion, NewNotification, NewRun, NotificationRecord, NotificationUpdate, Owner,
+    ProcessRecord, Repair, RunAction, RunFilter, RunNotes, RunRecord, RunState, Store, StoreError,
+    TaskInstance, TaskState, TaskTry, TaskUpdate, rules,
 };
 
 #[derive(Debug, Default)]
@@ -22,6 +23,14 @@ struct Inner {
     processes: Vec<ProcessRecord>,
     /// DAGs whose schedule is paused.
     paused: std::collections::BTreeSet<String>,
+    /// Repairs, in the order applied.
+    actions: Vec<RunAction>,
+    /// Notes per run.
+    notes: HashMap<String, RunNotes>,
+    /// DAG versions by hash.
+    versions: HashMap<String, DagVersion>,
+    /// Notification deliveries, in creation order (id = position + 1).
+    notifications: Vec<NotificationRecord>,
 }
 
 impl Inner {
@@ -90,6 +99,16 @@ impl Store for MemoryStore {
             Ok(inner.runs.iter().any(|r| r.run_id == id))
         })?;
         let record = rules::new_run_record(run, run_id.clone());
+        if let (Some(text), Some(hash)) = (&run.dag_text, &record.dag_hash) {
+            inner
+                .versions
+                .entry(hash.clone())
+                .or_insert_with(|| DagVersion {
+                    hash: hash.clone(),
+                    dag_id: run.dag_id.clone(),
+                    text: text.clone(),
+                });
+        }
         inner.runs.push(record.clone());
         let tasks = rules::new_task_instances(run, &run_id);
         inner.tasks.insert(run_id, tasks);
@@ -206,13 +225,17 @@ impl Store for MemoryStore {
 
     fn fail_orphaned_runs(
         &self,
+        dag_id: Option<&str>,
         owner_alive: &dyn Fn(&Owner) -> bool,
     ) -> Result<Vec<(RunRecord, Vec<ProcessRecord>)>, StoreError> {
         let mut inner = self.lock();
         let now = Utc::now();
         let mut out = Vec::new();
         let orphaned: Vec<usize> = (0..inner.runs.len())
-            .filter(|&i| inner.runs[i].is_orphaned(owner_alive))
+            .filter(|&i| {
+                inner.runs[i].is_orphaned(owner_alive)
+                    && dag_id.is_none_or(|d| inner.runs[i].dag_id == d)
+            })
             .collect();
         for i in orphaned {
             inner.runs[i].close_orphaned(now);
@@ -236,6 +259,101 @@ impl Store for MemoryStore {
         Ok(out)
     }
 
+    fn repair_run(
+        &self,
+        run_id: &str,
+        repair: &Repair,
+        owner_alive: &dyn Fn(&Owner) -> bool,
+    ) -> Result<RunRecord, StoreError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let i = inner
+            .runs
+            .iter()
+            .position(|r| r.run_id == run_id)
+            .ok_or_else(|| StoreError::NoSuchRun(run_id.to_owned()))?;
+        // Work on copies: all or nothing, like a transaction.
+        let mut run = inner.runs[i].clone();
+        let mut instances = inner.tasks.get(run_id).cloned().unwrap_or_default();
+        let mut running: Vec<TaskTry> = inner
+            .tries
+            .iter()
+            .filter(|((r, _), _)| r == run_id)
+            .flat_map(|(_, ts)| ts.iter().filter(|t| t.state == TaskState::Running))
+            .cloned()
+            .collect();
+        let holder = inner
+            .runs
+            .iter()
+            .find(|r| {
+                r.dag_id == run.dag_id
+                    && r.logical_date == run.logical_date
+                    && r.state == RunState::Running
+                    && r.run_id != run.run_id
+            })
+            .map(|r| r.run_id.clone());
+        let action = rules::repair(
+            &mut run,
+            &mut instances,
+            &mut running,
+            repair,
+            owner_alive,
+            holder.as_deref(),
+        )?;
+        for t in running {
+            if let Some(slot) = inner
+                .tries
+                .get_mut(&(run_id.to_owned(), t.task_id.clone()))
+                .and_then(|ts| ts.iter_mut().find(|x| x.try_number == t.try_number))
+            {
+                *slot = t;
+            }
+        }
+        inner.tasks.insert(run_id.to_owned(), instances);
+        inner.processes.retain(|p| p.run_id != run_id);
+        inner.actions.push(action);
+        inner.runs[i] = run.clone();
+        Ok(run)
+    }
+
+    fn run_actions(&self, run_id: &str) -> Result<Vec<RunAction>, StoreError> {
+        Ok(self
+            .lock()
+            .actions
+            .iter()
+            .filter(|a| a.run_id == run_id)
+            .cloned()
+            .collect())
+    }
+
+    fn set_run_notes(
+        &self,
+        run_id: &str,
+        text: &str,
+        at: chrono::DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if !inner.runs.iter().any(|r| r.run_id == run_id) {
+            return Err(StoreError::NoSuchRun(run_id.to_owned()));
+        }
+        inner.notes.insert(
+            run_id.to_owned(),
+            RunNotes {
+                text: text.to_owned(),
+                updated_at: at,
+            },
+        );
+        Ok(())
+    }
+
+    fn run_notes(&self, run_id: &str) -> Result<Option<RunNotes>, StoreError> {
+        Ok(self.lock().notes.get(run_id).cloned())
+    }
+
+    fn dag_version(&self, hash: &str) -> Result<Option<DagVersion>, StoreError> {
+        Ok(self.lock().versions.get(hash).cloned())
+    }
+
     fn set_paused(&self, dag_id: &str, paused: bool) -> Result<(), StoreError> {
         let mut inner = self.lock();
         if paused {
@@ -248,5 +366,32 @@ impl Store for MemoryStore {
 
     fn paused_dags(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
         Ok(self.lock().paused.clone())
+    }
+
+    fn add_notification(&self, n: &NewNotification) -> Result<NotificationRecord, StoreError> {
+        let mut inner = self.lock();
+        let record = NotificationRecord::new(inner.notifications.len() as i64 + 1, n);
+        inner.notifications.push(record.clone());
+        Ok(record)
+    }
+
+    fn update_notification(&self, id: i64, u: &NotificationUpdate) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let record = usize::try_from(id - 1)
+            .ok()
+            .and_then(|i| inner.notifications.get_mut(i))
+            .ok_or(StoreError::NoSuchNotification(id))?;
+        record.apply(u);
+        Ok(())
+    }
+
+    fn notifications(&self, run_id: &str) -> Result<Vec<NotificationRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .notifications
+            .iter()
+            .filter(|n| n.run_id == run_id)
+            .cloned()
+            .collect())
     }
 }

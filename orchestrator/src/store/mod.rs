@@ -1,6 +1,7 @@
 //! Where runs live: DAG runs, task instances and each try (state, start/end, exit status, outputs,
-//! log path), and the processes tasks spawned. [`Store`] is the contract; [`SqliteStore`] is the
-//! embedded default (safe for several processes on one file) and [`MemoryStore`] serves tests.
+//! log path), the processes tasks spawned, and each notification's delivery. [`Store`] is the
+//! contract; [`SqliteStore`] is the embedded default (safe for several processes on one file) and
+//! [`MemoryStore`] serves tests.
 //! What a change does to the records is decided once, in [`rules`]; a backend only persists.
 //!
 //! The trait is synchronous on purpose: SQLite calls take microseconds, and a server database can
@@ -10,6 +11,7 @@
 mod location;
 mod memory;
 mod model;
+mod notification;
 mod owner;
 pub mod rules;
 mod sqlite;
@@ -17,9 +19,10 @@ mod sqlite;
 pub use location::{StateFiles, try_log_path};
 pub use memory::MemoryStore;
 pub use model::{
-    NewRun, Owner, ProcessRecord, RunFilter, RunRecord, RunState, TaskInstance, TaskState, TaskTry,
-    TaskUpdate, Trigger,
+    DagVersion, NewRun, Owner, ProcessRecord, Repair, RepairKind, RunAction, RunFilter, RunNotes,
+    RunRecord, RunState, TaskInstance, TaskState, TaskTry, TaskUpdate, Trigger,
 };
+pub use notification::{DeliveryState, NewNotification, NotificationRecord, NotificationUpdate};
 pub use owner::{current_owner, is_alive, process_start_ticks};
 pub use sqlite::SqliteStore;
 
@@ -74,6 +77,25 @@ pub enum StoreError {
     /// No run has this id.
     #[error("no run {0}; `orchestrator runs` lists them")]
     NoSuchRun(String),
+    /// The run has no such task.
+    #[error("run {run_id} has no task {task_id}; `orchestrator runs {run_id}` lists its tasks")]
+    NoSuchTask {
+        /// The run.
+        run_id: String,
+        /// The task named.
+        task_id: String,
+    },
+    /// A clear, mark or resume does not fit the run's state.
+    #[error("cannot change run {run_id}: {why}")]
+    NotRepairable {
+        /// The run.
+        run_id: String,
+        /// Why, and what to do.
+        why: String,
+    },
+    /// No notification delivery has this id.
+    #[error("no notification delivery {0}")]
+    NoSuchNotification(i64),
     /// A stored value could not be read back (a newer or damaged database).
     #[error("state database holds an unreadable {what}: {value:?}")]
     Corrupt {
@@ -133,19 +155,61 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The tries of one task instance, first try first.
     fn tries(&self, run_id: &str, task_id: &str) -> Result<Vec<TaskTry>, StoreError>;
 
-    /// Marks every `running` run whose owner is dead (per `owner_alive`) as failed, its unfinished
-    /// task instances failed (running) or skipped (not started), and returns those runs with the
-    /// processes they had recorded, for the caller to kill. One transaction.
+    /// Marks every `running` run (of `dag_id`, or of every DAG) whose owner is dead (per
+    /// `owner_alive`) as failed, its unfinished task instances failed (running) or skipped (not
+    /// started), and returns those runs with the processes they had recorded, for the caller to
+    /// kill. One transaction. Such a run can still be resumed ([`Store::repair_run`]).
     fn fail_orphaned_runs(
         &self,
+        dag_id: Option<&str>,
         owner_alive: &dyn Fn(&Owner) -> bool,
     ) -> Result<Vec<(RunRecord, Vec<ProcessRecord>)>, StoreError>;
+
+    /// Applies a repair (clear, mark, resume) to a run in one transaction, per
+    /// [`rules::repair`]: checks that it fits the run's state (a resume needs a run whose owner is
+    /// dead per `owner_alive`, and makes `repair.owner` its owner atomically, so two processes
+    /// never both take a run over), changes the instances, forgets the run's recorded processes
+    /// (a resume's caller has killed them), keeps the history entry, and returns the run.
+    fn repair_run(
+        &self,
+        run_id: &str,
+        repair: &Repair,
+        owner_alive: &dyn Fn(&Owner) -> bool,
+    ) -> Result<RunRecord, StoreError>;
+
+    /// A run's repairs, oldest first.
+    fn run_actions(&self, run_id: &str) -> Result<Vec<RunAction>, StoreError>;
+
+    /// Replaces a run's notes.
+    fn set_run_notes(
+        &self,
+        run_id: &str,
+        text: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// A run's notes, if any were written.
+    fn run_notes(&self, run_id: &str) -> Result<Option<RunNotes>, StoreError>;
+
+    /// A DAG version by its hash (see [`RunRecord::dag_hash`]).
+    fn dag_version(&self, hash: &str) -> Result<Option<DagVersion>, StoreError>;
 
     /// Pauses (`true`) or unpauses a DAG's schedule: `orchestrator pause`, the web UI's toggle.
     fn set_paused(&self, dag_id: &str, paused: bool) -> Result<(), StoreError>;
 
     /// The DAGs whose schedule is paused.
     fn paused_dags(&self) -> Result<std::collections::BTreeSet<String>, StoreError>;
+
+    /// Records a notification delivery about to be attempted; returns its record (state
+    /// `sending`, a new increasing id).
+    fn add_notification(&self, n: &NewNotification) -> Result<NotificationRecord, StoreError>;
+
+    /// Records an attempt's outcome per [`NotificationRecord::apply`]; an unknown id is
+    /// [`StoreError::NoSuchNotification`].
+    fn update_notification(&self, id: i64, u: &NotificationUpdate) -> Result<(), StoreError>;
+
+    /// A run's notification deliveries, oldest first.
+    fn notifications(&self, run_id: &str) -> Result<Vec<NotificationRecord>, StoreError>;
 
     /// The latest logical date of the DAG's runs started by `trigger` (the cron scheduler uses it
     /// to find the slots it missed).

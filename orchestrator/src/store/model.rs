@@ -195,6 +195,9 @@ pub struct NewRun {
     pub max_active_runs: Option<u32>,
     /// When it starts.
     pub started_at: DateTime<Utc>,
+    /// The DAG text it runs, stored as a version (content and hash) with the run, so history
+    /// shows what it ran and a clear or resume runs the same DAG; `None` for DAGs built in code.
+    pub dag_text: Option<String>,
 }
 
 /// A stored run.
@@ -222,6 +225,101 @@ pub struct RunRecord {
     pub note: Option<String>,
     /// The process that ran it.
     pub owner: Owner,
+    /// The SHA-256 (hex) of the DAG text it ran (see [`DagVersion`]); `None` for runs stored
+    /// before versions were kept, or of DAGs built in code.
+    pub dag_hash: Option<String>,
+}
+
+/// The text of a DAG as some run ran it, by the SHA-256 of the text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DagVersion {
+    /// SHA-256 of `text`, hex.
+    pub hash: String,
+    /// The DAG.
+    pub dag_id: String,
+    /// The DAG file's text.
+    pub text: String,
+}
+
+/// What a repair of a finished or interrupted run does, see [`Store::repair_run`](super::Store::repair_run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RepairKind {
+    /// `orchestrator clear`: chosen task instances go back to `pending` for new tries.
+    Clear,
+    /// `orchestrator mark`: one task instance is set to `success` or `failed` by hand.
+    Mark,
+    /// `orchestrator resume` or `serve` at start: a run whose orchestrator died is taken over.
+    Resume,
+}
+
+impl RepairKind {
+    /// The name used in the database and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Clear => "clear",
+            Self::Mark => "mark",
+            Self::Resume => "resume",
+        }
+    }
+}
+
+impl FromStr for RepairKind {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Clear, Self::Mark, Self::Resume]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownState(s.to_owned()))
+    }
+}
+
+/// A repair to apply to a run in one transaction; the caller (the engine) decides which tasks,
+/// the store's [`rules`](super::rules) decide what that does to the records.
+#[derive(Clone, Debug)]
+pub struct Repair {
+    /// What it is.
+    pub kind: RepairKind,
+    /// Task instances that go back to `pending` (their next try is a new try).
+    pub reset: Vec<String>,
+    /// A task instance set by hand to `success` or `failed`.
+    pub mark: Option<(String, TaskState)>,
+    /// Why (shown in the run's history; a mark's reason).
+    pub reason: Option<String>,
+    /// The process that drives the run from now on.
+    pub owner: Owner,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// One repair of a run, kept as its history.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunAction {
+    /// The run.
+    pub run_id: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// What.
+    pub kind: RepairKind,
+    /// The tasks it reset (and the marked one).
+    pub tasks: Vec<String>,
+    /// The state a mark set.
+    pub state: Option<TaskState>,
+    /// The run's state before the repair (`running` for a run whose orchestrator died).
+    pub from_state: RunState,
+    /// Why.
+    pub reason: Option<String>,
+    /// The process that applied it (and drove the run after it).
+    pub by: Owner,
+}
+
+/// A run's notes, written by people (the run page, `orchestrator notes`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RunNotes {
+    /// The text.
+    pub text: String,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A change to a task instance.

@@ -1,16 +1,23 @@
 //! The store's rules, written once: what an update does to a task instance and its try, when a
-//! run is admitted and which id it gets, how a run whose orchestrator died is closed. Every backend
+//! run is admitted and which id it gets, how a run whose orchestrator died is closed, what a
+//! repair (clear, mark, resume) does to a run and its instances, how a DAG version is named. Every backend
 //! loads the records, applies these pure functions inside its transaction and persists the result,
 //! so a new backend adds persistence, never a copy of the rules.
 
 use chrono::{DateTime, Utc};
 
+use sha2::{Digest, Sha256};
+
 use super::{
-    NewRun, Owner, RunRecord, RunState, StoreError, TaskInstance, TaskState, TaskTry, TaskUpdate,
+    NewRun, Owner, Repair, RepairKind, RunAction, RunRecord, RunState, StoreError, TaskInstance,
+    TaskState, TaskTry, TaskUpdate,
 };
 
 /// The error recorded on tries and task instances that were running when their orchestrator died.
 pub const INTERRUPTED: &str = "interrupted: the orchestrator stopped";
+
+/// How the note of a run closed after its orchestrator died begins (such a run can be resumed).
+pub const INTERRUPTED_RUN: &str = "interrupted: its orchestrator";
 
 /// Refuses a new run of `dag_id` when it already has `active` running runs and its limit is `max`.
 pub fn admit(dag_id: &str, active: u32, max: Option<u32>) -> Result<(), StoreError> {
@@ -67,7 +74,137 @@ pub fn new_run_record(run: &NewRun, run_id: String) -> RunRecord {
         ended_at: None,
         note: None,
         owner: run.owner.clone(),
+        dag_hash: run.dag_text.as_deref().map(dag_hash),
     }
+}
+
+/// The name of a DAG version: the SHA-256 of its text, hex.
+pub fn dag_hash(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether `repair` may be applied to `run`: a clear or a mark needs a run that has ended (a
+/// running run is its driver's to change), a resume needs a run whose orchestrator died.
+pub fn check_repair(
+    run: &RunRecord,
+    kind: RepairKind,
+    owner_alive: &dyn Fn(&Owner) -> bool,
+) -> Result<(), StoreError> {
+    let refuse = |why: String| {
+        Err(StoreError::NotRepairable {
+            run_id: run.run_id.clone(),
+            why,
+        })
+    };
+    let orphaned = run.is_orphaned(owner_alive);
+    let closed = run.was_closed_orphaned();
+    match kind {
+        RepairKind::Clear | RepairKind::Mark if orphaned => refuse(format!(
+            "it was interrupted (its orchestrator, pid {} on {}, died); `orchestrator resume {}` continues it",
+            run.owner.pid, run.owner.host, run.run_id
+        )),
+        RepairKind::Clear | RepairKind::Mark if run.state == RunState::Running => refuse(format!(
+            "it is running (driven by pid {} on {}); wait for it to end or cancel it",
+            run.owner.pid, run.owner.host
+        )),
+        RepairKind::Resume if !orphaned && !closed => refuse(if run.state == RunState::Running {
+            format!(
+                "it is running, driven by pid {} on {}",
+                run.owner.pid, run.owner.host
+            )
+        } else {
+            format!(
+                "it ended ({}); `orchestrator clear` reruns tasks of an ended run",
+                run.state
+            )
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Applies `r` to a run, its task instances and its tries that were running, after
+/// [`check_repair`]: a resume closes the running tries as failed ([`INTERRUPTED`]) and puts
+/// their instances up for retry (the driver retries them per their policy, or fails them);
+/// `reset` instances go back to `pending` ([`TaskInstance::clear`]); a mark sets its instance's
+/// state; the run is running again, owned by `r.owner`, until its driver decides its state.
+/// Returns the history entry to keep.
+/// `slot_holder` is another running run of the same DAG and logical date, if any: a clear or mark
+/// would run the slot twice at once, so it is refused as a new run would be ([`slot_free`]).
+pub fn repair(
+    run: &mut RunRecord,
+    instances: &mut [TaskInstance],
+    running_tries: &mut [TaskTry],
+    r: &Repair,
+    owner_alive: &dyn Fn(&Owner) -> bool,
+    slot_holder: Option<&str>,
+) -> Result<RunAction, StoreError> {
+    check_repair(run, r.kind, owner_alive)?;
+    if let Some(holder) = slot_holder.filter(|h| *h != run.run_id) {
+        return Err(StoreError::SlotBusy {
+            dag_id: run.dag_id.clone(),
+            logical_date: run
+                .logical_date
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            run_id: holder.to_owned(),
+        });
+    }
+    let closed = run.was_closed_orphaned();
+    let named = r.reset.iter().chain(r.mark.iter().map(|(t, _)| t));
+    for task_id in named {
+        if !instances.iter().any(|ti| ti.task_id == *task_id) {
+            return Err(StoreError::NoSuchTask {
+                run_id: run.run_id.clone(),
+                task_id: task_id.clone(),
+            });
+        }
+    }
+    if let Some((task_id, state)) = &r.mark
+        && !matches!(state, TaskState::Success | TaskState::Failed)
+    {
+        return Err(StoreError::NotRepairable {
+            run_id: run.run_id.clone(),
+            why: format!("task {task_id} can be marked success or failed, not {state}"),
+        });
+    }
+    if r.kind == RepairKind::Resume {
+        for t in running_tries.iter_mut() {
+            t.close_orphaned(r.at);
+        }
+        for ti in instances.iter_mut() {
+            ti.interrupt(closed);
+        }
+    }
+    for ti in instances.iter_mut() {
+        if r.reset.contains(&ti.task_id) {
+            ti.clear();
+        }
+        if let Some((task_id, state)) = &r.mark
+            && *task_id == ti.task_id
+        {
+            ti.mark(*state, r.reason.as_deref(), r.at);
+        }
+    }
+    let from_state = if r.kind == RepairKind::Resume && !closed {
+        RunState::Running
+    } else {
+        run.state
+    };
+    run.reopen(r.owner.clone());
+    let mut tasks = r.reset.clone();
+    tasks.extend(r.mark.iter().map(|(t, _)| t.clone()));
+    Ok(RunAction {
+        run_id: run.run_id.clone(),
+        at: r.at,
+        kind: r.kind,
+        tasks,
+        state: r.mark.as_ref().map(|(_, s)| *s),
+        from_state,
+        reason: r.reason.clone(),
+        by: r.owner.clone(),
+    })
 }
 
 /// The pending instances of a run just created, in the run's task order.
@@ -89,6 +226,23 @@ impl RunRecord {
         }
     }
 
+    /// Running again under `owner` (a repair): no end, no note of how it ended.
+    pub fn reopen(&mut self, owner: Owner) {
+        self.state = RunState::Running;
+        self.ended_at = None;
+        self.note = None;
+        self.owner = owner;
+    }
+
+    /// Whether this run was closed because its orchestrator died (and was not repaired since).
+    pub fn was_closed_orphaned(&self) -> bool {
+        self.state == RunState::Failed
+            && self
+                .note
+                .as_deref()
+                .is_some_and(|n| n.starts_with(INTERRUPTED_RUN))
+    }
+
     /// Whether this run is running and its owner is gone (per `owner_alive`).
     pub fn is_orphaned(&self, owner_alive: &dyn Fn(&Owner) -> bool) -> bool {
         self.state == RunState::Running && !owner_alive(&self.owner)
@@ -97,8 +251,8 @@ impl RunRecord {
     /// Closes a run whose orchestrator died: failed, ended `now`, with a note naming the owner.
     pub fn close_orphaned(&mut self, now: DateTime<Utc>) {
         let note = format!(
-            "interrupted: its orchestrator (pid {} on {}) stopped without finishing it",
-            self.owner.pid, self.owner.host
+            "{INTERRUPTED_RUN} (pid {} on {}) stopped without finishing it; `orchestrator resume {}` continues it",
+            self.owner.pid, self.owner.host, self.run_id
         );
         self.finish(RunState::Failed, Some(&note), now);
     }
@@ -149,6 +303,53 @@ impl TaskInstance {
             }
             _ => {}
         }
+    }
+
+    /// Back to `pending` for a new try (a clear): its tries stay, `try_number` counts on from them;
+    /// its outputs, error and times of the old tries are gone from the instance.
+    pub fn clear(&mut self) {
+        self.state = TaskState::Pending;
+        self.started_at = None;
+        self.ended_at = None;
+        self.exit_code = None;
+        self.error = None;
+        self.outputs.clear();
+    }
+
+    /// An instance of a run taken over after its orchestrator died: a running (or retrying) one
+    /// is up for retry with [`INTERRUPTED`] as its error (the driver retries it if its policy
+    /// allows, else fails it), a queued one is pending again (its trigger rule is decided again).
+    /// When the run had been `closed` as orphaned ([`close_orphaned`](Self::close_orphaned)), its
+    /// interrupted instances are failed with [`INTERRUPTED`] and those it never started are
+    /// skipped without a try: they are taken back the same way.
+    pub fn interrupt(&mut self, closed: bool) {
+        match self.state {
+            TaskState::Running | TaskState::UpForRetry => {
+                self.state = TaskState::UpForRetry;
+                self.error = Some(INTERRUPTED.to_owned());
+            }
+            TaskState::Failed if closed && self.error.as_deref() == Some(INTERRUPTED) => {
+                self.state = TaskState::UpForRetry;
+                self.ended_at = None;
+            }
+            TaskState::Skipped if closed && self.try_number == 0 => {
+                self.state = TaskState::Pending;
+                self.ended_at = None;
+            }
+            TaskState::Queued => self.state = TaskState::Pending,
+            _ => {}
+        }
+    }
+
+    /// Set by hand to `state` (success or failed) at `at`: a success keeps no error, a failure
+    /// says it was marked and why; outputs stay as the last success left them.
+    pub fn mark(&mut self, state: TaskState, reason: Option<&str>, at: DateTime<Utc>) {
+        self.state = state;
+        self.ended_at = Some(at);
+        self.error = (state == TaskState::Failed).then(|| match reason {
+            Some(reason) => format!("marked failed by hand: {reason}"),
+            None => "marked failed by hand".to_owned(),
+        });
     }
 
     /// Closes an instance whose orchestrator died: a running (or retrying) one failed, one not yet

@@ -10,8 +10,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
-    NewRun, Owner, ProcessRecord, RunFilter, RunRecord, RunState, Store, StoreError, TaskInstance,
-    TaskTry, TaskUpdate, rules,
+    DagVersion, NewNotification, NewRun, NotificationRecord, NotificationUpdate, Owner,
+    ProcessRecord, Repair, RunAction, RunFilter, RunNotes, RunRecord, RunState, Store, StoreError,
+    TaskInstance, TaskTry, TaskUpdate, rules,
 };
 
 /// How long a write waits for another process's transaction before giving up.
@@ -73,6 +74,57 @@ CREATE TABLE IF NOT EXISTS dag_flags (
     dag_id      TEXT PRIMARY KEY,
     paused      INTEGER NOT NULL DEFAULT 0
 );
+-- DAG versions: the text each run ran, once per distinct text (hash = SHA-256 of the text).
+CREATE TABLE IF NOT EXISTS dag_versions (
+    hash        TEXT PRIMARY KEY,
+    dag_id      TEXT NOT NULL,
+    text        TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_dag_versions (
+    run_id      TEXT PRIMARY KEY REFERENCES runs (run_id),
+    hash        TEXT NOT NULL REFERENCES dag_versions (hash)
+);
+-- Repairs of runs (clear, mark, resume), their history.
+CREATE TABLE IF NOT EXISTS run_actions (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id      TEXT NOT NULL REFERENCES runs (run_id),
+    at          TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    tasks       TEXT NOT NULL,
+    state       TEXT,
+    from_state  TEXT NOT NULL,
+    reason      TEXT,
+    by_host     TEXT NOT NULL,
+    by_pid      INTEGER NOT NULL,
+    by_start    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS run_actions_by_run ON run_actions (run_id, seq);
+CREATE TABLE IF NOT EXISTS run_notes (
+    run_id      TEXT PRIMARY KEY REFERENCES runs (run_id),
+    text        TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+";
+
+/// The deliveries of notifications (`[[dag.notify]]`), apart from the tables above so that it
+/// only ever adds to a database.
+const NOTIFICATIONS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS notifications (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id       TEXT NOT NULL,
+    dag_id       TEXT NOT NULL,
+    event        TEXT NOT NULL,
+    target_index INTEGER NOT NULL,
+    target       TEXT NOT NULL,
+    format       TEXT NOT NULL,
+    summary      TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    detail       TEXT,
+    created_at   TEXT NOT NULL,
+    updated_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notifications_by_run ON notifications (run_id, id);
 ";
 
 /// A [`Store`] in a SQLite file.
@@ -126,7 +178,8 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch(SCHEMA)
+        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(NOTIFICATIONS_SCHEMA)
     }
 
     /// The database file.
@@ -198,6 +251,10 @@ fn json(map: &serde_json::Map<String, serde_json::Value>) -> String {
 
 const RUN_COLUMNS: &str = "run_id, dag_id, dag_file, trigger, state, logical_date, params, started_at, ended_at, note, owner_host, owner_pid, owner_start";
 
+/// [`RUN_COLUMNS`] and the run's DAG version, for `SELECT ... FROM runs`.
+const RUN_SELECT: &str = "run_id, dag_id, dag_file, trigger, state, logical_date, params, started_at, ended_at, note, owner_host, owner_pid, owner_start,
+    (SELECT hash FROM run_dag_versions v WHERE v.run_id = runs.run_id)";
+
 fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
     Ok(RunRecord {
         run_id: row.get(0)?,
@@ -215,6 +272,7 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
             pid: row.get(11)?,
             start_ticks: row.get::<_, i64>(12)? as u64,
         },
+        dag_hash: row.get(13)?,
     })
 }
 
@@ -228,18 +286,68 @@ fn select<T>(
     c.prepare_cached(sql)?.query_map(params, row)?.collect()
 }
 
+const NOTIFICATION_COLUMNS: &str = "id, run_id, dag_id, event, target_index, target, format, summary, state, attempts, detail, created_at, updated_at";
+
+fn notification_from_row(row: &Row<'_>) -> rusqlite::Result<NotificationRecord> {
+    Ok(NotificationRecord {
+        id: row.get(0)?,
+        run_id: row.get(1)?,
+        dag_id: row.get(2)?,
+        event: row.get(3)?,
+        target_index: row.get(4)?,
+        target: row.get(5)?,
+        format: row.get(6)?,
+        summary: row.get(7)?,
+        state: row.get::<_, String>(8)?.parse().map_err(conversion)?,
+        attempts: row.get(9)?,
+        detail: row.get(10)?,
+        created_at: parse_ts(row.get(11)?)?.unwrap_or_default(),
+        updated_at: parse_ts(row.get(12)?)?.unwrap_or_default(),
+    })
+}
+
 const PROCESS_COLUMNS: &str = "run_id, task_id, pid, start_ticks, host";
 
-/// Writes a run's state, end and note back.
+/// Writes a run's state, end, note and owner back.
 fn save_run_state(tx: &rusqlite::Transaction<'_>, run: &RunRecord) -> rusqlite::Result<()> {
-    tx.prepare_cached("UPDATE runs SET state = ?2, ended_at = ?3, note = ?4 WHERE run_id = ?1")?
-        .execute(params![
-            run.run_id,
-            run.state.as_str(),
-            run.ended_at.map(ts),
-            run.note
-        ])?;
+    tx.prepare_cached(
+        "UPDATE runs SET state = ?2, ended_at = ?3, note = ?4, owner_host = ?5, owner_pid = ?6,
+            owner_start = ?7 WHERE run_id = ?1",
+    )?
+    .execute(params![
+        run.run_id,
+        run.state.as_str(),
+        run.ended_at.map(ts),
+        run.note,
+        run.owner.host,
+        run.owner.pid,
+        run.owner.start_ticks as i64,
+    ])?;
     Ok(())
+}
+
+const ACTION_COLUMNS: &str =
+    "run_id, at, kind, tasks, state, reason, by_host, by_pid, by_start, from_state";
+
+fn action_from_row(row: &Row<'_>) -> rusqlite::Result<RunAction> {
+    Ok(RunAction {
+        run_id: row.get(0)?,
+        at: parse_ts(row.get(1)?)?.unwrap_or_default(),
+        kind: row.get::<_, String>(2)?.parse().map_err(conversion)?,
+        tasks: serde_json::from_str(&row.get::<_, String>(3)?).map_err(conversion)?,
+        state: row
+            .get::<_, Option<String>>(4)?
+            .map(|s| s.parse())
+            .transpose()
+            .map_err(conversion)?,
+        reason: row.get(5)?,
+        by: Owner {
+            host: row.get(6)?,
+            pid: row.get(7)?,
+            start_ticks: row.get::<_, i64>(8)? as u64,
+        },
+        from_state: row.get::<_, String>(9)?.parse().map_err(conversion)?,
+    })
 }
 
 fn process_from_row(row: &Row<'_>) -> rusqlite::Result<ProcessRecord> {
@@ -431,7 +539,18 @@ impl Store for SqliteStore {
                     .execute(params![run_id, ti.task_id, ord as i64, ti.state.as_str()])
                     .map_err(e)?;
             }
-            Ok(rules::new_run_record(run, run_id))
+            let record = rules::new_run_record(run, run_id);
+            if let (Some(text), Some(hash)) = (&run.dag_text, &record.dag_hash) {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO dag_versions (hash, dag_id, text) VALUES (?1, ?2, ?3)",
+                )
+                .and_then(|mut s| s.execute(params![hash, run.dag_id, text]))
+                .map_err(e)?;
+                tx.prepare_cached("INSERT INTO run_dag_versions (run_id, hash) VALUES (?1, ?2)")
+                    .and_then(|mut s| s.execute(params![record.run_id, hash]))
+                    .map_err(e)?;
+            }
+            Ok(record)
         })
     }
 
@@ -445,7 +564,7 @@ impl Store for SqliteStore {
             let e = |source| self.err(source);
             let mut run = tx
                 .query_row(
-                    &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"),
+                    &format!("SELECT {RUN_SELECT} FROM runs WHERE run_id = ?1"),
                     [run_id],
                     run_from_row,
                 )
@@ -506,7 +625,7 @@ impl Store for SqliteStore {
     fn run(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
         self.read(|c| {
             c.query_row(
-                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"),
+                &format!("SELECT {RUN_SELECT} FROM runs WHERE run_id = ?1"),
                 [run_id],
                 run_from_row,
             )
@@ -521,7 +640,7 @@ impl Store for SqliteStore {
             select(
                 c,
                 &format!(
-                    "SELECT {RUN_COLUMNS} FROM runs
+                    "SELECT {RUN_SELECT} FROM runs
                      WHERE (?1 IS NULL OR dag_id = ?1) AND (?2 IS NULL OR state = ?2)
                        AND (?4 IS NULL OR trigger = ?4)
                      ORDER BY started_at DESC, rowid DESC LIMIT ?3"
@@ -566,14 +685,17 @@ impl Store for SqliteStore {
 
     fn fail_orphaned_runs(
         &self,
+        dag_id: Option<&str>,
         owner_alive: &dyn Fn(&Owner) -> bool,
     ) -> Result<Vec<(RunRecord, Vec<ProcessRecord>)>, StoreError> {
         self.write(|tx| {
             let e = |source| self.err(source);
             let running = select(
                 tx,
-                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE state = 'running'"),
-                [],
+                &format!(
+                    "SELECT {RUN_SELECT} FROM runs WHERE state = 'running' AND (?1 IS NULL OR dag_id = ?1)"
+                ),
+                [dag_id],
                 run_from_row,
             )
             .map_err(e)?;
@@ -624,6 +746,154 @@ impl Store for SqliteStore {
         })
     }
 
+    fn repair_run(
+        &self,
+        run_id: &str,
+        repair: &Repair,
+        owner_alive: &dyn Fn(&Owner) -> bool,
+    ) -> Result<RunRecord, StoreError> {
+        self.write(|tx| {
+            let e = |source| self.err(source);
+            let mut run = tx
+                .query_row(
+                    &format!("SELECT {RUN_SELECT} FROM runs WHERE run_id = ?1"),
+                    [run_id],
+                    run_from_row,
+                )
+                .optional()
+                .map_err(e)?
+                .ok_or_else(|| StoreError::NoSuchRun(run_id.to_owned()))?;
+            let mut instances = select(
+                tx,
+                &format!(
+                    "SELECT {INSTANCE_COLUMNS} FROM task_instances WHERE run_id = ?1 ORDER BY ord"
+                ),
+                [run_id],
+                instance_from_row,
+            )
+            .map_err(e)?;
+            let mut running = select(
+                tx,
+                &format!(
+                    "SELECT {TRY_COLUMNS} FROM task_tries WHERE run_id = ?1 AND state = 'running'"
+                ),
+                [run_id],
+                try_from_row,
+            )
+            .map_err(e)?;
+            let holder: Option<String> = tx
+                .query_row(
+                    "SELECT run_id FROM runs WHERE dag_id = ?1 AND logical_date = ?2 AND state = 'running' AND run_id != ?3",
+                    params![run.dag_id, ts(run.logical_date), run.run_id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(e)?;
+            let action = rules::repair(
+                &mut run,
+                &mut instances,
+                &mut running,
+                repair,
+                owner_alive,
+                holder.as_deref(),
+            )?;
+            save_run_state(tx, &run).map_err(e)?;
+            for ti in &instances {
+                save_instance(tx, ti).map_err(e)?;
+            }
+            for t in &running {
+                save_try(tx, t).map_err(e)?;
+            }
+            tx.execute("DELETE FROM processes WHERE run_id = ?1", [run_id])
+                .map_err(e)?;
+            tx.execute(
+                &format!("INSERT INTO run_actions ({ACTION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                params![
+                    action.run_id,
+                    ts(action.at),
+                    action.kind.as_str(),
+                    serde_json::to_string(&action.tasks).unwrap_or_default(),
+                    action.state.map(|s| s.as_str()),
+                    action.reason,
+                    action.by.host,
+                    action.by.pid,
+                    action.by.start_ticks as i64,
+                    action.from_state.as_str(),
+                ],
+            )
+            .map_err(e)?;
+            Ok(run)
+        })
+    }
+
+    fn run_actions(&self, run_id: &str) -> Result<Vec<RunAction>, StoreError> {
+        self.read(|c| {
+            select(
+                c,
+                &format!("SELECT {ACTION_COLUMNS} FROM run_actions WHERE run_id = ?1 ORDER BY seq"),
+                [run_id],
+                action_from_row,
+            )
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    fn set_run_notes(&self, run_id: &str, text: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let e = |source| self.err(source);
+            let exists = tx
+                .query_row("SELECT 1 FROM runs WHERE run_id = ?1", [run_id], |_| Ok(()))
+                .optional()
+                .map_err(e)?
+                .is_some();
+            if !exists {
+                return Err(StoreError::NoSuchRun(run_id.to_owned()));
+            }
+            tx.execute(
+                "INSERT INTO run_notes (run_id, text, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (run_id) DO UPDATE SET text = excluded.text, updated_at = excluded.updated_at",
+                params![run_id, text, ts(at)],
+            )
+            .map_err(e)?;
+            Ok(())
+        })
+    }
+
+    fn run_notes(&self, run_id: &str) -> Result<Option<RunNotes>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT text, updated_at FROM run_notes WHERE run_id = ?1",
+                [run_id],
+                |r| {
+                    Ok(RunNotes {
+                        text: r.get(0)?,
+                        updated_at: parse_ts(r.get(1)?)?.unwrap_or_default(),
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    fn dag_version(&self, hash: &str) -> Result<Option<DagVersion>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT hash, dag_id, text FROM dag_versions WHERE hash = ?1",
+                [hash],
+                |r| {
+                    Ok(DagVersion {
+                        hash: r.get(0)?,
+                        dag_id: r.get(1)?,
+                        text: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+        })
+    }
+
     fn set_paused(&self, dag_id: &str, paused: bool) -> Result<(), StoreError> {
         self.write(|tx| {
             tx.execute(
@@ -663,6 +933,80 @@ impl Store for SqliteStore {
                 )
                 .map_err(|e| self.err(e))?;
             parse_ts(latest).map_err(|e| self.err(e))
+        })
+    }
+
+    fn add_notification(&self, n: &NewNotification) -> Result<NotificationRecord, StoreError> {
+        self.write(|tx| {
+            let e = |source| self.err(source);
+            let record = NotificationRecord::new(0, n);
+            tx.prepare_cached(
+                "INSERT INTO notifications (run_id, dag_id, event, target_index, target, format, summary, state, attempts, detail, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    record.run_id,
+                    record.dag_id,
+                    record.event,
+                    record.target_index,
+                    record.target,
+                    record.format,
+                    record.summary,
+                    record.state.as_str(),
+                    record.attempts,
+                    record.detail,
+                    ts(record.created_at),
+                    ts(record.updated_at),
+                ])
+            })
+            .map_err(e)?;
+            Ok(NotificationRecord {
+                id: tx.last_insert_rowid(),
+                ..record
+            })
+        })
+    }
+
+    fn update_notification(&self, id: i64, u: &NotificationUpdate) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let e = |source| self.err(source);
+            let mut record = tx
+                .prepare_cached(&format!(
+                    "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = ?1"
+                ))
+                .and_then(|mut s| s.query_row([id], notification_from_row).optional())
+                .map_err(e)?
+                .ok_or(StoreError::NoSuchNotification(id))?;
+            record.apply(u);
+            tx.prepare_cached(
+                "UPDATE notifications SET state = ?2, attempts = ?3, detail = ?4, updated_at = ?5 WHERE id = ?1",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    id,
+                    record.state.as_str(),
+                    record.attempts,
+                    record.detail,
+                    ts(record.updated_at)
+                ])
+            })
+            .map_err(e)?;
+            Ok(())
+        })
+    }
+
+    fn notifications(&self, run_id: &str) -> Result<Vec<NotificationRecord>, StoreError> {
+        self.read(|c| {
+            select(
+                c,
+                &format!(
+                    "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE run_id = ?1 ORDER BY id"
+                ),
+                [run_id],
+                notification_from_row,
+            )
+            .map_err(|e| self.err(e))
         })
     }
 

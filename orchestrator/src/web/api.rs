@@ -144,10 +144,16 @@ pub async fn index() -> Json<Value> {
             "GET /api/backfills",
             "POST /api/backfills/{backfill_id}/cancel",
             "POST /api/dags/{dag_id}/runs",
+            "POST /api/runs/{run_id}/clear",
+            "POST /api/runs/{run_id}/tasks/{task_id}/mark",
+            "POST /api/runs/{run_id}/resume",
+            "POST /api/runs/{run_id}/notes",
+            "GET /api/runs/{run_id}/dag",
             "POST /api/dags/{dag_id}/pause",
             "POST /api/dags/{dag_id}/unpause",
             "GET /api/runs?dag=D&state=S&trigger=T&limit=N",
             "GET /api/runs/{run_id}",
+            "GET /api/runs/{run_id}/notifications",
             "POST /api/runs/{run_id}/cancel",
             "GET /api/runs/{run_id}/tasks/{task_id}",
             "GET /api/runs/{run_id}/tasks/{task_id}/log?try=N&offset=B&limit=B",
@@ -395,6 +401,24 @@ pub async fn run(
     Path(run_id): Path<String>,
 ) -> Result<Json<view::RunDetail>, WebError> {
     Ok(Json(state.blocking(move |s| view::run(s, &run_id)).await?))
+}
+
+/// `GET /api/runs/{run_id}/notifications`: the run's notification deliveries, oldest first.
+pub async fn notifications(
+    State(state): State<AppState>,
+    Path(run_id): Path<String>,
+) -> Result<Json<Value>, WebError> {
+    let list = state
+        .blocking(move |s| {
+            if s.store().run(&run_id)?.is_none() {
+                return Err(WebError::not_found(format!(
+                    "no run {run_id}; GET /api/runs lists the runs"
+                )));
+            }
+            Ok(s.store().notifications(&run_id)?)
+        })
+        .await?;
+    Ok(Json(json!({ "notifications": list })))
 }
 
 /// `POST /api/runs/{run_id}/cancel`: cancels a run this server drives.

@@ -34,4 +34,58 @@ pub struct ServeOptions {
 
     /// Tasks running at once across all runs of this server (default: only per-DAG limits).
     pub max_parallel_tasks: Option<usize>,
+
+    /// On SIGINT/SIGTERM, cancel the runs this server drives instead of leaving them resumable
+    /// (the next start resumes them).
+    pub cancel_runs_on_exit: bool,
+
+    /// The base URL users reach the server at; notifications link to run pages under it.
+    /// `None`: `http://<bind>`, unless the bind address is unspecified (0.0.0.0, ::).
+    pub public_url: Option<reqwest::Url>,
+}
+
+impl ServeOptions {
+    /// The URL notifications link to: [`public_url`](Self::public_url), or the bind address.
+    pub fn link_base(&self) -> Option<reqwest::Url> {
+        self.public_url.clone().or_else(|| {
+            (!self.bind.ip().is_unspecified())
+                .then(|| reqwest::Url::parse(&format!("http://{}/", self.bind)).ok())
+                .flatten()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(bind: &str, public_url: Option<&str>) -> ServeOptions {
+        ServeOptions {
+            dags: PathBuf::from("dags"),
+            bind: bind.parse().unwrap(),
+            token: None,
+            allow_unauthenticated: false,
+            catchup: false,
+            no_cron: false,
+            kill_grace: Duration::from_secs(5),
+            max_parallel_tasks: None,
+            cancel_runs_on_exit: false,
+            public_url: public_url.map(|u| u.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn links_go_under_the_public_url_or_the_bind_address() {
+        let link = |bind, public| options(bind, public).link_base().map(|u| u.to_string());
+        assert_eq!(
+            link("127.0.0.1:8080", None).as_deref(),
+            Some("http://127.0.0.1:8080/")
+        );
+        assert_eq!(
+            link("0.0.0.0:8080", Some("https://ops.example/velostream")).as_deref(),
+            Some("https://ops.example/velostream")
+        );
+        assert_eq!(link("0.0.0.0:8080", None), None);
+        assert_eq!(link("[::]:8080", None), None);
+    }
 }

@@ -59,8 +59,12 @@ impl WebError {
 impl From<StoreError> for WebError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NoSuchRun(_) => Self::not_found(e.to_string()),
-            StoreError::TooManyActiveRuns { .. } => Self::new(StatusCode::CONFLICT, e.to_string()),
+            StoreError::NoSuchRun(_) | StoreError::NoSuchTask { .. } => {
+                Self::not_found(e.to_string())
+            }
+            StoreError::TooManyActiveRuns { .. }
+            | StoreError::SlotBusy { .. }
+            | StoreError::NotRepairable { .. } => Self::new(StatusCode::CONFLICT, e.to_string()),
             _ => Self::internal(e.to_string()),
         }
     }
@@ -71,7 +75,8 @@ impl From<EngineError> for WebError {
         match e {
             EngineError::Params(p) => Self::bad_request(p.to_string()),
             EngineError::Store(s) => s.into(),
-            EngineError::Driver(_) => Self::internal(e.to_string()),
+            EngineError::Plan(p) => Self::bad_request(p.to_string()),
+            EngineError::Driver(_) | EngineError::RunDag { .. } => Self::internal(e.to_string()),
         }
     }
 }

@@ -6,7 +6,9 @@
 //! - `velostream_orchestrator_task_duration_seconds`: histogram of task instance durations (first
 //!   try's start to last try's end) of tasks that finished while the server ran;
 //! - `velostream_orchestrator_scheduling_delay_seconds`: histogram of how late scheduled runs
-//!   started after their cron slot.
+//!   started after their cron slot;
+//! - `velostream_orchestrator_notifications_total{event,state}`: `[[dag.notify]]` deliveries this
+//!   server ended, `delivered` or `gave_up` (counted by the notifier as they end).
 //!
 //! The histograms are fed by [`Metrics::observe`], which the server calls every couple of seconds
 //! over the newest runs of the store: the store is the one record every run writes to, whoever
@@ -104,6 +106,22 @@ impl Metrics {
             scheduling_delay,
             seen: Mutex::new(Seen::default()),
         }
+    }
+
+    /// Registers the notifier's delivery outcomes (call once, before sharing the metrics).
+    pub fn with_notifications(
+        mut self,
+        outcomes: &Family<
+            crate::notify::OutcomeLabels,
+            prometheus_client::metrics::counter::Counter,
+        >,
+    ) -> Self {
+        self.registry.register(
+            "velostream_orchestrator_notifications",
+            "Notification deliveries ended by this server, per event and final state (delivered or gave_up)",
+            outcomes.clone(),
+        );
+        self
     }
 
     /// Sets the gauges from `counts`; `dags` get zeros for states they have no runs in.

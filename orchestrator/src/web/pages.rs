@@ -18,7 +18,7 @@ use super::svg::{self, Chart, Gantt, Graph};
 use super::view::{self, DagInfo, RunDetail, RunInfo, TaskInfo, enc};
 use crate::cron::DagFileError;
 use crate::dag::Dag;
-use crate::store::{RunState, TaskState};
+use crate::store::{NotificationRecord, RunState, TaskState};
 
 /// Runs shown in the DAG page's grid.
 const GRID_RUNS: usize = 25;
@@ -257,6 +257,13 @@ pub async fn dag_fragment(
 pub struct RunLive {
     run: RunInfo,
     tasks: Vec<TaskInfo>,
+    /// Some task failed (the "clear failed" button).
+    failed: bool,
+    /// Its repairs.
+    history: Vec<crate::store::RunAction>,
+    notifications: Vec<NotificationRecord>,
+    /// A notification is still being delivered (the page refreshes as often as while running).
+    sending: bool,
     gantt: Gantt,
     charts: Vec<Chart>,
     active: bool,
@@ -272,10 +279,22 @@ struct RunPage {
     dag_url: String,
     fragment: String,
     live: RunLive,
+    /// The run's notes (edited in place, outside the live fragment).
+    notes: String,
+    /// Its task ids, for the mark form.
+    task_ids: Vec<String>,
+    /// The DAG version it ran, with the diff to the file now.
+    version: Option<super::repair::RunDagVersion>,
 }
 
 fn run_live(state: &AppState, run_id: &str) -> Result<RunLive, WebError> {
-    let RunDetail { run, tasks } = view::run(state, run_id)?;
+    let RunDetail {
+        run,
+        tasks,
+        notes: _,
+        history,
+        notifications,
+    } = view::run(state, run_id)?;
     let gantt = svg::gantt(run.started_at, &tasks, Utc::now());
     let charts = tasks
         .iter()
@@ -288,8 +307,14 @@ fn run_live(state: &AppState, run_id: &str) -> Result<RunLive, WebError> {
         .collect();
     Ok(RunLive {
         active: run.state == RunState::Running,
+        failed: tasks
+            .iter()
+            .any(|t| matches!(t.state, TaskState::Failed | TaskState::UpstreamFailed)),
+        history,
+        sending: notifications.iter().any(|n| !n.state.is_final()),
         run,
         tasks,
+        notifications,
         gantt,
         charts,
         csrf: state.security().csrf_token.clone(),
@@ -302,8 +327,23 @@ pub async fn run(
     Path(run_id): Path<String>,
 ) -> Result<Html<String>, WebError> {
     let id = run_id.clone();
-    let live = page(&state, move |s| run_live(s, &id)).await?;
+    let (live, notes, version) = page(&state, move |s| {
+        let notes = s
+            .store()
+            .run_notes(&id)?
+            .map(|n| n.text)
+            .unwrap_or_default();
+        Ok((
+            run_live(s, &id)?,
+            notes,
+            super::repair::dag_version(s, &id)?,
+        ))
+    })
+    .await?;
     render(&RunPage {
+        task_ids: live.tasks.iter().map(|t| t.task_id.clone()).collect(),
+        notes,
+        version,
         csrf: state.security().csrf_token.clone(),
         dag_id: live.run.dag_id.clone(),
         dag_url: live.run.dag_url(),

@@ -6,7 +6,7 @@ use axum::middleware;
 use axum::routing::{get, post};
 
 use super::state::AppState;
-use super::{api, assets, backfill, pages, security};
+use super::{api, assets, backfill, pages, repair, security};
 
 /// The whole web app over `state`.
 pub fn app(state: AppState) -> Router {
@@ -43,7 +43,16 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/runs", get(api::runs))
         .route("/api/runs/{run_id}", get(api::run))
+        .route("/api/runs/{run_id}/notifications", get(api::notifications))
         .route("/api/runs/{run_id}/cancel", post(api::cancel))
+        .route("/api/runs/{run_id}/clear", post(repair::clear))
+        .route("/api/runs/{run_id}/resume", post(repair::resume))
+        .route("/api/runs/{run_id}/notes", post(repair::notes))
+        .route("/api/runs/{run_id}/dag", get(repair::dag))
+        .route(
+            "/api/runs/{run_id}/tasks/{task_id}/mark",
+            post(repair::mark),
+        )
         .route("/api/runs/{run_id}/tasks/{task_id}", get(api::task))
         .route("/api/runs/{run_id}/tasks/{task_id}/log", get(api::log))
         .fallback(not_found)

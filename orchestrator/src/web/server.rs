@@ -1,5 +1,6 @@
-//! Running the server: [`serve`] is `orchestrator serve` (open the state, recover interrupted
-//! runs, bind, serve until SIGINT/SIGTERM, then cancel and drain the runs it drives);
+//! Running the server: [`serve`] is `orchestrator serve` (open the state, resume interrupted
+//! runs, bind, serve until SIGINT/SIGTERM, then leave the runs it drives resumable, or cancel
+//! them with `--cancel-runs-on-exit`, and drain them and the notifications in flight);
 //! [`serve_on`] serves an [`AppState`] on a bound listener (tests use it with port 0).
 
 use std::process::ExitCode;
@@ -17,6 +18,9 @@ use super::state::AppState;
 use crate::cron::{CatchUp, DagFolder};
 use crate::scheduler::EngineSettings;
 use crate::store::StateFiles;
+
+/// How long a stopping server waits for notification deliveries in flight.
+const NOTIFY_GRACE: Duration = Duration::from_secs(10);
 
 /// How often the metrics look at the store.
 const OBSERVE_EVERY: Duration = Duration::from_secs(2);
@@ -41,8 +45,10 @@ pub fn serve(files: &StateFiles, args: ServeOptions) -> anyhow::Result<ExitCode>
         let mut settings = EngineSettings::new(files.log_dir());
         settings.kill_grace = args.kill_grace;
         settings.max_parallel_tasks = args.max_parallel_tasks;
-        std::fs::create_dir_all(&settings.log_dir)
-            .with_context(|| format!("creating the log directory {}", settings.log_dir.display()))?;
+        settings.notify = settings.notify.with_public_url(args.link_base());
+        std::fs::create_dir_all(&settings.log_dir).with_context(|| {
+            format!("creating the log directory {}", settings.log_dir.display())
+        })?;
         let shutdown = CancellationToken::new();
         let policy = if args.catchup {
             CatchUp::All
@@ -57,20 +63,13 @@ pub fn serve(files: &StateFiles, args: ServeOptions) -> anyhow::Result<ExitCode>
             policy,
             shutdown.clone(),
         );
-        for run in state
-            .launcher()
-            .engine()
-            .recover()
-            .context("recovering interrupted runs")?
-        {
-            eprintln!(
-                "note: run {} of DAG {} was interrupted (its orchestrator, pid {}, died); marked failed",
-                run.run_id, run.dag_id, run.owner.pid
-            );
-        }
-        let listener = TcpListener::bind(args.bind)
-            .await
-            .with_context(|| format!("listening on {}; is another server using it? pass --bind", args.bind))?;
+        resume_interrupted(&state)?;
+        let listener = TcpListener::bind(args.bind).await.with_context(|| {
+            format!(
+                "listening on {}; is another server using it? pass --bind",
+                args.bind
+            )
+        })?;
         let loaded = state.folder().snapshot();
         eprintln!(
             "Serving http://{} ({} DAG(s) from {}{}; schedules {}; catch-up {:?}); Ctrl-C stops",
@@ -80,7 +79,10 @@ pub fn serve(files: &StateFiles, args: ServeOptions) -> anyhow::Result<ExitCode>
             if loaded.errors.is_empty() {
                 String::new()
             } else {
-                format!(", {} file(s) with errors shown in the UI", loaded.errors.len())
+                format!(
+                    ", {} file(s) with errors shown in the UI",
+                    loaded.errors.len()
+                )
             },
             if args.no_cron { "off" } else { "on" },
             policy,
@@ -89,6 +91,11 @@ pub fn serve(files: &StateFiles, args: ServeOptions) -> anyhow::Result<ExitCode>
             eprintln!("{}", e.message);
         }
         let signals = shutdown.clone();
+        let what = if args.cancel_runs_on_exit {
+            "cancelling its runs"
+        } else {
+            "leaving its runs resumable for the next start"
+        };
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             let (Ok(mut int), Ok(mut term)) = (
@@ -101,14 +108,71 @@ pub fn serve(files: &StateFiles, args: ServeOptions) -> anyhow::Result<ExitCode>
                 _ = int.recv() => "SIGINT",
                 _ = term.recv() => "SIGTERM",
             };
-            eprintln!("{name}: stopping the server, cancelling its runs...");
+            eprintln!("{name}: stopping the server, {what}...");
             signals.cancel();
         });
-        serve_on(listener, state, !args.no_cron, args.kill_grace)
+        let on_exit = if args.cancel_runs_on_exit {
+            OnExit::CancelRuns
+        } else {
+            OnExit::LeaveRunsResumable
+        };
+        serve_with(listener, state, !args.no_cron, args.kill_grace, on_exit)
             .await
             .context("serving")?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Takes over every run whose orchestrator died while it ran (a crash, a kill -9, a server
+/// that stopped leaving its runs resumable): each is resumed and driven here. A run whose DAG
+/// cannot be read back is marked failed, as are runs of dead owners the resume did not take.
+fn resume_interrupted(state: &AppState) -> anyhow::Result<()> {
+    let launcher = state.launcher();
+    let interrupted = launcher
+        .engine()
+        .interrupted_runs()
+        .context("looking for interrupted runs")?;
+    for run in interrupted {
+        match launcher.resume(&run.run_id) {
+            Ok(plan) => {
+                let restarted = plan.task_ids();
+                eprintln!(
+                    "note: resumed run {} of DAG {} (its orchestrator, pid {}, stopped){}",
+                    run.run_id,
+                    run.dag_id,
+                    run.owner.pid,
+                    if restarted.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; starting again: {}", restarted.join(", "))
+                    }
+                );
+            }
+            Err(error) => {
+                eprintln!("warning: cannot resume run {}: {error:#}", run.run_id);
+            }
+        }
+    }
+    for run in launcher
+        .engine()
+        .recover(None)
+        .context("recovering interrupted runs")?
+    {
+        eprintln!(
+            "note: run {} of DAG {} was interrupted (its orchestrator, pid {}, died); marked failed",
+            run.run_id, run.dag_id, run.owner.pid
+        );
+    }
+    Ok(())
+}
+
+/// What a stopping server does with the runs it drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnExit {
+    /// Cancel them: they end failed with a note.
+    CancelRuns,
+    /// Stop their tasks but leave them `running` in the store: the next start resumes them.
+    LeaveRunsResumable,
 }
 
 /// Serves `state` on `listener` until the state's shutdown token fires, with the cron scheduler
@@ -119,6 +183,17 @@ pub async fn serve_on(
     state: AppState,
     cron: bool,
     kill_grace: Duration,
+) -> std::io::Result<()> {
+    serve_with(listener, state, cron, kill_grace, OnExit::CancelRuns).await
+}
+
+/// [`serve_on`], with what to do with the runs at the end.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    cron: bool,
+    kill_grace: Duration,
+    on_exit: OnExit,
 ) -> std::io::Result<()> {
     let shutdown = state.shutdown_token().clone();
     let mut background = tokio::task::JoinSet::new();
@@ -150,15 +225,28 @@ pub async fn serve_on(
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;
     shutdown.cancel();
-    let drained = state
-        .launcher()
-        .shutdown(
-            "cancelled: the server shut down",
-            kill_grace + Duration::from_secs(10),
-        )
-        .await;
+    let deadline = kill_grace + Duration::from_secs(10);
+    let drained = match on_exit {
+        OnExit::CancelRuns => {
+            state
+                .launcher()
+                .shutdown("cancelled: the server shut down", deadline)
+                .await
+        }
+        OnExit::LeaveRunsResumable => state.launcher().leave_resumable(deadline).await,
+    };
     if !drained {
         tracing::warn!("Some runs did not stop in time");
+    }
+    let notifier = state.launcher().engine().notifier();
+    if notifier.in_flight() > 0 {
+        tracing::info!(
+            in_flight = notifier.in_flight(),
+            "Waiting for notification deliveries"
+        );
+    }
+    if !notifier.drain(NOTIFY_GRACE).await {
+        tracing::warn!("Some notifications were not delivered before the server stopped");
     }
     while background.join_next().await.is_some() {}
     served

@@ -45,7 +45,10 @@ impl AppState {
     ) -> Self {
         let log_dir = settings.log_dir.clone();
         let engine = Engine::new(store.clone(), settings);
-        let launcher = Launcher::new(engine, shutdown.child_token());
+        let metrics = Metrics::new().with_notifications(engine.notifier().outcomes());
+        // Not a child of `shutdown`: when the server stops, `serve_on` decides whether its runs
+        // are cancelled or left resumable.
+        let launcher = Launcher::new(engine, CancellationToken::new());
         let cron = Arc::new(CronScheduler::new(folder.clone(), launcher.clone(), policy));
         Self(Arc::new(Inner {
             store,
@@ -55,7 +58,7 @@ impl AppState {
             backfills: Backfills::default(),
             log_dir,
             security,
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(metrics),
             shutdown,
         }))
     }

@@ -14,7 +14,9 @@ use super::state::AppState;
 use crate::cron::{DagFileError, LiveTask};
 use crate::dag::Dag;
 use crate::series::{self, Series};
-use crate::store::{RunFilter, RunRecord, RunState, TaskInstance, TaskState, TaskTry, Trigger};
+use crate::store::{
+    NotificationRecord, RunFilter, RunRecord, RunState, TaskInstance, TaskState, TaskTry, Trigger,
+};
 
 /// Largest log chunk one request returns.
 pub const MAX_LOG_CHUNK: u64 = 1024 * 1024;
@@ -115,6 +117,10 @@ pub struct RunInfo {
     pub driven_here: bool,
     /// Its page.
     pub url: String,
+    /// SHA-256 of the DAG text it ran (`GET /api/runs/{run_id}/dag` has the text).
+    pub dag_hash: Option<String>,
+    /// Running, but its orchestrator died: `POST /api/runs/{run_id}/resume` takes it over.
+    pub interrupted: bool,
 }
 
 impl RunInfo {
@@ -123,6 +129,8 @@ impl RunInfo {
         let end = r.ended_at.or((r.state == RunState::Running).then_some(now));
         let dag = state.folder().get(&r.dag_id);
         Self {
+            interrupted: r.is_orphaned(&crate::store::is_alive),
+            dag_hash: r.dag_hash.clone(),
             logical_date_local: dag
                 .as_ref()
                 .map(|d| crate::cron::upcoming::local(r.logical_date, d.timezone)),
@@ -378,6 +386,12 @@ pub struct RunDetail {
     pub run: RunInfo,
     /// Its tasks in topological order.
     pub tasks: Vec<TaskInfo>,
+    /// What people wrote about it.
+    pub notes: Option<crate::store::RunNotes>,
+    /// Its repairs (clear, mark, resume), oldest first.
+    pub history: Vec<crate::store::RunAction>,
+    /// Its notification deliveries (`[[dag.notify]]`), oldest first.
+    pub notifications: Vec<NotificationRecord>,
 }
 
 fn task_spec(dag: &Dag) -> Vec<TaskSpec> {
@@ -515,6 +529,9 @@ pub fn run(state: &AppState, run_id: &str) -> Result<RunDetail, WebError> {
     Ok(RunDetail {
         run: RunInfo::new(record, state, now),
         tasks,
+        notes: store.run_notes(run_id)?,
+        history: store.run_actions(run_id)?,
+        notifications: store.notifications(run_id)?,
     })
 }
 

@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use velostream_common::clickhouse::ClickHouseConfig;
 
+/// The consumer's memory beside its prefetch queue and batches, rounded up: 85 MiB measured with
+/// a 1 MiB queue and 10,000-row batches (ARCHITECTURE.md, "Backpressure and the memory bound").
+pub const BASE_MEMORY_BYTES: u64 = 128 << 20;
+
 /// Settings of one consumer process.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -152,12 +156,21 @@ impl Settings {
         Ok(())
     }
 
-    /// The most memory the consumer holds, as stated in ARCHITECTURE.md: librdkafka's prefetch
-    /// queue plus two batches (one being inserted, one filling) of decoded rows, each row
-    /// [`crate::batch::BYTES_PER_ROW`] bytes.
+    /// The most memory the consumer holds (its peak RSS), as stated in ARCHITECTURE.md and
+    /// measured by `consumer-bench` under a backlog and a frozen ClickHouse:
+    ///
+    /// - [`BASE_MEMORY_BYTES`]: the process, librdkafka's threads and the fetch responses it is
+    ///   receiving, the dead-letter producer, the 8,192 messages being decoded;
+    /// - librdkafka's prefetch queue, twice `fetch_queue_kbytes`: librdkafka counts message
+    ///   payloads against it and keeps about as much again per message of its own (~340 bytes
+    ///   per ~420-byte TLC message);
+    /// - three batches of encoded rows ([`crate::batch::BYTES_PER_ROW`] each): one being
+    ///   inserted, one filling, and what the allocator keeps of the blocks left behind as their
+    ///   buffers grew.
     pub fn memory_bound_bytes(&self) -> u64 {
-        u64::from(self.fetch_queue_kbytes) * 1024
-            + 2 * self.batch_rows as u64 * crate::batch::BYTES_PER_ROW as u64
+        BASE_MEMORY_BYTES
+            + 2 * u64::from(self.fetch_queue_kbytes) * 1024
+            + 3 * self.batch_rows as u64 * crate::batch::BYTES_PER_ROW as u64
     }
 }
 

@@ -133,12 +133,15 @@ async fn a_slow_or_dead_clickhouse_pauses_fetching_and_nothing_is_lost() {
         rss_idle >> 20,
         rss_paused >> 20
     );
-    // The stated bound: 4 MiB of prefetch plus two batches of decoded rows, over the idle process.
-    let bound =
-        (4 << 20) + 2 * BATCH_ROWS as u64 * velostream_consumer::batch::BYTES_PER_ROW as u64;
+    // The bound the consumer states for these settings holds.
+    let mut settings =
+        velostream_consumer::Settings::new("unused:1", Default::default(), topic, "g");
+    settings.batch_rows = BATCH_ROWS;
+    settings.fetch_queue_kbytes = 4096;
+    let bound = settings.memory_bound_bytes();
     assert!(
-        rss_paused <= rss_idle + 2 * bound + (32 << 20),
-        "RSS {} MB while paused, idle {} MB, bound {} MB",
+        rss_paused <= bound,
+        "RSS {} MB while paused (idle {} MB) is over the stated bound of {} MB",
         rss_paused >> 20,
         rss_idle >> 20,
         bound >> 20

@@ -27,8 +27,10 @@ pub(super) struct Checked {
     pub timezone: chrono_tz::Tz,
     pub params: serde_json::Map<String, serde_json::Value>,
     pub connections: Connections,
+    pub run_rules: crate::dag::notify::RunRules,
     pub file: Option<PathBuf>,
     pub dir: PathBuf,
+    pub source: Arc<str>,
 }
 
 /// Builds the DAG from sections that passed every check; `None` when a part is missing (which
@@ -132,9 +134,11 @@ pub(super) fn dag(s: Sections<'_>, c: Checked, problems: &mut Problems<'_>) -> O
             .max_active_tasks
             .map_or(DEFAULT_MAX_ACTIVE_TASKS, Spanned::into_inner),
         connections: Arc::new(c.connections),
+        run_rules: c.run_rules,
         tasks,
         file: c.file,
         dir: c.dir,
+        source: c.source,
         index,
     })
 }

@@ -7,6 +7,7 @@ mod checks;
 mod connections;
 mod problems;
 mod raw;
+mod run_rules;
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +37,15 @@ pub fn parse_str(text: &str, origin: &str) -> Result<Dag, LoadError> {
     let env = |k: &str| std::env::var(k).ok();
     let dir = std::env::current_dir().unwrap_or_default();
     parse(text, origin, None, dir, &env)
+}
+
+/// Validates DAG text as if it were the file at `file` (relative paths resolve against the
+/// file's directory): a stored DAG version, run again by a clear or a resume.
+pub fn parse_as_file(text: &str, file: &Path) -> Result<Dag, LoadError> {
+    let origin = file.display().to_string();
+    let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let env = |k: &str| std::env::var(k).ok();
+    parse(text, &origin, Some(file.to_path_buf()), dir, &env)
 }
 
 /// Like [`parse_str`] with an explicit environment for `${ENV:-default}` (tests).
@@ -72,6 +82,7 @@ fn parse(
     );
     let params = raw::params(sections.dag.as_ref());
     let (schedule, timezone) = checks::dag_fields(sections.dag.as_ref(), &mut problems);
+    let run_rules = run_rules::check(sections.dag.as_ref(), env, &mut problems);
     let graph = checks::graph(&sections.tasks, &mut problems);
     checks::tasks(&sections.tasks, &graph, &params, &dir, &mut problems);
     if !problems.is_empty() {
@@ -83,8 +94,10 @@ fn parse(
         timezone,
         params,
         connections,
+        run_rules,
         file,
         dir,
+        source: text.into(),
     };
     match build::dag(sections, checked, &mut problems) {
         Some(dag) if problems.is_empty() => Ok(dag),

@@ -50,6 +50,29 @@ pub(super) struct RawDag {
     /// Tasks of one run allowed at once.
     #[serde(default)]
     pub max_active_tasks: Option<Spanned<usize>>,
+    /// Cancel a run still going this long after its start (a duration).
+    #[serde(default)]
+    pub run_timeout: Option<Spanned<String>>,
+    /// Notify `deadline_miss` when a run is not done this long after its start (a scheduled
+    /// run: after its slot).
+    #[serde(default)]
+    pub deadline: Option<Spanned<String>>,
+    /// `[[dag.notify]]`: webhooks told about runs.
+    #[serde(default)]
+    pub notify: Vec<Spanned<RawNotify>>,
+}
+
+/// One `[[dag.notify]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotify {
+    /// The events: `failure`, `success`, `retry`, `deadline_miss`, `recovered`.
+    pub on: Spanned<Vec<Spanned<String>>>,
+    /// Where the message is POSTed (`${ENV:-default}` interpolated).
+    pub url: Spanned<String>,
+    /// `json` (default) or `slack`.
+    #[serde(default)]
+    pub format: Option<Spanned<String>>,
 }
 
 /// Retries and time limit: `[dag.defaults]`, and the same fields of a `[[task]]`.
@@ -377,5 +400,6 @@ mod tests {
             ]
         );
         assert!(serde_introspect::<RawDag>().contains(&"max_active_tasks"));
+        assert_eq!(serde_introspect::<RawNotify>(), ["on", "url", "format"]);
     }
 }

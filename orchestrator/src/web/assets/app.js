@@ -45,6 +45,14 @@
   }
   if (live) schedule();
 
+  // The mark form posts to the chosen task's URL.
+  document.addEventListener('change', function (ev) {
+    var select = ev.target;
+    if (!select.classList || !select.classList.contains('js-mark-task')) return;
+    var form = select.form;
+    form.setAttribute('action', form.getAttribute('data-action-template').replace('TASK', encodeURIComponent(select.value)));
+  });
+
   // Forms marked js-api go to the API as JSON with the CSRF header.
   document.addEventListener('submit', function (ev) {
     var form = ev.target;
@@ -72,6 +80,7 @@
       .then(function (res) {
         var d = res.d;
         if (!res.ok) flash(d.error || ('HTTP ' + res.status), false);
+        else if (d.message) flash(d.message, true);
         else if (d.run_id && d.cancelling) flash('Cancelling run ' + d.run_id, true);
         else if (d.run_id) flash('Started run ' + d.run_id, true, d.url);
         else if (d.backfill_id && d.cancelling) flash('Cancelling backfill ' + d.backfill_id, true);

@@ -75,6 +75,17 @@ struct Args {
     /// Skip the fetch-only and ceiling runs (to profile ours alone).
     #[arg(long)]
     only_ours: bool,
+    /// Skip the memory runs (peak RSS of the consumer binary under a backlog and a frozen
+    /// ClickHouse).
+    #[arg(long)]
+    skip_memory: bool,
+    /// Rows the memory runs read (at most `--rows`): enough that the prefetch queue stays full.
+    #[arg(long, default_value_t = 3_000_000)]
+    memory_rows: usize,
+    /// How long the frozen-ClickHouse memory run freezes the server (SIGSTOP), after the first
+    /// insert (needs the bench's own ClickHouse).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    freeze: Duration,
     /// Extra librdkafka property for our consumer and the fetch-only run, key=value (repeatable).
     #[arg(long = "consumer-property", value_name = "KEY=VALUE")]
     consumer_properties: Vec<String>,
@@ -399,6 +410,8 @@ async fn ours(args: &Args, s: &Servers, topic: &str, table: &str) -> anyhow::Res
     settings.batch_rows = args.batch_rows;
     settings.batch_time = Duration::from_millis(args.batch_ms);
     settings.consumer_properties = properties(args)?;
+    // No series lines among the bench's own output.
+    settings.series_interval = Duration::ZERO;
     let consumer = VeloConsumer::new(settings);
     let metrics = consumer.metrics();
     let stop = CancellationToken::new();
@@ -426,6 +439,173 @@ async fn ours(args: &Args, s: &Servers, topic: &str, table: &str) -> anyhow::Res
         );
     }
     Ok((summary.rows_per_sec, args.rows as f64 / wall.as_secs_f64()))
+}
+
+/// Peak memory of the consumer binary (the process a DAG runs), in bytes.
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    /// Reading a backlog at full speed.
+    backlog: u64,
+    /// The same, with ClickHouse frozen for `--freeze` after the first insert.
+    frozen: Option<u64>,
+    /// What `Settings::memory_bound_bytes` states for these settings.
+    bound: u64,
+}
+
+/// (f) Memory: the `velostream-consumer` binary beside this one reads `--memory-rows` of the
+/// topic with its default settings (and our `--batch-rows`), once at full speed and once with
+/// ClickHouse frozen (SIGSTOP) for `--freeze` after its first insert; its peak RSS (`VmHWM`) each
+/// time. Both runs must leave exactly the rows they read.
+async fn memory(args: &Args, s: &Servers, server: &Server, topic: &str) -> anyhow::Result<Memory> {
+    let rows = args.memory_rows.min(args.rows);
+    let backlog = memory_run(args, s, server, topic, "bench_memory", rows, None).await?;
+    let frozen = match &s.ch {
+        Some(ch) => Some(
+            memory_run(
+                args,
+                s,
+                server,
+                topic,
+                "bench_memory_frozen",
+                rows,
+                Some((ch, args.freeze)),
+            )
+            .await?,
+        ),
+        None => {
+            eprintln!(
+                "  frozen ClickHouse: not measured on a given server (it is not ours to freeze)"
+            );
+            None
+        }
+    };
+    let mut settings = Settings::new(&s.brokers, s.clickhouse.clone(), topic, "bench-memory");
+    settings.batch_rows = args.batch_rows;
+    Ok(Memory {
+        backlog,
+        frozen,
+        bound: settings.memory_bound_bytes(),
+    })
+}
+
+/// One memory run: peak RSS in bytes.
+async fn memory_run(
+    args: &Args,
+    s: &Servers,
+    server: &Server,
+    topic: &str,
+    table: &str,
+    rows: usize,
+    freeze: Option<(&velostream_testkit::ClickHouse, Duration)>,
+) -> anyhow::Result<u64> {
+    let program = std::env::current_exe()?.with_file_name("velostream-consumer");
+    if !program.is_file() {
+        bail!(
+            "{} is missing: build it beside consumer-bench (cargo build --release -p velostream-consumer --bins --all-features)",
+            program.display()
+        );
+    }
+    let http = format!("127.0.0.1:{}", velostream_testkit::free_port());
+    let mut child = tokio::process::Command::new(&program)
+        .args(["--topic", topic, "--group", table, "--table", table])
+        .args(["--batch-rows", &args.batch_rows.to_string()])
+        .args(["--batch-ms", &args.batch_ms.to_string()])
+        .args(["--http-addr", &http, "--series-interval", "0s"])
+        .args(
+            args.consumer_properties
+                .iter()
+                .flat_map(|p| ["--consumer-property", p.as_str()]),
+        )
+        .env("KAFKA_BROKERS", &s.brokers)
+        .env("CLICKHOUSE_URL", &s.clickhouse.url)
+        .env("CLICKHOUSE_USER", &s.clickhouse.user)
+        .env("CLICKHOUSE_PASSWORD", &s.clickhouse.password)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    let pid = child.id().context("the consumer exited at once")?;
+    schema::ensure_tables(server, table).await?;
+    let metric = |name: &'static str| {
+        let http = http.clone();
+        async move { scrape(&http, name).await.unwrap_or(0.0) as u64 }
+    };
+    let deadline =
+        Instant::now() + Duration::from_secs(300) + Duration::from_secs(rows as u64 / 20_000);
+    let mut frozen = freeze;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("the consumer exited early ({status}); run it alone to see why");
+        }
+        let inserted = metric("velostream_consumer_rows_inserted_total").await;
+        if inserted >= rows as u64 {
+            break;
+        }
+        if let Some((ch, how_long)) = frozen
+            && metric("velostream_consumer_batches_total").await >= 1
+        {
+            eprintln!("  ClickHouse frozen for {how_long:?} after the first insert...");
+            ch.pause();
+            tokio::time::sleep(how_long).await;
+            ch.resume();
+            frozen = None;
+        }
+        if Instant::now() > deadline {
+            bail!("the consumer inserted {inserted} of {rows} rows by the deadline");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let peak = peak_rss(pid).context("reading the consumer's peak RSS")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await??;
+    if !status.success() {
+        bail!("the consumer stopped with {status}");
+    }
+    let counted: u64 = server
+        .client
+        .query(&format!("SELECT count() FROM {table} FINAL"))
+        .fetch_one()
+        .await?;
+    server
+        .client
+        .query(&format!("DROP TABLE {table}"))
+        .execute()
+        .await?;
+    if counted < rows as u64 {
+        bail!("{table} holds {counted} rows (FINAL), expected at least {rows}");
+    }
+    Ok(peak)
+}
+
+/// A Prometheus sample of the consumer's `/metrics` (unlabelled `name`).
+async fn scrape(http: &str, name: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(http).await.ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await.ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The peak resident set of `pid` (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// (c) The plain consumer: each poll's messages (up to `plain_batch`), decoded, inserted and
@@ -683,6 +863,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await?;
     settle(&server).await;
 
+    let memory = if args.skip_memory {
+        None
+    } else {
+        eprintln!(
+            "(f) memory: velostream-consumer reading {} rows, then again with ClickHouse frozen {:?}...",
+            args.memory_rows.min(args.rows),
+            args.freeze
+        );
+        let m = memory(&args, &s, &server, &topic).await?;
+        settle(&server).await;
+        Some(m)
+    };
+
     let plain_rate = if args.skip_plain {
         None
     } else {
@@ -756,6 +949,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
             100.0 * ours_rate / rate
         );
     }
+    let mb = |b: u64| b as f64 / f64::from(1 << 20);
+    if let Some(m) = memory {
+        println!();
+        println!(
+            "peak RSS of velostream-consumer: {:.0} MiB reading a backlog{}; stated bound {:.0} MiB",
+            mb(m.backlog),
+            m.frozen
+                .map(|f| format!(
+                    ", {:.0} MiB with ClickHouse frozen {:?}",
+                    mb(f),
+                    args.freeze
+                ))
+                .unwrap_or_default(),
+            mb(m.bound)
+        );
+    }
     println!();
     println!("ours / ceiling = {:.1}%", 100.0 * ours_rate / ceiling_rate);
     if let Some(p) = plain_rate {
@@ -770,6 +979,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "ours_vs_ceiling": (ours_rate / ceiling_rate * 1000.0).round() / 1000.0,
         "clickhouse_version": server.version.to_string(),
         "kafka_engine_rows_per_sec": kafka_engine_rate.map(f64::round),
+        "memory_backlog_bytes": memory.map(|m| m.backlog),
+        "memory_frozen_bytes": memory.and_then(|m| m.frozen),
+        "memory_bound_bytes": memory.map(|m| m.bound),
+        "memory_rows": memory.map(|_| args.memory_rows.min(args.rows)),
+        "memory_freeze_secs": memory.map(|_| args.freeze.as_secs_f64()),
     });
     if let serde_json::Value::Object(map) = output {
         velostream_common::protocol::Message::Output(map).emit();
