@@ -359,8 +359,8 @@ impl ConsumerProcess {
         (status.code(), lines)
     }
 
-    /// Waits until the process exits by itself: (exit code, stdout lines).
-    pub fn wait_exit(mut self, timeout: Duration) -> (Option<i32>, Vec<String>) {
+    /// Waits until the process exits by itself: (exit status, stdout lines).
+    pub fn wait_exit(mut self, timeout: Duration) -> (std::process::ExitStatus, Vec<String>) {
         let deadline = Instant::now() + timeout;
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -374,7 +374,7 @@ impl ConsumerProcess {
             std::thread::sleep(Duration::from_millis(50));
         };
         let lines = self.stdout.take().unwrap().join().unwrap();
-        (status.code(), lines)
+        (status, lines)
     }
 
     /// SIGKILL: no flush, no commit, no goodbye.
