@@ -101,6 +101,10 @@ struct Args {
     /// 44000000 for the reference run's size); the report shows them beside the estimate.
     #[arg(long, value_delimiter = ',')]
     also_pipeline_rows: Vec<u64>,
+    /// Skip the second run of the benchmark DAG on a durable broker (Tansu on a local S3 server),
+    /// which the report sets against the memory broker's run.
+    #[arg(long)]
+    no_durable_pipeline: bool,
     /// Rounds of each producer phase, alternating (the median round counts).
     #[arg(long, default_value_t = 3)]
     producer_rounds: u32,
@@ -215,6 +219,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         },
         producer_rounds: args.producer_rounds,
         extra_pipeline_rows: args.also_pipeline_rows.clone(),
+        durable_pipeline: !args.no_durable_pipeline,
         command: command_line(),
         note: args.note.clone(),
     };

@@ -63,6 +63,9 @@ pub struct Report {
     pub overhead: Option<OverheadFigures>,
     /// The benchmark DAG end to end.
     pub pipeline: Option<PipelineFigures>,
+    /// The benchmark DAG again on a durable broker (Tansu on a local S3 server).
+    #[serde(default)]
+    pub durable_pipeline: Option<PipelineFigures>,
     /// The benchmark DAG again at other sizes (`--also-pipeline-rows`).
     pub extra_pipelines: Vec<PipelineFigures>,
     /// 1, 2 and 3 consumers in one group on the same partitions.
@@ -88,6 +91,15 @@ pub fn thousands(n: u64) -> String {
 fn rate(r: f64) -> String {
     if r.is_finite() {
         thousands(r.round() as u64)
+    } else {
+        "n/a".into()
+    }
+}
+
+/// `a / b` as a factor, e.g. `0.52x`.
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() {
+        format!("{:.2}x", a / b)
     } else {
         "n/a".into()
     }
@@ -220,6 +232,7 @@ impl Report {
         }
         self.write_lanes(md);
         self.write_estimate(md);
+        self.write_storage(md);
         self.write_sizes(md);
         self.write_fleet(md);
         self.write_machine(md);
@@ -495,6 +508,64 @@ impl Report {
             );
         }
         let _ = writeln!(md);
+    }
+
+    /// The pipeline on the memory broker against the same DAG on a durable one, same run.
+    fn write_storage(&self, md: &mut String) {
+        let (Some(memory), Some(durable)) = (&self.pipeline, &self.durable_pipeline) else {
+            return;
+        };
+        let _ = writeln!(
+            md,
+            "## The broker's storage: durable against memory
+"
+        );
+        let _ = writeln!(
+            md,
+            "The benchmark DAG at the same size on a fresh broker of each kind: Tansu's memory engine \
+             (the headline figures above; it forgets everything when it stops) and its S3 engine on \
+             a local s3rver (`VELOSTREAM_KAFKA_STORAGE=durable`; messages survive a broker crash, \
+             every produce is a file written by s3rver). The ratio is durable / memory.\n"
+        );
+        let _ = writeln!(
+            md,
+            "| figure | memory broker | durable broker | durable / memory |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|");
+        let rows = [
+            (
+                "Producer rows/s, in the pipeline",
+                memory.producer.rows_per_sec(),
+                durable.producer.rows_per_sec(),
+            ),
+            (
+                "Consumer rows/s, in the pipeline",
+                memory.consumer.rows_per_sec(),
+                durable.consumer.rows_per_sec(),
+            ),
+        ];
+        for (figure, m, d) in rows {
+            let _ = writeln!(
+                md,
+                "| {figure} | {} | {} | {} |",
+                rate(m),
+                rate(d),
+                ratio(d, m)
+            );
+        }
+        let _ = writeln!(
+            md,
+            "| First row produced to lag 0 | {} | {} | {} |",
+            duration(memory.data_seconds),
+            duration(durable.data_seconds),
+            ratio(durable.data_seconds, memory.data_seconds)
+        );
+        let _ = writeln!(
+            md,
+            "| Rows in ClickHouse (FINAL) | {} | {} | |\n",
+            thousands(memory.rows_in_clickhouse),
+            thousands(durable.rows_in_clickhouse)
+        );
     }
 
     fn write_sizes(&self, md: &mut String) {
@@ -955,7 +1026,9 @@ mod tests {
                 ],
                 broker_peak_rss: Some(4 << 30),
                 broker_idle_rss: Some(1 << 30),
+                broker_storage: "memory".into(),
             }),
+            durable_pipeline: None,
             extra_pipelines: Vec::new(),
             fleet: None,
             total_seconds: 300.0,

@@ -6,7 +6,7 @@ use std::time::Instant;
 use chrono::Utc;
 use velostream_common::clickhouse::ClickHouseConfig;
 
-use velostream_testkit::Lane;
+use velostream_testkit::{Lane, Storage};
 
 use crate::error::BenchError;
 use crate::machine::{self, Machine, Versions};
@@ -66,6 +66,9 @@ pub struct Config {
     pub flood200: bool,
     /// Sizes at which to run the benchmark DAG again, after the main phases.
     pub extra_pipeline_rows: Vec<u64>,
+    /// Run the benchmark DAG again on a durable broker (Tansu on a local S3 server), beside the
+    /// memory broker's run, when the harness starts the broker.
+    pub durable_pipeline: bool,
     /// Rounds of each producer phase (the median counts).
     pub producer_rounds: u32,
     /// Rows the small-batch consumer baseline reads.
@@ -125,7 +128,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
         broker: match &ctx.brokers {
             Some(b) => format!("given endpoint {b}"),
             None => format!(
-                "{}, memory engine, a fresh one per phase",
+                "{}, memory engine, a fresh one per phase (and the S3 engine on s3rver for the durable pipeline run)",
                 machine::program_version(&velostream_testkit::tansu_binary())
             ),
         },
@@ -206,7 +209,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
     let pipeline = match (&clickhouse, wants(Phase::Pipeline)) {
         (Some(ch), true) => {
             tracing::info!(dag = phases::pipeline::DAG, "Pipeline: the benchmark DAG");
-            let p = phases::pipeline::run(ctx, ch)?;
+            let p = phases::pipeline::run(ctx, ch, Storage::Memory)?;
             tracing::info!(
                 producer = p.producer.rows_per_sec().round(),
                 consumer = p.consumer.rows_per_sec().round(),
@@ -214,6 +217,20 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
                 run_seconds = p.run_seconds,
                 peak_lag = p.peak_lag_sensor,
                 "Pipeline measured"
+            );
+            Some(p)
+        }
+        _ => None,
+    };
+    let durable_pipeline = match (&clickhouse, &pipeline) {
+        (Some(ch), Some(_)) if config.durable_pipeline && ctx.brokers.is_none() => {
+            tracing::info!("Pipeline again on a durable broker (Tansu on a local S3 server)");
+            let p = phases::pipeline::run(ctx, ch, Storage::Durable)?;
+            tracing::info!(
+                producer = p.producer.rows_per_sec().round(),
+                consumer = p.consumer.rows_per_sec().round(),
+                data_seconds = p.data_seconds,
+                "Durable pipeline measured"
             );
             Some(p)
         }
@@ -227,7 +244,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
                 rows,
                 ..ctx.clone()
             };
-            let p = phases::pipeline::run(&sized, ch)?;
+            let p = phases::pipeline::run(&sized, ch, Storage::Memory)?;
             tracing::info!(
                 rows,
                 data_seconds = p.data_seconds,
@@ -280,6 +297,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
         consumer_other_lanes,
         overhead,
         pipeline,
+        durable_pipeline,
         extra_pipelines,
         fleet,
         total_seconds: started.elapsed().as_secs_f64(),

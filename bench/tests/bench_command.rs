@@ -68,6 +68,12 @@ fn the_bench_command_measures_every_phase_beside_its_baseline() {
     // The pipeline moved exactly the rows, validated by the DAG's count.
     let pipeline = &report["pipeline"];
     assert_eq!(pipeline["rows_produced"], ROWS, "{pipeline:#}");
+    assert_eq!(pipeline["broker_storage"], "memory");
+    // The same DAG on a durable broker, beside it.
+    let durable = &report["durable_pipeline"];
+    assert_eq!(durable["broker_storage"], "durable", "{durable:#}");
+    assert_eq!(durable["rows_produced"], ROWS, "{durable:#}");
+    assert_eq!(durable["rows_in_clickhouse"], ROWS, "{durable:#}");
     assert_eq!(pipeline["rows_in_clickhouse"], ROWS);
     assert_eq!(pipeline["rows_dead_lettered"], 0);
     assert_eq!(pipeline["consumer"]["rows"], ROWS);
@@ -111,6 +117,8 @@ fn the_bench_command_measures_every_phase_beside_its_baseline() {
         &report["consumer"]["alone"],
         &pipeline["producer"],
         &pipeline["consumer"],
+        &durable["producer"],
+        &durable["consumer"],
     ] {
         assert!(rate["seconds"].as_f64().unwrap() > 0.0, "{rate}");
     }
@@ -129,6 +137,20 @@ fn the_bench_command_measures_every_phase_beside_its_baseline() {
         md.contains("## A consumer fleet on the same partitions"),
         "{md}"
     );
+    // The durable broker's row stands beside the memory broker's, with the ratio.
+    let storage = md
+        .split("## The broker's storage: durable against memory")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no storage section in\n{md}"));
+    for figure in [
+        "Producer rows/s, in the pipeline",
+        "Consumer rows/s, in the pipeline",
+        "First row produced to lag 0",
+    ] {
+        let row = cells(summary_row(storage, figure));
+        assert_eq!(row.len(), 4, "{row:?}");
+        assert!(row[3].ends_with('x'), "no ratio in {row:?}");
+    }
 
     // Every summary figure stands beside a baseline and a ratio.
     for figure in [

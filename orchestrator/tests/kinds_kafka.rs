@@ -448,3 +448,130 @@ async fn lag_stays_right_when_list_offsets_is_stale() {
     assert_eq!(reading.partitions[0].high_watermark, produced as i64);
     assert_eq!(reading.total, produced as i64 - listed);
 }
+
+/// A running sensor and what it said: the lag of every reading, and its trouble lines.
+struct Watched {
+    readings: Arc<std::sync::Mutex<Vec<i64>>>,
+    troubles: Arc<std::sync::Mutex<Vec<String>>>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<Result<kafka::LagOutcome, Error>>,
+}
+
+fn watch(brokers: &str, topic: &str) -> Watched {
+    let readings = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let troubles = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn({
+        let (brokers, topic, readings, troubles, cancel) = (
+            brokers.to_string(),
+            topic.to_string(),
+            readings.clone(),
+            troubles.clone(),
+            cancel.clone(),
+        );
+        async move {
+            WaitLag {
+                group: "nobody".into(),
+                topic,
+                max_lag: 0.into(),
+                interval: Duration::from_millis(200),
+                timeout: Duration::from_secs(50),
+                soft_fail: false,
+                request_timeout: Duration::from_secs(2),
+            }
+            .run_with(
+                &brokers,
+                &cancel,
+                &mut |r, _| readings.lock().unwrap().push(r.total),
+                &mut |t| troubles.lock().unwrap().push(t.to_string()),
+            )
+            .await
+        }
+    });
+    Watched {
+        readings,
+        troubles,
+        cancel,
+        task,
+    }
+}
+
+impl Watched {
+    fn readings(&self) -> Vec<i64> {
+        self.readings.lock().unwrap().clone()
+    }
+
+    fn troubles(&self) -> Vec<String> {
+        self.troubles.lock().unwrap().clone()
+    }
+}
+
+/// A durable broker killed and restarted under the sensor is ridden out and said once ("cannot be
+/// computed", then "computed again"), with no lag recorded meanwhile (unknown, not 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sensor_rides_out_a_broker_restart_saying_so_once() {
+    let mut broker = Kafka::start_with(velostream_testkit::Storage::Durable);
+    create("faulty", 2, IfExists::Fail)
+        .run(&broker.bootstrap, &CancellationToken::new(), &mut no_log())
+        .await
+        .unwrap();
+    produce(&broker.bootstrap, "faulty", 2, 50);
+    let w = watch(&broker.bootstrap, "faulty");
+    velostream_testkit::wait_for("two readings", Duration::from_secs(20), || {
+        (w.readings().len() >= 2).then_some(())
+    });
+    broker.kill();
+    velostream_testkit::wait_for("the sensor to say so", Duration::from_secs(20), || {
+        (!w.troubles().is_empty()).then_some(())
+    });
+    // Many more checks fail while the broker is down; none is said again.
+    let failed_at = std::time::Instant::now();
+    velostream_testkit::wait_for("more failed checks", Duration::from_secs(20), || {
+        (failed_at.elapsed() >= Duration::from_secs(3)).then_some(())
+    });
+    assert_eq!(w.troubles().len(), 1, "{:?}", w.troubles());
+    let during = w.readings().len();
+    broker.restart();
+    velostream_testkit::wait_for("the sensor to read again", Duration::from_secs(30), || {
+        (w.troubles().len() >= 2 && w.readings().len() > during).then_some(())
+    });
+    w.cancel.cancel();
+    let troubles = w.troubles();
+    let readings = w.readings();
+    assert!(matches!(w.task.await.unwrap(), Err(Error::Cancelled)));
+    assert!(troubles[0].contains("cannot be computed"), "{troubles:?}");
+    assert!(troubles[0].contains("not 0"), "{troubles:?}");
+    assert!(troubles[1].contains("computed again"), "{troubles:?}");
+    // 50 messages in each of the 2 partitions, nothing committed: every reading says 100.
+    assert!(
+        readings.iter().all(|&lag| lag == 100),
+        "a reading other than the true lag: {readings:?}"
+    );
+}
+
+/// A memory broker restarted under the sensor has lost the topic: the sensor fails at once,
+/// saying the topic disappeared and what it held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sensor_fails_at_once_when_the_topic_vanishes() {
+    let mut broker = Kafka::start_with(velostream_testkit::Storage::Memory);
+    create("fleeting", 2, IfExists::Fail)
+        .run(&broker.bootstrap, &CancellationToken::new(), &mut no_log())
+        .await
+        .unwrap();
+    produce(&broker.bootstrap, "fleeting", 2, 50);
+    let w = watch(&broker.bootstrap, "fleeting");
+    velostream_testkit::wait_for("two readings", Duration::from_secs(20), || {
+        (w.readings().len() >= 2).then_some(())
+    });
+    broker.restart();
+    let err = tokio::time::timeout(Duration::from_secs(30), w.task)
+        .await
+        .expect("the sensor to fail within 30 s")
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(err, Error::TopicVanished { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("\"fleeting\" disappeared"), "{text}");
+    assert!(text.contains("2 partition(s)"), "{text}");
+    assert!(text.contains("{0: 50, 1: 50}"), "{text}");
+}

@@ -13,6 +13,7 @@ use std::time::Duration;
 use orchestrator::store::{RunFilter, RunState, SqliteStore, Store, TaskInstance, TaskState};
 use serde::{Deserialize, Serialize};
 use velostream_common::clickhouse::ClickHouseConfig;
+use velostream_testkit::Storage;
 
 use super::overhead::{mean, seconds};
 use super::{Context, Rate};
@@ -72,6 +73,13 @@ pub struct PipelineFigures {
     pub broker_peak_rss: Option<u64>,
     /// The broker's resident memory before the run, empty.
     pub broker_idle_rss: Option<u64>,
+    /// The fresh broker's storage: `memory` or `durable` (Tansu on a local S3 server).
+    #[serde(default = "memory")]
+    pub broker_storage: String,
+}
+
+fn memory() -> String {
+    Storage::Memory.name().to_string()
 }
 
 impl PipelineFigures {
@@ -99,12 +107,20 @@ struct Watch {
     broker_peak_rss: Option<u64>,
 }
 
-/// Runs the benchmark DAG at `ctx.rows` against `clickhouse` and a fresh (or the given) broker.
-pub fn run(ctx: &Context, clickhouse: &ClickHouseConfig) -> Result<PipelineFigures, BenchError> {
+/// Runs the benchmark DAG at `ctx.rows` against `clickhouse` and a fresh broker with `storage`
+/// (or the given one).
+pub fn run(
+    ctx: &Context,
+    clickhouse: &ClickHouseConfig,
+    storage: Storage,
+) -> Result<PipelineFigures, BenchError> {
     let program = ctx.programs.path("orchestrator")?;
     ctx.programs
         .check(&["velostream-producer", "velostream-consumer"])?;
-    let broker = ctx.brokers.is_none().then(velostream_testkit::Kafka::start);
+    let broker = ctx
+        .brokers
+        .is_none()
+        .then(|| velostream_testkit::Kafka::start_with(storage));
     let brokers = ctx
         .brokers
         .clone()
@@ -285,6 +301,7 @@ pub fn run(ctx: &Context, clickhouse: &ClickHouseConfig) -> Result<PipelineFigur
         tasks,
         broker_peak_rss: seen.broker_peak_rss,
         broker_idle_rss,
+        broker_storage: storage.name().to_string(),
     })
 }
 

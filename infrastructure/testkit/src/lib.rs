@@ -4,6 +4,9 @@
 //!
 //! ClickHouse comes in two lanes ([`Lane`]): modern (26.9, the default) and legacy (Debian's
 //! 18.16), chosen by `VELOSTREAM_CLICKHOUSE=modern|legacy` as everywhere else in the project.
+//! The broker comes in two storage modes ([`Storage`]): memory (the default) and durable (on a
+//! local S3 server, s3rver, in the broker's temp dir), chosen by `VELOSTREAM_KAFKA_STORAGE` or by
+//! a test that needs one ([`Kafka::start_with`]).
 //!
 //! It never skips: a missing binary panics with the command that installs it. Servers are also
 //! started with `PR_SET_PDEATHSIG`, so a test process killed outright takes them down with it.
@@ -81,6 +84,57 @@ impl Lane {
 }
 
 impl std::fmt::Display for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The environment variable that selects the broker's storage.
+pub const STORAGE_ENV: &str = "VELOSTREAM_KAFKA_STORAGE";
+
+/// Where the broker keeps its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// Tansu's memory engine: fast; a broker that stops forgets every topic, message and group.
+    Memory,
+    /// Tansu's S3 engine on a local s3rver whose files live in the broker's temp dir: topics,
+    /// messages and groups survive a SIGKILL of the broker ([`Kafka::restart`]).
+    Durable,
+}
+
+impl Storage {
+    /// The mode named by `VELOSTREAM_KAFKA_STORAGE` (`memory`, the default, or `durable`).
+    ///
+    /// Panics on any other value.
+    pub fn from_env() -> Self {
+        match std::env::var(STORAGE_ENV) {
+            Err(std::env::VarError::NotPresent) => Self::Memory,
+            Ok(v) => Self::parse(&v).unwrap_or_else(|| {
+                panic!("{STORAGE_ENV}={v:?}: expected `memory` (the default) or `durable`")
+            }),
+            Err(e) => panic!("{STORAGE_ENV}: {e}"),
+        }
+    }
+
+    /// `memory` or `durable` (empty means memory).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.trim() {
+            "" | "memory" => Some(Self::Memory),
+            "durable" => Some(Self::Durable),
+            _ => None,
+        }
+    }
+
+    /// The mode's name, as `VELOSTREAM_KAFKA_STORAGE` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Durable => "durable",
+        }
+    }
+}
+
+impl std::fmt::Display for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
@@ -376,6 +430,25 @@ pub fn tansu_binary() -> PathBuf {
     find_binary("VELOSTREAM_TANSU", &candidates, "tansu")
 }
 
+/// Path of s3rver's entry script (run with `node`), the durable broker's S3 server:
+/// `$VELOSTREAM_S3RVER`, `$VELOSTREAM_HOME/lib/s3rver/...`, then `<repo>/.velostream/lib/s3rver/...`.
+pub fn s3rver_script() -> PathBuf {
+    const SCRIPT: &str = "lib/s3rver/node_modules/s3rver/bin/s3rver.js";
+    if let Some(path) = std::env::var_os("VELOSTREAM_S3RVER") {
+        return PathBuf::from(path);
+    }
+    let mut candidates = Vec::new();
+    if let Some(home) = std::env::var_os("VELOSTREAM_HOME") {
+        candidates.push(PathBuf::from(home).join(SCRIPT));
+    }
+    candidates.push(repo_root().join(".velostream").join(SCRIPT));
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| panic!("s3rver (the durable broker's S3 server) not found in {candidates:?}: {INSTALL_HINT}"))
+}
+
 /// Path of `clickhouse-server`: `$VELOSTREAM_CLICKHOUSE_SERVER`, `/usr/sbin/clickhouse-server`, then PATH.
 pub fn clickhouse_binary() -> PathBuf {
     find_binary(
@@ -425,56 +498,145 @@ pub fn kubernetes_validate_dir() -> PathBuf {
         })
 }
 
-/// A Kafka-compatible broker (Tansu, in-memory storage) on a free port.
+/// A Kafka-compatible broker (Tansu) on a free port, with the [`Storage`] it was started with.
 pub struct Kafka {
     /// `host:port` to pass as `bootstrap.servers`.
     pub bootstrap: String,
     /// The port the broker listens on.
     pub port: u16,
+    /// Where it keeps its messages.
+    pub storage: Storage,
     guard: Guard,
+    /// The durable mode's S3 server and its port.
+    s3: Option<(Guard, u16)>,
     log: PathBuf,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
+/// The bucket the durable broker keeps its data in.
+const S3_BUCKET: &str = "tansu";
+
 impl Kafka {
-    /// Starts a broker and waits until it accepts connections on its own port.
+    /// Starts a broker with the storage `VELOSTREAM_KAFKA_STORAGE` selects (memory by default)
+    /// and waits until it accepts connections on its own port.
     pub fn start() -> Self {
-        let binary = tansu_binary();
+        Self::start_with(Storage::from_env())
+    }
+
+    /// Starts a broker with `storage` (for durable, its S3 server first) and waits until it
+    /// accepts connections on its own port.
+    pub fn start_with(storage: Storage) -> Self {
         start_on_free_ports("the Kafka broker", || {
             let dir = tempfile::Builder::new()
-                .prefix("velostream-kafka-")
+                .prefix(&format!("velostream-kafka-{storage}-"))
                 .tempdir()
                 .expect("creating a temp dir");
+            let s3 = match storage {
+                Storage::Memory => None,
+                Storage::Durable => Some(Self::start_s3(dir.path())?),
+            };
             let port = free_port();
-            let url = format!("tcp://127.0.0.1:{port}");
-            let mut cmd = Command::new(&binary);
-            cmd.args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .current_dir(dir.path());
+            let s3_port = s3.as_ref().map(|(_, p)| *p);
             let log = dir.path().join("broker.log");
-            let mut guard = Guard::spawn("tansu", cmd, &log);
-            wait_ready(
-                "the Kafka broker",
-                &mut guard,
-                std::slice::from_ref(&log),
-                &[port],
-                Duration::from_secs(30),
-                || TcpStream::connect(("127.0.0.1", port)).is_ok(),
-            )?;
+            let mut guard = Self::spawn(dir.path(), port, s3_port, &log);
+            Self::wait_ready(&mut guard, &log, port)?;
             Ok(Self {
                 bootstrap: format!("127.0.0.1:{port}"),
                 port,
+                storage,
                 guard,
+                s3,
                 log,
-                _dir: dir,
+                dir,
             })
         })
+    }
+
+    fn start_s3(dir: &Path) -> Result<(Guard, u16), PortLost> {
+        let data = dir.join("s3");
+        std::fs::create_dir_all(&data).expect("creating the S3 data dir");
+        let port = free_port();
+        let mut cmd = Command::new("node");
+        cmd.arg(s3rver_script())
+            .arg("-d")
+            .arg(&data)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "--silent",
+                "--no-vhost-buckets",
+                "--configure-bucket",
+                S3_BUCKET,
+            ])
+            .current_dir(dir);
+        let log = dir.join("s3rver.log");
+        let mut guard = Guard::spawn("s3rver (node)", cmd, &log);
+        wait_ready(
+            "the durable broker's S3 server",
+            &mut guard,
+            std::slice::from_ref(&log),
+            &[port],
+            Duration::from_secs(30),
+            || {
+                matches!(
+                    http(port, "GET", &format!("/{S3_BUCKET}"), ""),
+                    Ok((200, _))
+                )
+            },
+        )?;
+        Ok((guard, port))
+    }
+
+    fn spawn(dir: &Path, port: u16, s3_port: Option<u16>, log: &Path) -> Guard {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut cmd = Command::new(tansu_binary());
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .current_dir(dir);
+        match s3_port {
+            None => {
+                cmd.args(["--storage-engine", "memory://tansu/"]);
+            }
+            Some(s3) => {
+                cmd.args(["--storage-engine", &format!("s3://{S3_BUCKET}/")])
+                    .env("AWS_ACCESS_KEY_ID", "S3RVER")
+                    .env("AWS_SECRET_ACCESS_KEY", "S3RVER")
+                    .env("AWS_DEFAULT_REGION", "us-east-1")
+                    .env("AWS_ENDPOINT", format!("http://127.0.0.1:{s3}"))
+                    .env("AWS_ALLOW_HTTP", "true");
+            }
+        }
+        // Appended to, so a restarted broker's log follows the killed one's.
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("opening the broker log");
+        let err = out.try_clone().expect("cloning a log file handle");
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        set_parent_death_signal(&mut cmd);
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!(
+                "starting tansu ({:?}) failed: {e}; {INSTALL_HINT}",
+                cmd.get_program()
+            )
+        });
+        Guard { child: Some(child) }
+    }
+
+    fn wait_ready(guard: &mut Guard, log: &Path, port: u16) -> Result<(), PortLost> {
+        wait_ready(
+            "the Kafka broker",
+            guard,
+            &[log.to_path_buf()],
+            &[port],
+            Duration::from_secs(30),
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        )
     }
 
     /// The broker's PID.
@@ -482,13 +644,28 @@ impl Kafka {
         self.guard.pid()
     }
 
-    /// Stops the broker now (SIGKILL). The in-memory engine loses every message.
+    /// Stops the broker now (SIGKILL). The memory engine loses every message; the durable one
+    /// keeps what it acknowledged (its S3 server keeps running).
     pub fn kill(&mut self) {
         self.guard
             .stop(nix::sys::signal::Signal::SIGKILL, Duration::from_secs(5));
     }
 
-    /// The broker's log so far.
+    /// Starts the broker again on the same port (and, in durable mode, the same S3 server and
+    /// data) after [`Kafka::kill`]; kills it first if it still runs. A memory broker comes back
+    /// empty: no topics, no messages, no groups.
+    ///
+    /// Panics if another process took the port meanwhile (its clients know only this one).
+    pub fn restart(&mut self) {
+        self.kill();
+        let s3_port = self.s3.as_ref().map(|(_, p)| *p);
+        self.guard = Self::spawn(self.dir.path(), self.port, s3_port, &self.log);
+        if let Err(PortLost(why)) = Self::wait_ready(&mut self.guard, &self.log, self.port) {
+            panic!("the Kafka broker could not restart on its port: {why}");
+        }
+    }
+
+    /// The broker's log so far (of every start).
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -10,7 +10,7 @@ use velostream_common::clickhouse::{
 };
 use velostream_common::kafka::{BROKERS_ENV, DEFAULT_BROKERS};
 
-use crate::settings::{Settings, SettingsError, parse_property};
+use crate::settings::{Settings, SettingsError, TopicReset, parse_property};
 
 /// Drains a Kafka consumer group of JSON taxi rows into ClickHouse, in large batches, exactly
 /// once as `SELECT count() FROM <table> FINAL` sees it. Stops cleanly on SIGTERM: flushes the
@@ -76,6 +76,13 @@ pub struct Args {
     /// On a rebalance, how long a revoked partition's rows may take to reach ClickHouse.
     #[arg(long, env = "VELOSTREAM_REVOKE_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
     pub revoke_timeout: Duration,
+    /// When ClickHouse's offset records do not fit the topic (an offset beyond a partition's end
+    /// or before its start: the topic was recreated, or the broker lost its data): `fail` reads
+    /// nothing and exits non-zero saying so; `start-over` loads the topic from its start as a new
+    /// incarnation whose rows are stored with `_topic` = `TOPIC#N`, so they cannot collide with
+    /// the old rows.
+    #[arg(long, env = "VELOSTREAM_ON_TOPIC_RESET", value_enum, default_value_t = TopicReset::Fail)]
+    pub on_topic_reset: TopicReset,
     /// Extra librdkafka consumer property, key=value (repeatable).
     #[arg(long = "consumer-property", value_name = "KEY=VALUE")]
     pub consumer_properties: Vec<String>,
@@ -114,6 +121,7 @@ impl Args {
         s.shutdown_grace = self.shutdown_grace;
         s.series_interval = self.series_interval;
         s.revoke_timeout = self.revoke_timeout;
+        s.on_topic_reset = self.on_topic_reset;
         s.consumer_properties = self
             .consumer_properties
             .iter()

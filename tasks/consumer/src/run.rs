@@ -46,6 +46,10 @@ pub enum RunError {
     /// A batch could not be written.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The broker no longer holds what the consumer was reading (see ARCHITECTURE.md, "Exactly
+    /// once", broker faults).
+    #[error("broker fault: {0}")]
+    BrokerFault(String),
     /// Shutdown did not finish flushing.
     #[error("shutdown incomplete: {0}")]
     Incomplete(String),
@@ -129,7 +133,6 @@ impl Consumer {
         let writer = Writer::new(
             server,
             &s.table,
-            &s.topic,
             offsets.clone(),
             dead_letters,
             self.metrics.clone(),
@@ -158,6 +161,8 @@ impl Consumer {
             self.health.clone(),
             self.metrics.clone(),
             stop.clone(),
+            &s.brokers,
+            s.on_topic_reset,
         ));
         let ingest_done = spawn_ingest(s, ingest, s.shutdown_grace)?;
 
@@ -177,12 +182,19 @@ impl Consumer {
         let written = inserter.await.map_err(|_| RunError::Panicked)?;
         let last_write = match written {
             Ok(last) => last,
-            Err(WriteError::Aborted { .. }) if outcome.problem.is_some() => None,
+            Err(WriteError::Aborted { .. })
+                if outcome.problem.is_some() || outcome.fault.is_some() =>
+            {
+                None
+            }
             Err(err) => return Err(err.into()),
         };
         // The last points, after the last insert: the lag left behind.
         series_stop.cancel();
         let _ = series.await;
+        if let Some(fault) = outcome.fault.clone() {
+            return Err(RunError::BrokerFault(fault));
+        }
         if let Some(problem) = outcome.problem.clone() {
             return Err(RunError::Incomplete(problem));
         }

@@ -49,6 +49,24 @@ pub struct Settings {
     pub revoke_timeout: Duration,
     /// Extra librdkafka consumer properties.
     pub consumer_properties: Vec<(String, String)>,
+    /// What to do when the topic no longer holds what ClickHouse's offset records say was read
+    /// from it (recreated under the same name, or emptied by a broker that lost its data).
+    pub on_topic_reset: TopicReset,
+}
+
+/// What the consumer does when ClickHouse's offset records do not fit the topic: a record beyond a
+/// partition's high watermark or before its log start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TopicReset {
+    /// Read nothing and exit non-zero with an error naming the topic, the partitions, the
+    /// recorded and the actual offsets, and what to do.
+    #[default]
+    Fail,
+    /// Start a new incarnation of the topic: read every partition from its start, storing rows
+    /// with `_topic` = `TOPIC#N` (N = 2, 3...), which no Kafka topic name can equal ('#' is not
+    /// allowed in one), so their identities cannot collide with the old incarnation's rows. Only
+    /// before the first row is read; a reset noticed while running still stops the consumer.
+    StartOver,
 }
 
 /// Settings that cannot work.
@@ -110,6 +128,7 @@ impl Settings {
             series_interval: Duration::from_secs(1),
             revoke_timeout: Duration::from_secs(15),
             consumer_properties: Vec::new(),
+            on_topic_reset: TopicReset::Fail,
         }
     }
 

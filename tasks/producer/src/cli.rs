@@ -27,7 +27,8 @@ use crate::report::ProgressMode;
 ///
 /// Exit codes: 0 all rows delivered; 1 nothing sent (bad input, broker unreachable, missing
 /// topic) or a file failed while being read; 2 bad command line; 3 some rows failed (count in the
-/// output line and on stderr); 4 stopped by a signal.
+/// output line and on stderr); 4 stopped by a signal; 5 the broker acknowledged rows the topic
+/// does not hold (it grew by less than was acknowledged: a broker that lost acknowledged messages).
 #[derive(Debug, Parser)]
 #[command(
     name = "velostream-producer",

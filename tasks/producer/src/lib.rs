@@ -5,7 +5,8 @@
 //! into JSON rows, [`pipeline`] runs a decode+encode thread beside the sending thread, [`kafka`]
 //! delivers with an idempotent producer and counts acknowledgements in [`stats`], and [`report`]
 //! tells the orchestrator (`::velostream::` lines on stdout) and a person (a progress bar) how it
-//! goes, while [`metrics`] serves the same counters to Prometheus. [`generate`] writes synthetic
+//! goes, while [`metrics`] serves the same counters to Prometheus; [`verify`] checks afterwards
+//! that the topic grew by what the broker acknowledged. [`generate`] writes synthetic
 //! taxi Parquet files for benchmarks; [`fetch`] downloads real TLC months; [`cli`] is the command line of the binary.
 
 pub mod cli;
@@ -19,3 +20,4 @@ pub mod pipeline;
 pub mod report;
 pub mod shutdown;
 pub mod stats;
+pub mod verify;

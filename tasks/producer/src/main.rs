@@ -11,7 +11,7 @@ use velostream_producer::cli::{Cli, Command, FetchArgs, GenerateArgs, InspectArg
 use velostream_producer::metrics::MetricsServer;
 use velostream_producer::report::{self, Progress};
 use velostream_producer::stats::Stats;
-use velostream_producer::{fetch, generate, input, pipeline, shutdown};
+use velostream_producer::{fetch, generate, input, pipeline, shutdown, verify};
 
 /// Nothing was sent: bad input or configuration, broker unreachable, missing topic.
 const EXIT_NOT_STARTED: u8 = 1;
@@ -19,6 +19,11 @@ const EXIT_NOT_STARTED: u8 = 1;
 const EXIT_FAILED_ROWS: u8 = 3;
 /// Stopped early by a signal.
 const EXIT_INTERRUPTED: u8 = 4;
+/// The broker acknowledged rows the topic does not hold.
+const EXIT_LOST: u8 = 5;
+
+/// Bound on each read of the topic's high watermarks (before and after producing).
+const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let cli = Cli::parse_env();
@@ -76,6 +81,12 @@ fn run_produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
     };
 
     let sender = pipeline::connect(&config, &stats)?;
+    let (brokers, topic) = (&config.delivery.brokers, &config.delivery.topic);
+    let before = verify::log_ends(brokers, topic, VERIFY_TIMEOUT)
+        .inspect_err(|e| {
+            tracing::warn!(error = %e, "Cannot read the topic's high watermarks; the run will not check that the broker kept what it acknowledged");
+        })
+        .ok();
     let progress = Progress::start(args.progress, stats.clone(), plan.total_rows);
     let outcome = pipeline::run(&config, &plan, sender, &stats, &stop);
     progress.finish();
@@ -106,6 +117,22 @@ fn run_produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
             summary.first_error.as_deref().unwrap_or("unknown")
         );
         return Ok(ExitCode::from(EXIT_FAILED_ROWS));
+    }
+    if let Some(before) = &before
+        && summary.delivered > 0
+    {
+        match verify::log_ends(brokers, topic, VERIFY_TIMEOUT) {
+            Ok(after) => match verify::check_growth(topic, before, &after, summary.delivered) {
+                Ok(grown) => tracing::info!(grown, "The topic grew by every acknowledged row"),
+                Err(lost) => {
+                    eprintln!("error: {lost}");
+                    return Ok(ExitCode::from(EXIT_LOST));
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot read the topic's high watermarks after producing; not checked that the broker kept what it acknowledged")
+            }
+        }
     }
     if summary.interrupted {
         eprintln!(

@@ -8,23 +8,24 @@
 //!
 //! 1. reads the group's committed offsets (OffsetFetch), *first*, so the watermark read after them
 //!    can only be newer and the lag can only be over-, never under-stated;
-//! 2. starts a fresh consumer that joins no group, `assign`s every partition at the group's
-//!    committed offset (0 without one), and polls with `statistics.interval.ms` set until
-//!    librdkafka's statistics show a `hi_offset` for every partition. A fresh client has no
-//!    `hi_offset` until a Fetch response of its own sets it, so a value seen there is never a
-//!    leftover from an older reading. Explicit offsets spare a ListOffsets round trip, which takes
-//!    about 500 ms on the local broker (a reading takes about 150 ms).
+//! 2. reads the watermarks from Fetch responses of a fresh client that starts every partition at
+//!    the group's committed offset (0 without one): `velostream_common::kafka::watermarks`.
+//!    Explicit offsets spare a ListOffsets round trip, which takes about 500 ms on the local broker
+//!    (a reading takes about 150 ms).
+//!
+//! librdkafka's errors and log lines go through `velostream_common::kafka::events`, said once per
+//! episode, not on every reconnect attempt of every reading's client.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::statistics::Statistics;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
+use velostream_common::kafka::events::QuietContext;
+use velostream_common::kafka::watermarks::{WatermarkError, Watermarks, fetch_watermarks};
 
 use super::Error;
 
@@ -73,38 +74,8 @@ struct Inner {
     timeout: Duration,
     /// A client with the group's id that never subscribes (so it never joins the group) and never
     /// commits: it only reads the group's committed offsets.
-    offsets: BaseConsumer,
+    offsets: BaseConsumer<QuietContext>,
 }
-
-/// Per partition, from a Fetch response.
-struct Watermarks {
-    /// High watermark (log end offset).
-    high: BTreeMap<i32, i64>,
-    /// Log start offset.
-    low: BTreeMap<i32, i64>,
-}
-
-/// Keeps the latest statistics a client emitted.
-#[derive(Default)]
-struct StatsContext {
-    latest: Mutex<Option<Statistics>>,
-}
-
-impl ClientContext for StatsContext {
-    fn stats(&self, statistics: Statistics) {
-        if let Ok(mut latest) = self.latest.lock() {
-            *latest = Some(statistics);
-        }
-    }
-}
-
-impl ConsumerContext for StatsContext {}
-
-/// Throwaway group ids of watermark probes differ per probe and reading.
-static PROBE_SEQ: AtomicU64 = AtomicU64::new(0);
-
-/// How often the watermark probe's client emits statistics.
-const STATS_INTERVAL_MS: &str = "50";
 
 impl LagProbe {
     /// A probe of `group`'s lag on `topic`; `timeout` bounds each broker request and each reading.
@@ -115,10 +86,12 @@ impl LagProbe {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("allow.auto.create.topics", "false");
-        let offsets = config.create().map_err(|source| Error::Client {
-            brokers: brokers.into(),
-            source: Box::new(source),
-        })?;
+        let offsets = config
+            .create_with_context(QuietContext)
+            .map_err(|source| Error::Client {
+                brokers: brokers.into(),
+                source: Box::new(source),
+            })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 brokers: brokers.into(),
@@ -152,6 +125,10 @@ impl Inner {
         let partitions = self.partition_ids()?;
         let committed = self.committed(&partitions)?;
         let Watermarks { high, low } = self.watermarks(&partitions, &committed)?;
+        let events = velostream_common::kafka::events::EventLog::global();
+        if events.troubled() {
+            events.recovered();
+        }
         let partitions: Vec<PartitionLag> = partitions
             .iter()
             .map(|&p| {
@@ -192,7 +169,7 @@ impl Inner {
             .ok_or_else(|| Error::TopicMissing {
                 topic: self.topic.clone(),
                 brokers: self.brokers.clone(),
-                hint: "; create it upstream with a kafka.create_topic task",
+                hint: "; create it upstream with a kafka.create_topic task (if one did, the broker lost it since: a broker with memory storage forgets every topic when it restarts)",
             })?;
         let mut ids: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
         ids.sort_unstable();
@@ -231,90 +208,35 @@ impl Inner {
         partitions: &[i32],
         committed: &BTreeMap<i32, i64>,
     ) -> Result<Watermarks, Error> {
-        let seq = PROBE_SEQ.fetch_add(1, Ordering::Relaxed);
-        let mut config = velostream_common::kafka::client_config(&self.brokers);
-        config
-            // `assign` needs a group id; this one is never joined nor committed to.
-            .set(
-                "group.id",
-                format!("velostream-lag-probe-{}-{seq}", std::process::id()),
-            )
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            // A start offset below the log start (retention) resets to the end; the Fetch answer
-            // that says so carries the watermark already.
-            .set("auto.offset.reset", "latest")
-            .set("allow.auto.create.topics", "false")
-            .set("statistics.interval.ms", STATS_INTERVAL_MS)
-            .set("fetch.wait.max.ms", "100")
-            // Only the watermark matters: fetch as little as the broker allows.
-            .set("fetch.message.max.bytes", "65536")
-            .set("fetch.max.bytes", "1048576")
-            .set("queued.max.messages.kbytes", "1024");
-        let probe: BaseConsumer<StatsContext> = config
-            .create_with_context(StatsContext::default())
-            .map_err(|source| Error::Client {
+        let starts: BTreeMap<i32, i64> = partitions
+            .iter()
+            .map(|&p| (p, committed.get(&p).copied().unwrap_or(0)))
+            .collect();
+        fetch_watermarks(&self.brokers, &self.topic, &starts, self.timeout).map_err(|e| match e {
+            WatermarkError::Client(source) => Error::Client {
                 brokers: self.brokers.clone(),
                 source: Box::new(source),
-            })?;
-        let mut tpl = TopicPartitionList::new();
-        for &p in partitions {
-            let start = committed.get(&p).copied().unwrap_or(0);
-            tpl.add_partition_offset(&self.topic, p, Offset::Offset(start))
-                .map_err(|source| Error::Client {
-                    brokers: self.brokers.clone(),
-                    source: Box::new(source),
-                })?;
-        }
-        probe.assign(&tpl).map_err(|source| Error::Request {
-            operation: "probing the high watermarks",
-            topic: self.topic.clone(),
-            brokers: self.brokers.clone(),
-            source: Box::new(source),
-        })?;
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            // Messages are only the vehicle of the watermark: drop them. Errors (a broker hiccup)
-            // surface as the deadline below if they persist.
-            let _ = probe.poll(Duration::from_millis(20));
-            let found = probe
-                .context()
-                .latest
-                .lock()
-                .ok()
-                .and_then(|stats| stats.as_ref().and_then(|s| self.read_stats(s, partitions)));
-            if let Some(found) = found {
-                // Closed here, on this blocking thread, rather than on a detached one: a librdkafka
-                // handle still being destroyed while the process exits has crashed (SIGSEGV).
-                drop(probe);
-                return Ok(found);
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::NoWatermark {
-                    topic: self.topic.clone(),
-                    group: self.group.clone(),
-                    brokers: self.brokers.clone(),
-                    waited: self.timeout,
-                });
-            }
-        }
-    }
-
-    /// High and low watermarks from statistics, once every partition has a high one.
-    fn read_stats(&self, stats: &Statistics, partitions: &[i32]) -> Option<Watermarks> {
-        let topic = stats.topics.get(&self.topic)?;
-        let mut high = BTreeMap::new();
-        let mut low = BTreeMap::new();
-        for &p in partitions {
-            let part = topic.partitions.get(&p)?;
-            if part.hi_offset < 0 {
-                return None;
-            }
-            high.insert(p, part.hi_offset);
-            low.insert(p, part.lo_offset);
-        }
-        Some(Watermarks { high, low })
+            },
+            WatermarkError::Timeout {
+                missing,
+                waited,
+                errors,
+            } => Error::NoWatermark {
+                topic: self.topic.clone(),
+                group: self.group.clone(),
+                brokers: self.brokers.clone(),
+                waited,
+                detail: if errors.is_empty() {
+                    format!("partition(s) {missing:?}")
+                } else {
+                    format!(
+                        "partition(s) {missing:?} (the client said: {})",
+                        errors.join("; ")
+                    )
+                }
+                .into(),
+            },
+        })
     }
 }
 

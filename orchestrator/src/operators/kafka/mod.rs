@@ -114,7 +114,7 @@ pub enum Error {
     },
     /// No Fetch response told us a partition's high watermark in time.
     #[error(
-        "reading the lag of group {group:?} on topic {topic:?}: {brokers} sent no Fetch response with a high watermark for every partition within {waited:?}; is a partition leader down?"
+        "reading the lag of group {group:?} on topic {topic:?}: {brokers} sent no Fetch response with a high watermark for {detail} within {waited:?}; is the broker up and the partition's leader alive?"
     )]
     NoWatermark {
         /// The topic.
@@ -125,6 +125,34 @@ pub enum Error {
         brokers: String,
         /// How long we waited.
         waited: Duration,
+        /// The partitions without one, and what the client said meanwhile.
+        detail: Box<str>,
+    },
+    /// A topic the sensor had seen is gone: the broker lost its data or the topic was deleted.
+    #[error(
+        "topic {topic:?} disappeared from {brokers} (it had {partitions} partition(s), high watermarks {high_watermarks:?} at the last reading): the broker lost its data (a broker with memory storage restarted?) or the topic was deleted; the rows it held cannot be read any more, so the lag cannot be computed. Produce the data again into a new topic (or recreate it and start the consumer with --on-topic-reset=start-over)"
+    )]
+    TopicVanished {
+        /// The topic.
+        topic: String,
+        /// The bootstrap servers.
+        brokers: String,
+        /// How many partitions it had.
+        partitions: usize,
+        /// Partition -> high watermark at the last good reading.
+        high_watermarks: std::collections::BTreeMap<i32, i64>,
+    },
+    /// A partition's high watermark went backwards between two readings.
+    #[error(
+        "the high watermark of topic {topic:?} went backwards on {brokers} ({moves}): messages the group may not have read are gone (the topic was recreated, or the broker lost its data); the lag of what is left would say nothing about what was lost. Produce the data again, or start the consumer with --on-topic-reset=start-over to load the new topic"
+    )]
+    WatermarkBackwards {
+        /// The topic.
+        topic: String,
+        /// The bootstrap servers.
+        brokers: String,
+        /// `partition p: from a to b` for each partition that moved back.
+        moves: String,
     },
     /// A field's value is unusable (a template that did not render to a number).
     #[error("`{field}` is {value:?}, which is not a number")]

@@ -120,6 +120,24 @@ impl WaitLag {
         cancel: &CancellationToken,
         on_check: &mut (dyn FnMut(&LagReading, i64) + Send),
     ) -> Result<LagOutcome, Error> {
+        self.run_with(brokers, cancel, on_check, &mut |_| {}).await
+    }
+
+    /// [`WaitLag::run`], saying through `on_trouble` (once per episode, not per check) when the lag
+    /// cannot be computed for a while and when it can again.
+    ///
+    /// A broker that was reachable and stops answering (a restart) is waited for until the
+    /// sensor's timeout, without recording any lag meanwhile (the lag is unknown, not 0); a failure
+    /// at the first check fails at once (a wrong address, a missing topic). Data that vanished
+    /// fails at once: the topic disappeared after a reading saw it, or a partition's high
+    /// watermark went backwards (the topic was recreated, or the broker lost its data).
+    pub async fn run_with(
+        &self,
+        brokers: &str,
+        cancel: &CancellationToken,
+        on_check: &mut (dyn FnMut(&LagReading, i64) + Send),
+        on_trouble: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<LagOutcome, Error> {
         let max_lag = self.max_lag.get("max_lag")?;
         let probe = LagProbe::new(brokers, &self.group, &self.topic, self.request_timeout)?;
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -130,24 +148,75 @@ impl WaitLag {
             checks: 0,
             partitions: Vec::new(),
         };
+        let mut last: Option<LagReading> = None;
+        let mut trouble: Option<(tokio::time::Instant, Error)> = None;
         loop {
             let next = tokio::time::Instant::now() + self.interval;
             let reading = tokio::select! {
                 biased;
                 () = cancel.cancelled() => return Err(Error::Cancelled),
-                reading = probe.read() => reading?,
+                reading = probe.read() => reading,
             };
             outcome.checks += 1;
-            outcome.lag = reading.total;
-            outcome.peak_lag = outcome.peak_lag.max(reading.total);
-            on_check(&reading, outcome.peak_lag);
-            let caught_up = reading.max_partition_lag() <= max_lag as i64;
-            outcome.partitions = reading.partitions;
-            if caught_up {
-                outcome.caught_up = true;
-                return Ok(outcome);
+            match reading {
+                Ok(reading) => {
+                    if let Some(previous) = &last {
+                        check_forward(&self.topic, brokers, previous, &reading)?;
+                    }
+                    if let Some((since, _)) = trouble.take() {
+                        on_trouble(&format!(
+                            "The lag can be computed again after {:.1}s",
+                            since.elapsed().as_secs_f64()
+                        ));
+                    }
+                    outcome.lag = reading.total;
+                    outcome.peak_lag = outcome.peak_lag.max(reading.total);
+                    on_check(&reading, outcome.peak_lag);
+                    let caught_up = reading.max_partition_lag() <= max_lag as i64;
+                    outcome.partitions = reading.partitions.clone();
+                    last = Some(reading);
+                    if caught_up {
+                        outcome.caught_up = true;
+                        return Ok(outcome);
+                    }
+                }
+                Err(Error::TopicMissing { topic, brokers, .. }) if last.is_some() => {
+                    let previous = last
+                        .as_ref()
+                        .map(|r| r.partitions.as_slice())
+                        .unwrap_or(&[]);
+                    return Err(Error::TopicVanished {
+                        topic,
+                        brokers,
+                        partitions: previous.len(),
+                        high_watermarks: previous
+                            .iter()
+                            .map(|p| (p.partition, p.high_watermark))
+                            .collect(),
+                    });
+                }
+                Err(
+                    err @ (Error::Unreachable { .. }
+                    | Error::NoWatermark { .. }
+                    | Error::Request { .. }),
+                ) if last.is_some() => {
+                    if trouble.is_none() {
+                        on_trouble(&format!(
+                            "The lag cannot be computed: {err}; retrying every {} until the timeout, recording no lag meanwhile (it is unknown, not 0)",
+                            humantime::format_duration(self.interval)
+                        ));
+                        trouble = Some((tokio::time::Instant::now(), err));
+                    } else if let Some((since, _)) = trouble.take() {
+                        trouble = Some((since, err));
+                    }
+                }
+                Err(err) => return Err(err),
             }
             if tokio::time::Instant::now() >= deadline {
+                if let Some((since, err)) = trouble {
+                    tracing::debug!(since = ?since, "Sensor timed out while the lag could not be computed");
+                    return Err(err);
+                }
                 return Ok(outcome);
             }
             tokio::select! {
@@ -156,6 +225,41 @@ impl WaitLag {
                 () = tokio::time::sleep_until(next.min(deadline)) => {}
             }
         }
+    }
+}
+
+/// Fails when a partition's high watermark is below the one of the previous reading: the
+/// messages in between are gone.
+fn check_forward(
+    topic: &str,
+    brokers: &str,
+    previous: &LagReading,
+    now: &LagReading,
+) -> Result<(), Error> {
+    let moves: Vec<String> = now
+        .partitions
+        .iter()
+        .filter_map(|p| {
+            let before = previous
+                .partitions
+                .iter()
+                .find(|q| q.partition == p.partition)?;
+            (p.high_watermark < before.high_watermark).then(|| {
+                format!(
+                    "partition {}: from {} to {}",
+                    p.partition, before.high_watermark, p.high_watermark
+                )
+            })
+        })
+        .collect();
+    if moves.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::WatermarkBackwards {
+            topic: topic.to_string(),
+            brokers: brokers.to_string(),
+            moves: moves.join(", "),
+        })
     }
 }
 
@@ -194,8 +298,9 @@ impl Operator for WaitLag {
                 Some("messages"),
             );
         };
+        let mut on_trouble = |what: &str| ctx.log(what);
         let outcome = self
-            .run(&brokers, ctx.cancel_token(), &mut on_check)
+            .run_with(&brokers, ctx.cancel_token(), &mut on_check, &mut on_trouble)
             .await
             .map_err(super::operator_error)?;
         ctx.set_outputs_from(&outcome);
@@ -241,6 +346,32 @@ impl Operator for WaitLag {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reading(high: &[i64]) -> LagReading {
+        LagReading {
+            unix_ms: 0,
+            total: 0,
+            partitions: high
+                .iter()
+                .enumerate()
+                .map(|(p, &h)| PartitionLag {
+                    partition: p as i32,
+                    high_watermark: h,
+                    committed: None,
+                    lag: h,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_high_watermark_going_backwards_is_named() {
+        assert!(check_forward("t", "b:1", &reading(&[5, 7]), &reading(&[5, 9])).is_ok());
+        let err = check_forward("t", "b:1", &reading(&[5, 7]), &reading(&[5, 2])).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("partition 1: from 7 to 2"), "{text}");
+        assert!(text.contains("went backwards"), "{text}");
+    }
 
     #[test]
     fn fields_parse_with_defaults_and_are_checked() {

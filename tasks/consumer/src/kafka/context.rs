@@ -1,5 +1,6 @@
 //! The librdkafka callbacks of our consumer: rebalances (assign from ClickHouse's offset
-//! records, flush before revoke) and statistics (per-partition lag).
+//! records, flush before revoke), statistics (per-partition lag, broker state) and errors (said
+//! once per episode).
 
 use std::sync::Arc;
 
@@ -27,6 +28,15 @@ impl IngestContext {
 impl ClientContext for IngestContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
         self.ingest.on_stats(&statistics);
+    }
+
+    /// Said once per episode: while the broker is down librdkafka repeats these every few ms.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        velostream_common::kafka::events::EventLog::global().log(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.ingest.on_client_error(&error, reason);
     }
 }
 

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::Producer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
+use velostream_common::kafka::events::QuietContext;
 
 use crate::batch::DeadLetter;
 
@@ -30,7 +30,7 @@ pub const HEADER_OFFSET: &str = "velostream.source.offset";
 
 /// Sends dead letters to one topic.
 pub struct DeadLetterProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<QuietContext>,
     topic: String,
     source_topic: String,
 }
@@ -55,7 +55,7 @@ impl DeadLetterProducer {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("message.timeout.ms", "30000")
-            .create()?;
+            .create_with_context(QuietContext)?;
         Ok(Self {
             producer,
             topic: topic.to_string(),
@@ -79,7 +79,7 @@ impl DeadLetterProducer {
         if matches!(exists, Ok(true)) {
             return;
         }
-        let admin: AdminClient<DefaultClientContext> = match config.create() {
+        let admin: AdminClient<QuietContext> = match config.create_with_context(QuietContext) {
             Ok(admin) => admin,
             Err(err) => {
                 tracing::warn!(topic = %self.topic, error = %err, "Cannot check the dead-letter topic");

@@ -10,6 +10,16 @@
 //! Rebalances are handled here too (the callbacks run inside `poll`, on this thread): a revoked
 //! partition's rows are flushed to ClickHouse before the partition goes, and an assigned
 //! partition starts where ClickHouse's offset records say, not where the group's commits do.
+//!
+//! Broker faults (see ARCHITECTURE.md, "Exactly once"): before reading, the offset records are
+//! checked against the partitions' watermarks from Fetch responses; a record beyond a partition's
+//! end or before its start means the topic is not the one the records were made from (recreated,
+//! or emptied by a broker that lost its data). By default the consumer then reads nothing and
+//! stops with an error saying so; `--on-topic-reset=start-over` starts a new incarnation instead
+//! (`sink::offsets`). While running, a high watermark that falls below what ClickHouse has, or
+//! goes backwards, or the topic disappearing while ClickHouse has rows of it, stops the consumer
+//! with an error (exit 1). While the broker cannot be reached the lag is unknown: the
+//! per-partition series are withdrawn and the total is -1, never a reassuring 0.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,13 +30,19 @@ use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use velostream_common::kafka::events::EventLog;
+use velostream_common::kafka::watermarks::{Watermarks, fetch_watermarks};
+
 use super::context::IngestContext;
 use super::fetch_queue::{FetchQueue, Fetched};
 use crate::batch::{Batch, DeadLetter};
 use crate::observe::{Health, Metrics};
 use crate::progress::Handoff;
 use crate::record::decode;
+use crate::settings::TopicReset;
 use crate::sink::OffsetStore;
+use crate::sink::offsets::{Records, identity_topic};
 use crate::sink::retry::Backoff;
 
 /// The consumer this module drives.
@@ -59,10 +75,32 @@ pub struct Ingest {
     pub metrics: Arc<Metrics>,
     /// Graceful shutdown requested.
     pub stop: CancellationToken,
+    /// Kafka bootstrap servers (for the watermark check before reading).
+    pub brokers: String,
+    /// What to do when the offset records do not fit the topic.
+    pub on_topic_reset: TopicReset,
     state: Mutex<State>,
     /// The low and high watermark of each partition from librdkafka's last statistics.
     watermarks: Mutex<HashMap<i32, (i64, i64)>>,
+    /// Per partition: the highest high watermark seen, and how many statistics reports in a
+    /// row showed it lower than that or than what ClickHouse has.
+    regressions: Mutex<HashMap<i32, (i64, u32)>>,
+    /// Why the loop must stop (a broker fault the consumer cannot go on from), once set.
+    fault: Mutex<Option<String>>,
+    /// The broker cannot be reached (or a partition has no leader): the lag is unknown.
+    unreadable: std::sync::atomic::AtomicBool,
+    /// Per partition, the furthest ClickHouse has got in this topic as far as this process knows
+    /// (so a topic that vanishes after a revoke is still known to have had rows).
+    had_rows: Mutex<std::collections::BTreeMap<i32, i64>>,
 }
+
+/// Statistics reports in a row that must show a partition's high watermark below what ClickHouse
+/// has (or below an earlier one) before the consumer stops: right after an assignment librdkafka
+/// may still show a watermark from before it, until its first Fetch response.
+const REGRESSION_REPORTS: u32 = 3;
+
+/// Bound on the watermark check made before reading.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a full batch waits for the inserter before the partitions are paused outright.
 /// Shorter waits just stop polling, which keeps librdkafka's prefetched messages (pausing
@@ -90,6 +128,8 @@ struct State {
     first_message: Option<Instant>,
     /// Where assigned partitions' messages are read in batches, while the loop runs.
     fetch: Option<Arc<FetchQueue>>,
+    /// The `_topic` rows are stored with: the topic, or `TOPIC#N` for incarnation N >= 2.
+    row_topic: String,
 }
 
 /// Most messages taken from librdkafka at once.
@@ -102,8 +142,10 @@ pub struct IngestOutcome {
     pub clean: bool,
     /// When the first message was read.
     pub first_message: Option<Instant>,
-    /// Why not clean.
+    /// Why not clean: what shutdown could not finish.
     pub problem: Option<String>,
+    /// Why not clean: the broker fault that stopped the loop.
+    pub fault: Option<String>,
 }
 
 impl Ingest {
@@ -122,8 +164,16 @@ impl Ingest {
         health: Arc<Health>,
         metrics: Arc<Metrics>,
         stop: CancellationToken,
+        brokers: &str,
+        on_topic_reset: TopicReset,
     ) -> Self {
         Self {
+            brokers: brokers.to_string(),
+            on_topic_reset,
+            regressions: Mutex::default(),
+            fault: Mutex::default(),
+            unreadable: std::sync::atomic::AtomicBool::new(false),
+            had_rows: Mutex::default(),
             topic: topic.to_string(),
             batch_rows,
             batch_time,
@@ -144,6 +194,7 @@ impl Ingest {
                 held_since: None,
                 first_message: None,
                 fetch: None,
+                row_topic: topic.to_string(),
             }),
             watermarks: Mutex::default(),
         }
@@ -181,9 +232,12 @@ impl Ingest {
         }
         self.metrics.rows_consumed.inc();
         match decode(payload.unwrap_or_default()) {
-            Ok(trip) => state
-                .current
-                .push_row(&self.topic, partition, offset, &trip),
+            Ok(trip) => {
+                let State {
+                    current, row_topic, ..
+                } = state;
+                current.push_row(row_topic, partition, offset, &trip)
+            }
             Err(error) => {
                 tracing::debug!(partition, offset, error = %error, "Bad record, dead-lettering it");
                 state.current.push_dead_letter(DeadLetter {
@@ -307,22 +361,41 @@ impl Ingest {
         cooperative: bool,
     ) {
         self.metrics.rebalances.inc();
-        let known = match self.lookup_offsets() {
-            Some(known) => known,
+        let take_nothing = || {
+            if !cooperative {
+                let _ = consumer.assign(&TopicPartitionList::new());
+            }
+        };
+        if self.fault().is_some() {
+            take_nothing();
+            return;
+        }
+        let records = match self.lookup_offsets() {
+            Some(records) => records,
             None => {
                 // Shutting down before ClickHouse answered: take nothing.
-                if !cooperative {
-                    let _ = consumer.assign(&TopicPartitionList::new());
-                }
+                take_nothing();
                 return;
             }
         };
+        let ours: Vec<i32> = tpl
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == self.topic)
+            .map(|e| e.partition())
+            .collect();
+        let Some((incarnation, known)) = self.choose_incarnation(&records, &ours) else {
+            take_nothing();
+            return;
+        };
+        self.note_rows(&known);
         let mut state = self.lock();
+        state.row_topic = identity_topic(&self.topic, incarnation);
         let mut started = Vec::new();
         for mut elem in tpl.elements() {
             let p = elem.partition();
             let next = if elem.topic() == self.topic {
-                known.get(&p).copied()
+                known.get(&p).copied().filter(|&n| n > 0)
             } else {
                 None
             };
@@ -366,14 +439,194 @@ impl Ingest {
         self.commit(consumer, &committed, CommitMode::Async);
         self.metrics.assigned_partitions.set(started.len() as i64);
         self.health.set_joined();
+        if ours.is_empty() && !self.rows_had().is_empty() {
+            self.check_topic_exists(consumer, &self.rows_had());
+        }
         tracing::info!(
             partitions = ?started.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
             from_clickhouse = ?committed,
+            incarnation,
             "Partitions assigned; each starts after the last offset ClickHouse has"
         );
     }
 
-    fn lookup_offsets(&self) -> Option<std::collections::BTreeMap<i32, i64>> {
+    /// Which incarnation of the topic to read and where its partitions continue: the one this
+    /// process already reads, else the latest recorded, checked against the partitions'
+    /// watermarks. `None` when the records do not fit the topic and the consumer must stop.
+    fn choose_incarnation(
+        &self,
+        records: &Records,
+        ours: &[i32],
+    ) -> Option<(u32, std::collections::BTreeMap<i32, i64>)> {
+        let fixed = self.offsets.incarnation();
+        let n = fixed.unwrap_or(records.latest);
+        let known = records.of(n);
+        let starts: std::collections::BTreeMap<i32, i64> = ours
+            .iter()
+            .filter_map(|p| known.get(p).map(|&next| (*p, next)))
+            .filter(|&(_, next)| next > 0)
+            .collect();
+        if starts.is_empty() {
+            return Some((self.offsets.fix_incarnation(n), known));
+        }
+        let watermarks = match fetch_watermarks(&self.brokers, &self.topic, &starts, CHECK_TIMEOUT)
+        {
+            Ok(w) => w,
+            Err(err) => {
+                tracing::warn!(error = %err, "Cannot check ClickHouse's offset records against the topic's watermarks before reading; checking them while reading instead");
+                return Some((self.offsets.fix_incarnation(n), known));
+            }
+        };
+        let misfits = misfits(&starts, &watermarks);
+        if misfits.is_empty() {
+            return Some((self.offsets.fix_incarnation(n), known));
+        }
+        match (self.on_topic_reset, fixed) {
+            (TopicReset::StartOver, None) => {
+                let next = self.offsets.fix_incarnation(n + 1);
+                tracing::warn!(
+                    topic = %self.topic,
+                    partitions = %misfits.join("; "),
+                    incarnation = next,
+                    row_topic = %identity_topic(&self.topic, next),
+                    "The topic is not the one ClickHouse's offset records were made from (recreated, or emptied by a broker that lost its data); --on-topic-reset=start-over: reading it from the start as a new incarnation, its rows stored with this _topic so they cannot collide with the old rows"
+                );
+                Some((next, std::collections::BTreeMap::new()))
+            }
+            _ => {
+                self.set_fault(format!(
+                    "topic {topic:?} does not hold what ClickHouse's offset records (table {table}, incarnation {n}) say was read from it: {parts}. The topic was deleted and created again under the same name, or the broker lost its data (a broker with memory storage restarted). Nothing was read. To load the topic as it is now as a new incarnation (rows stored with _topic = {new:?}, which cannot collide with the {table} rows already there), start the consumer with --on-topic-reset=start-over; to keep the old rows apart, use another --table",
+                    topic = self.topic,
+                    table = self.offsets_table(),
+                    parts = misfits.join("; "),
+                    new = identity_topic(&self.topic, n + 1),
+                ));
+                None
+            }
+        }
+    }
+
+    fn offsets_table(&self) -> &str {
+        self.offsets.table()
+    }
+
+    /// No partition of the topic was assigned while ClickHouse has rows of it: if the topic is
+    /// gone from the broker, those rows' source vanished and the consumer stops.
+    fn check_topic_exists(
+        &self,
+        consumer: &IngestConsumer,
+        known: &std::collections::BTreeMap<i32, i64>,
+    ) {
+        let Ok(metadata) = consumer.fetch_metadata(None, CHECK_TIMEOUT) else {
+            return;
+        };
+        let exists = metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty());
+        if !exists {
+            self.topic_vanished(known);
+        }
+    }
+
+    fn topic_vanished(&self, known: &std::collections::BTreeMap<i32, i64>) {
+        self.set_fault(format!(
+            "topic {:?} disappeared from the broker while ClickHouse has rows of it (table {}, next offsets {known:?}): the broker lost its data (a broker with memory storage restarted?) or the topic was deleted. What was not yet read is lost; produce it again, then start the consumer with --on-topic-reset=start-over",
+            self.topic,
+            self.offsets_table(),
+        ));
+    }
+
+    /// Records why the loop must stop, once (the first reason wins), and logs it once.
+    pub(super) fn set_fault(&self, why: String) {
+        let mut fault = self.fault.lock().unwrap_or_else(|e| e.into_inner());
+        if fault.is_none() {
+            tracing::error!(topic = %self.topic, "{why}");
+            *fault = Some(why);
+        }
+    }
+
+    /// Why the loop must stop, if it must.
+    pub fn fault(&self) -> Option<String> {
+        self.fault.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A consumer error from `poll`: a vanished topic is a fault when ClickHouse has rows of it;
+    /// the rest is said once per episode.
+    pub(super) fn on_consumer_error(&self, err: &KafkaError) {
+        let vanished = matches!(
+            err.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::UnknownTopicOrPartition
+                    | RDKafkaErrorCode::UnknownTopic
+                    | RDKafkaErrorCode::UnknownPartition
+            )
+        );
+        if err.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) {
+            self.set_fault(format!(
+                "a fetch position on topic {:?} is out of range ({err}): the broker no longer has the offset ClickHouse's records continue from (the topic was recreated, or messages were deleted before they were read). Nothing more is read. To load the topic as it is now as a new incarnation, start the consumer again with --on-topic-reset=start-over",
+                self.topic
+            ));
+            return;
+        }
+        self.note_rows(&self.handoff.acked());
+        let had = self.rows_had();
+        if vanished && !had.is_empty() {
+            self.topic_vanished(&had);
+            return;
+        }
+        EventLog::global().error(err, "consumer");
+    }
+
+    /// A client-level error (librdkafka's error callback): the broker cannot be reached.
+    pub(super) fn on_client_error(&self, err: &KafkaError, reason: &str) {
+        if matches!(
+            err.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::AllBrokersDown
+                    | RDKafkaErrorCode::BrokerTransportFailure
+                    | RDKafkaErrorCode::Resolve
+            )
+        ) {
+            self.set_unreadable(true);
+        }
+        EventLog::global().error(err, reason);
+    }
+
+    /// Remembers how far ClickHouse has got per partition (positive offsets only).
+    fn note_rows(&self, next: &std::collections::BTreeMap<i32, i64>) {
+        let mut had = self.had_rows.lock().unwrap_or_else(|e| e.into_inner());
+        for (&p, &n) in next {
+            if n > 0 {
+                let e = had.entry(p).or_insert(n);
+                *e = (*e).max(n);
+            }
+        }
+    }
+
+    fn rows_had(&self) -> std::collections::BTreeMap<i32, i64> {
+        self.had_rows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_unreadable(&self, unreadable: bool) {
+        let was = self
+            .unreadable
+            .swap(unreadable, std::sync::atomic::Ordering::SeqCst);
+        if was != unreadable {
+            self.health.set_broker_reachable(!unreadable);
+            if unreadable {
+                tracing::warn!(topic = %self.topic, "The broker cannot be reached: the lag is unknown until it answers again (reported as -1, per-partition series withdrawn)");
+            } else {
+                EventLog::global().recovered();
+            }
+            self.update_lag();
+        }
+    }
+
+    fn lookup_offsets(&self) -> Option<Records> {
         let mut backoff = Backoff::new(self.max_backoff);
         loop {
             let attempt = self.runtime.block_on(async {
@@ -428,10 +681,12 @@ impl Ingest {
             );
         }
         self.commit_progress(consumer, CommitMode::Sync);
+        self.note_rows(&self.handoff.acked());
         for p in &partitions {
             state.positions.remove(p);
             self.handoff.forget(*p);
             self.watermarks().remove(p);
+            self.regressions().remove(p);
             self.metrics
                 .partition_lag
                 .remove(&Metrics::partition_labels(&self.topic, *p));
@@ -449,19 +704,62 @@ impl Ingest {
     }
 
     /// Keeps each partition's watermarks from librdkafka's statistics (the high watermark comes
-    /// from Fetch responses, right on every broker) and updates the lag with them.
+    /// from Fetch responses, right on every broker) and updates the lag with them; notices a
+    /// broker that cannot be reached and a high watermark that went backwards.
     pub(super) fn on_stats(&self, stats: &rdkafka::Statistics) {
+        let down = stats
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state != "UP");
+        let known_broker = stats.brokers.values().any(|b| b.nodeid >= 0);
+        if down {
+            self.set_unreadable(true);
+        } else if known_broker {
+            self.set_unreadable(false);
+        }
         let Some(topic) = stats.topics.get(&self.topic) else {
+            self.update_lag();
             return;
         };
+        let acked = self.handoff.acked();
         let mut watermarks = self.watermarks();
+        let mut regressions = self.regressions();
+        let mut gone = Vec::new();
         for (p, part) in &topic.partitions {
-            if part.hi_offset >= 0 {
-                watermarks.insert(*p, (part.lo_offset.max(0), part.hi_offset));
+            if part.hi_offset < 0 || !acked.contains_key(p) {
+                continue;
+            }
+            watermarks.insert(*p, (part.lo_offset.max(0), part.hi_offset));
+            let has = acked.get(p).copied().unwrap_or(-1);
+            let entry = regressions.entry(*p).or_insert((part.hi_offset, 0));
+            let below = part.hi_offset < entry.0 || part.hi_offset < has;
+            if below {
+                entry.1 += 1;
+                if entry.1 >= REGRESSION_REPORTS {
+                    gone.push(format!(
+                        "partition {p}: high watermark now {} (it was {}; ClickHouse has up to {has})",
+                        part.hi_offset, entry.0
+                    ));
+                }
+            } else {
+                *entry = (part.hi_offset, 0);
             }
         }
+        drop(regressions);
         drop(watermarks);
+        if !gone.is_empty() {
+            gone.sort();
+            self.set_fault(format!(
+                "the high watermark of topic {:?} went backwards while reading ({}): messages are gone from the broker (the topic was recreated, or the broker lost its data). Nothing more is read; what ClickHouse acknowledged is recorded. To load the topic as it is now as a new incarnation, start the consumer again with --on-topic-reset=start-over",
+                self.topic,
+                gone.join("; ")
+            ));
+        }
         self.update_lag();
+    }
+
+    fn regressions(&self) -> MutexGuard<'_, HashMap<i32, (i64, u32)>> {
+        self.regressions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn watermarks(&self) -> MutexGuard<'_, HashMap<i32, (i64, i64)>> {
@@ -470,9 +768,20 @@ impl Ingest {
 
     /// Per-partition lag: the last known high watermark minus the next offset not yet in
     /// ClickHouse. Updated on every statistics report and whenever ClickHouse acknowledges rows,
-    /// so the last value a stopping consumer reports is what it left behind.
+    /// so the last value a stopping consumer reports is what it left behind. While the broker
+    /// cannot be read the lag is unknown: the per-partition series are withdrawn and the total is
+    /// -1 (never 0).
     fn update_lag(&self) {
         let acked = self.handoff.acked();
+        if self.unreadable.load(std::sync::atomic::Ordering::SeqCst) || self.fault().is_some() {
+            for p in acked.keys() {
+                self.metrics
+                    .partition_lag
+                    .remove(&Metrics::partition_labels(&self.topic, *p));
+            }
+            self.metrics.lag.set(-1);
+            return;
+        }
         let watermarks = self.watermarks();
         let mut total = 0;
         for (p, &next) in &acked {
@@ -490,6 +799,28 @@ impl Ingest {
     }
 }
 
+/// The partitions whose recorded next offset does not fit the topic's watermarks, said for people.
+fn misfits(starts: &std::collections::BTreeMap<i32, i64>, w: &Watermarks) -> Vec<String> {
+    starts
+        .iter()
+        .filter_map(|(&p, &next)| {
+            let hi = *w.high.get(&p)?;
+            let lo = w.low.get(&p).copied().unwrap_or(0);
+            if next > hi {
+                Some(format!(
+                    "partition {p}: ClickHouse has rows up to offset {next} but the partition ends at {hi} (log start {lo})"
+                ))
+            } else if next < lo {
+                Some(format!(
+                    "partition {p}: ClickHouse has rows up to offset {next} but the partition starts at {lo} (ends at {hi}): offsets {next}..{lo} are gone unread"
+                ))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
 /// Runs the loop until `ingest.stop` is cancelled, then flushes what was read and commits,
 /// within `grace`.
 ///
@@ -505,7 +836,7 @@ pub fn run(consumer: &IngestConsumer, ingest: &Ingest, grace: Duration) -> Inges
     let _release = ReleaseFetchQueue(ingest);
     let mut fetched = Fetched::with_capacity(FETCH_BATCH);
     let mut flow = Flow::Poll;
-    while !ingest.stop.is_cancelled() {
+    while !ingest.stop.is_cancelled() && ingest.fault().is_none() {
         if flow == Flow::Hold {
             ingest
                 .handoff
@@ -522,7 +853,7 @@ pub fn run(consumer: &IngestConsumer, ingest: &Ingest, grace: Duration) -> Inges
                     let mut state = ingest.lock();
                     ingest.accept(&mut state, m.partition(), m.offset(), m.key(), m.payload());
                 }
-                Err(err) => tracing::warn!(error = %err, "Kafka consumer error"),
+                Err(err) => ingest.on_consumer_error(&err),
             }
             served += 1;
             if served >= FETCH_BATCH {
@@ -548,9 +879,7 @@ pub fn run(consumer: &IngestConsumer, ingest: &Ingest, grace: Duration) -> Inges
                     None => {
                         ingest.accept(&mut state, m.partition(), m.offset(), m.key(), m.payload())
                     }
-                    Some(err) => {
-                        tracing::warn!(partition = m.partition(), error = %err, "Kafka consumer error")
-                    }
+                    Some(err) => ingest.on_consumer_error(&err),
                 }
             }
             drop(state);
@@ -577,10 +906,21 @@ fn shutdown(consumer: &IngestConsumer, ingest: &Ingest, grace: Duration) -> Inge
     ingest.health.set_stopping();
     let mut state = ingest.lock();
     let first_message = state.first_message;
-    let batch = ingest.take_current(&mut state);
+    let mut batch = ingest.take_current(&mut state);
     drop(state);
-    let rows = batch.rows;
     let mut problem = ingest.handoff.failure();
+    if ingest.fault().is_some() {
+        // Rows read after the fault may belong to what replaced the old topic: insert none of
+        // them (nothing was recorded for them; a later run reads them again).
+        if !batch.is_empty() {
+            tracing::info!(
+                messages = batch.messages(),
+                "Not inserting the batch being filled when the broker fault was noticed"
+            );
+        }
+        batch = Batch::new(0);
+    }
+    let rows = batch.rows;
     if !batch.is_empty() {
         tracing::info!(
             rows,
@@ -607,9 +947,11 @@ fn shutdown(consumer: &IngestConsumer, ingest: &Ingest, grace: Duration) -> Inge
     if let Some(failure) = ingest.handoff.failure() {
         problem = Some(failure);
     }
+    let fault = ingest.fault();
     IngestOutcome {
-        clean: problem.is_none(),
+        clean: problem.is_none() && fault.is_none(),
         first_message,
         problem,
+        fault,
     }
 }

@@ -21,7 +21,10 @@ pub fn consumer_config(settings: &Settings) -> ClientConfig {
         .set("group.id", &settings.group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
+        // A fetch position out of range (a record beyond a recreated topic's end, or messages
+        // deleted before they were read) is a broker fault to report, never a silent jump to
+        // the start, whose rows would collide with the old ones' identities.
+        .set("auto.offset.reset", "error")
         .set("session.timeout.ms", session_ms.to_string())
         .set(
             "heartbeat.interval.ms",

@@ -1,5 +1,7 @@
 //! Readiness as the DAG's health check sees it: ready once ClickHouse answered and this member
-//! has joined its group (received an assignment, possibly empty), until shutdown begins.
+//! has joined its group (received an assignment, possibly empty), until shutdown begins. It also
+//! says whether the broker can be reached right now (informational: an outage the consumer rides
+//! out does not make it unready).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -10,6 +12,7 @@ pub struct Health {
     joined: AtomicBool,
     stopping: AtomicBool,
     assignments: AtomicU64,
+    broker_down: AtomicBool,
 }
 
 /// A snapshot for `/health`.
@@ -25,6 +28,8 @@ pub struct HealthReport {
     pub stopping: bool,
     /// Assignments received so far (rebalances).
     pub assignments: u64,
+    /// The broker answers (false during an outage: the lag is unknown then).
+    pub broker_reachable: bool,
 }
 
 impl Health {
@@ -44,6 +49,11 @@ impl Health {
         self.stopping.store(true, Ordering::SeqCst);
     }
 
+    /// The broker stopped or started answering.
+    pub fn set_broker_reachable(&self, reachable: bool) {
+        self.broker_down.store(!reachable, Ordering::SeqCst);
+    }
+
     /// The current state.
     pub fn report(&self) -> HealthReport {
         let clickhouse = self.clickhouse.load(Ordering::SeqCst);
@@ -55,6 +65,7 @@ impl Health {
             joined_group,
             stopping,
             assignments: self.assignments.load(Ordering::SeqCst),
+            broker_reachable: !self.broker_down.load(Ordering::SeqCst),
         }
     }
 }
@@ -71,6 +82,9 @@ mod tests {
         assert!(!h.report().ready);
         h.set_clickhouse_ready();
         assert!(h.report().ready);
+        h.set_broker_reachable(false);
+        assert!(h.report().ready && !h.report().broker_reachable);
+        h.set_broker_reachable(true);
         h.set_stopping();
         assert!(!h.report().ready);
         assert_eq!(h.report().assignments, 1);

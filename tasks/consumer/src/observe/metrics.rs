@@ -118,7 +118,7 @@ impl Metrics {
         );
         registry.register(
             "lag",
-            "Messages in this member's partitions not yet in ClickHouse (the sum of partition_lag)",
+            "Messages in this member's partitions not yet in ClickHouse (the sum of partition_lag); -1 while unknown (the broker cannot be read)",
             m.lag.clone(),
         );
         registry.register(

@@ -37,6 +37,10 @@ pub async fn report(metrics: Arc<Metrics>, interval: Duration, stop: Cancellatio
         };
         last = (Instant::now(), rows);
         for point in points(metrics.lag.get(), rate) {
+            // A negative lag means unknown (the broker cannot be read): no point, a gap.
+            if point.series == "lag" && point.value < 0 {
+                continue;
+            }
             Message::Point(point).emit();
         }
         if stopping {

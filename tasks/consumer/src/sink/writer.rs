@@ -54,7 +54,6 @@ pub enum WriteError {
 pub struct Writer {
     server: Server,
     table: String,
-    topic: String,
     offsets: OffsetStore,
     dead_letters: DeadLetterProducer,
     metrics: Arc<Metrics>,
@@ -63,12 +62,10 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// A writer of `topic`'s rows into `table`.
-    #[allow(clippy::too_many_arguments)]
+    /// A writer of rows into `table`; `offsets` names the topic (incarnation) they come from.
     pub fn new(
         server: Server,
         table: &str,
-        topic: &str,
         offsets: OffsetStore,
         dead_letters: DeadLetterProducer,
         metrics: Arc<Metrics>,
@@ -78,7 +75,6 @@ impl Writer {
         Self {
             server,
             table: table.to_string(),
-            topic: topic.to_string(),
             offsets,
             dead_letters,
             metrics,
@@ -122,8 +118,10 @@ impl Writer {
         );
         let mut insert = self.server.client.insert_formatted_with(sql);
         if self.server.version.has_insert_deduplication_token() {
-            insert =
-                insert.with_setting("insert_deduplication_token", batch.dedup_token(&self.topic));
+            insert = insert.with_setting(
+                "insert_deduplication_token",
+                batch.dedup_token(&self.offsets.identity()),
+            );
         }
         if self.server.version.is_modern() {
             // A batch of odd TLC rows can span many months; never refuse it for that.

@@ -46,9 +46,63 @@ pub async fn create_topic(kafka: &Kafka, topic: &str, partitions: i32) {
     assert!(results.iter().all(Result::is_ok), "{results:?}");
 }
 
+/// Deletes `topic` and waits until the broker no longer lists it.
+pub async fn delete_topic(kafka: &Kafka, topic: &str) {
+    let admin: AdminClient<_> = client_config(&kafka.bootstrap).create().unwrap();
+    let results = admin
+        .delete_topics(&[topic], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let metadata: BaseConsumer = client_config(&kafka.bootstrap).create().unwrap();
+    wait_for(
+        "the deleted topic to leave the metadata",
+        Duration::from_secs(30),
+        || {
+            let m = metadata.fetch_metadata(None, Duration::from_secs(5)).ok()?;
+            (!m.topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none()))
+            .then_some(())
+        },
+    );
+}
+
+/// The high watermark of each of `topic`'s first `partitions` partitions, from Fetch responses.
+pub fn high_watermarks(kafka: &Kafka, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
+    let starts = (0..partitions).map(|p| (p, 0)).collect();
+    velostream_common::kafka::watermarks::fetch_watermarks(
+        &kafka.bootstrap,
+        topic,
+        &starts,
+        Duration::from_secs(30),
+    )
+    .unwrap()
+    .high
+}
+
+/// ClickHouse's offset records of `table`: (topic as recorded, partition) -> next offset.
+pub fn offset_records(ch: &ClickHouse, table: &str) -> BTreeMap<(String, i32), i64> {
+    ch.query(&format!(
+        "SELECT topic, kafka_partition, max(next_offset) FROM velostream_consumer_offsets \
+         WHERE target_table = '{table}' GROUP BY topic, kafka_partition ORDER BY topic, kafka_partition"
+    ))
+    .lines()
+    .map(|l| {
+        let f: Vec<&str> = l.split('\t').collect();
+        ((f[0].to_string(), f[1].parse().unwrap()), f[2].parse().unwrap())
+    })
+    .collect()
+}
+
 /// An idempotent producer like the real one.
 pub fn producer(kafka: &Kafka) -> FutureProducer {
-    client_config(&kafka.bootstrap)
+    producer_for(&kafka.bootstrap)
+}
+
+/// An idempotent producer like the real one, for `bootstrap`.
+pub fn producer_for(bootstrap: &str) -> FutureProducer {
+    client_config(bootstrap)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "20")
@@ -66,7 +120,27 @@ pub async fn produce(
     partitions: i32,
     payloads: impl IntoIterator<Item = Vec<u8>>,
 ) -> BTreeMap<i32, i64> {
-    let producer = producer(kafka);
+    produce_to(&kafka.bootstrap, topic, partitions, payloads).await
+}
+
+/// [`produce`] by bootstrap address (for a task that outlives a borrow of the broker).
+pub async fn produce_to(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    payloads: impl IntoIterator<Item = Vec<u8>>,
+) -> BTreeMap<i32, i64> {
+    produce_with(&producer_for(bootstrap), topic, partitions, payloads).await
+}
+
+/// [`produce`] with a given producer (one producer across a broker restart keeps its producer id
+/// and sequence numbers, as a running producer process does).
+pub async fn produce_with(
+    producer: &FutureProducer,
+    topic: &str,
+    partitions: i32,
+    payloads: impl IntoIterator<Item = Vec<u8>>,
+) -> BTreeMap<i32, i64> {
     let mut counts = BTreeMap::new();
     let mut pending = Vec::new();
     for (i, payload) in payloads.into_iter().enumerate() {
@@ -283,6 +357,24 @@ impl ConsumerProcess {
         };
         let lines = self.stdout.take().unwrap().join().unwrap();
         (status.code(), lines)
+    }
+
+    /// Waits until the process exits by itself: (exit status, stdout lines).
+    pub fn wait_exit(mut self, timeout: Duration) -> (std::process::ExitStatus, Vec<String>) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the consumer did not exit by itself within {timeout:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let lines = self.stdout.take().unwrap().join().unwrap();
+        (status, lines)
     }
 
     /// SIGKILL: no flush, no commit, no goodbye.

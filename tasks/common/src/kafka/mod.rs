@@ -1,5 +1,10 @@
 //! Kafka client settings shared by every velostream program: bootstrap servers and the
-//! `librdkafka` properties that make clients behave on both Apache Kafka and the local broker.
+//! `librdkafka` properties that make clients behave on both Apache Kafka and the local broker;
+//! librdkafka's events said once per episode (`events`); partitions' watermarks read from Fetch
+//! responses (`watermarks`).
+
+pub mod events;
+pub mod watermarks;
 
 use rdkafka::ClientConfig;
 
@@ -25,14 +30,18 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     config
 }
 
-/// Applies `VELOSTREAM_KAFKA_FOO_BAR=v` as `foo.bar=v` (port-naming variables excluded).
+/// Variables with the passthrough prefix that belong to `velostream-local`, not to librdkafka: the
+/// broker's port and its storage mode (`VELOSTREAM_KAFKA_STORAGE=memory|durable`).
+pub const NOT_PASSED_THROUGH: [&str; 2] = ["PORT", "STORAGE"];
+
+/// Applies `VELOSTREAM_KAFKA_FOO_BAR=v` as `foo.bar=v` (the [`NOT_PASSED_THROUGH`] ones excluded).
 pub fn apply_env_overrides(
     config: &mut ClientConfig,
     vars: impl Iterator<Item = (String, String)>,
 ) {
     for (key, value) in vars {
         if let Some(rest) = key.strip_prefix(PASSTHROUGH_PREFIX) {
-            if rest == "PORT" {
+            if NOT_PASSED_THROUGH.contains(&rest) {
                 continue;
             }
             config.set(rest.to_ascii_lowercase().replace('_', "."), value);
@@ -53,6 +62,10 @@ mod tests {
                 "5000".to_string(),
             ),
             ("VELOSTREAM_KAFKA_PORT".to_string(), "9093".to_string()),
+            (
+                "VELOSTREAM_KAFKA_STORAGE".to_string(),
+                "durable".to_string(),
+            ),
             ("OTHER".to_string(), "x".to_string()),
         ];
         apply_env_overrides(&mut config, vars.into_iter());
