@@ -39,8 +39,10 @@ async fn a_slow_or_dead_clickhouse_pauses_fetching_and_nothing_is_lost() {
     consumer.wait_ready();
     let mut total = 20_000;
     produce(&kafka, topic, partitions, sample_rows(total)).await;
+    // The rows and their offset records (written after the rows) are in.
     wait_for("the first rows", Duration::from_secs(60), || {
-        (count_final(&ch, table) == total as u64).then_some(())
+        (count_final(&ch, table) == total as u64 && recorded_offsets(&ch, topic) == total as u64)
+            .then_some(())
     });
     let rss_idle = consumer.rss_bytes();
 
