@@ -131,7 +131,10 @@ fn postgres_starts_fresh_on_loopback_and_is_gone_when_dropped() {
         .trim(),
         "fresh_1,postgres,velostream"
     );
-    pg.psql("fresh_1", "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2)");
+    pg.psql(
+        "fresh_1",
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2)",
+    );
     assert_eq!(pg.psql("fresh_1", "SELECT count(*) FROM t").trim(), "2");
     let pid = pg.pid().unwrap();
     drop(pg);
