@@ -57,18 +57,23 @@ impl StateFiles {
     }
 
     /// Where try logs go: the directory set with [`with_log_dir`](Self::with_log_dir) (`--logs`),
-    /// else `<dir of the SQLite file>/logs`, else (a URL) [`URL_STATE_LOG_DIR`].
+    /// else `<dir of the SQLite file>/logs`, else (a URL) [`URL_STATE_LOG_DIR`]. With a URL the
+    /// directory is made absolute, as the tries record it: the database is shared by processes
+    /// that run in other working directories.
     pub fn log_dir(&self) -> PathBuf {
-        if let Some(dir) = &self.logs {
-            return dir.clone();
-        }
-        match &self.location {
-            StateLocation::Sqlite(db) => db
+        match (&self.location, &self.logs) {
+            (StateLocation::Sqlite(_), Some(dir)) => dir.clone(),
+            (StateLocation::Sqlite(db), None) => db
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."))
                 .join("logs"),
-            StateLocation::Postgres(_) => PathBuf::from(URL_STATE_LOG_DIR),
+            (StateLocation::Postgres(_), dir) => {
+                let dir = dir
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(URL_STATE_LOG_DIR));
+                std::path::absolute(&dir).unwrap_or(dir)
+            }
         }
     }
 
@@ -128,7 +133,10 @@ mod tests {
     fn a_url_state_keeps_logs_in_the_working_directory_unless_told() {
         let files = StateFiles::parse("postgres://v:secret@db:5432/velostream");
         assert!(matches!(files.location, StateLocation::Postgres(_)));
-        assert_eq!(files.log_dir(), Path::new(URL_STATE_LOG_DIR));
+        assert_eq!(
+            files.log_dir(),
+            std::env::current_dir().unwrap().join(URL_STATE_LOG_DIR)
+        );
         assert_eq!(files.to_string(), "postgres://v:***@db:5432/velostream");
         let files = files.with_log_dir(Some(PathBuf::from("/shared/logs")));
         assert_eq!(files.log_dir(), Path::new("/shared/logs"));
