@@ -18,7 +18,7 @@ mod postgres;
 pub mod rules;
 mod sqlite;
 
-pub use location::{StateFiles, StateLocation, try_log_path};
+pub use location::{StateFiles, StateLocation, URL_STATE_LOG_DIR, try_log_path};
 pub use memory::MemoryStore;
 pub use model::{
     DagVersion, NewRun, Owner, ProcessRecord, Repair, RepairKind, RunAction, RunFilter, RunNotes,
