@@ -1,12 +1,15 @@
 //! The orchestrator with its state in PostgreSQL, end to end: `orchestrator run` of a small DAG
 //! with `--state postgres://...` against a server the harness starts, then `runs`, `logs`, `notes`
 //! and `clear` reading and changing it from other processes (and other working directories);
-//! the try logs in `.velostream/logs` of the run's working directory, or `--logs`.
+//! the try logs in `.velostream/logs` of the run's working directory, or `--logs`; and
+//! `orchestrator serve` on the same database running a run triggered through its API.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
-use velostream_testkit::Postgres;
+use serde_json::Value;
+use velostream_testkit::{Postgres, free_port, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_orchestrator");
 
@@ -229,5 +232,144 @@ fn a_bad_or_unreachable_state_url_is_a_clear_error() {
     assert!(
         err.contains("expected postgres://USER:PASSWORD@HOST:PORT/DATABASE"),
         "{err}"
+    );
+}
+
+/// `orchestrator serve` (killed on drop) and a blocking client of its API.
+struct Serve {
+    child: std::process::Child,
+    base: String,
+    rt: tokio::runtime::Runtime,
+    http: reqwest::Client,
+}
+
+const TOKEN: &str = "postgres-state-token";
+
+impl Serve {
+    fn start(cwd: &Path, dags: &Path, url: &str) -> Self {
+        let port = free_port();
+        let child = Command::new(BIN)
+            .args(["serve", "--no-cron", "--token", TOKEN])
+            .arg("--dags")
+            .arg(dags)
+            .args(["--state", url, "--bind", &format!("127.0.0.1:{port}")])
+            .current_dir(cwd)
+            .env_remove("VELOSTREAM_STATE")
+            .env_remove("VELOSTREAM_LOGS")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(cwd.join("serve.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let serve = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            http: reqwest::Client::new(),
+        };
+        wait_for("serve to answer", Duration::from_secs(30), || {
+            serve.get("/api/health").ok()
+        });
+        serve
+    }
+
+    fn get(&self, path: &str) -> Result<Value, String> {
+        self.rt.block_on(async {
+            let r = self
+                .http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !r.status().is_success() {
+                return Err(format!("HTTP {}", r.status()));
+            }
+            r.json::<Value>().await.map_err(|e| e.to_string())
+        })
+    }
+
+    fn post(&self, path: &str) -> Value {
+        self.rt.block_on(async {
+            let r = self
+                .http
+                .post(format!("{}{path}", self.base))
+                .bearer_auth(TOKEN)
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let v: Value = r.json().await.unwrap();
+            assert!(status.is_success(), "POST {path}: {status} {v}");
+            v
+        })
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn serve_on_postgres_state_runs_what_its_api_triggers_and_sees_cli_runs() {
+    let pg = Postgres::start();
+    let url = pg.create_database("served");
+    let work = tempfile::tempdir().unwrap();
+    let dags = work.path().join("dags");
+    std::fs::create_dir_all(&dags).unwrap();
+    std::fs::write(dags.join("pg_state.toml"), DAG).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+
+    // A run from the CLI first, in another directory.
+    let cli_run = run_id(&ok(&cli(
+        elsewhere.path(),
+        &url,
+        &[
+            "run",
+            dags.join("pg_state.toml").to_str().unwrap(),
+            "--no-progress",
+        ],
+    )));
+
+    let serve = Serve::start(work.path(), &dags, &url);
+    let run = serve.post("/api/dags/pg_state/runs")["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let detail = wait_for("the served run to end", Duration::from_secs(60), || {
+        let r = serve.get(&format!("/api/runs/{run}")).ok()?;
+        (r["run"]["state"] != "running").then_some(r)
+    });
+    assert_eq!(detail["run"]["state"], "success", "{detail:#}");
+    // The server sees the CLI's run; the CLI sees the server's, with its log.
+    let cli_detail = serve.get(&format!("/api/runs/{cli_run}")).unwrap();
+    assert_eq!(cli_detail["run"]["state"], "success", "{cli_detail:#}");
+    let listed = ok(&cli(elsewhere.path(), &url, &["runs"]));
+    assert!(
+        listed.contains(&run) && listed.contains(&cli_run),
+        "{listed}"
+    );
+    let log = ok(&cli(elsewhere.path(), &url, &["logs", &run, "report"]));
+    assert!(log.contains("the count said 42 rows"), "{log}");
+    assert!(
+        work.path()
+            .join(".velostream/logs/pg_state")
+            .join(&run)
+            .join("report/try-1.log")
+            .is_file()
+    );
+    assert_eq!(
+        pg.psql(
+            "served",
+            "SELECT count(*) FROM runs WHERE state = 'success'"
+        )
+        .trim(),
+        "2"
     );
 }
