@@ -3,7 +3,7 @@
 //! updates, process records, recovery of runs whose owner died; repairs (clear, mark, resume), run
 //! notes and DAG versions; random update sequences that must leave every backend with the same
 //! records; concurrent writers on one SQLite file and on one PostgreSQL database (admission,
-//! resume races); PostgreSQL's migrations.
+//! resume races); PostgreSQL's migrations and its connection surviving a server restart.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -1029,4 +1029,25 @@ fn concurrent_processes_on_one_postgres_database_admit_and_resume_exactly_once()
     assert_eq!(done.len(), 40);
     let counts = stores[1].state_counts().unwrap();
     assert_eq!(counts.runs[&("dag0".to_owned(), RunState::Success)], 10);
+}
+
+#[test]
+fn the_postgres_store_connects_again_after_the_server_restarts() {
+    let mut pg = Postgres::start();
+    let url = pg.fresh_database();
+    let store = PostgresStore::open(&url).unwrap();
+    let run = store
+        .create_run(&new_run("d", current_owner(), None))
+        .unwrap();
+    let old_pid = pg.pid();
+    pg.restart();
+    assert_ne!(pg.pid(), old_pid, "the server did not restart");
+    // The server closed the old connection; the next call opens a new one.
+    store
+        .update_task(&run.run_id, &upd("a", 1, TaskState::Running))
+        .unwrap();
+    assert_eq!(
+        store.task_instances(&run.run_id).unwrap()[0].state,
+        TaskState::Running
+    );
 }

@@ -699,6 +699,7 @@ pub struct Postgres {
     pub url: String,
     guard: Guard,
     bin: PathBuf,
+    run_as: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
     databases: std::sync::atomic::AtomicU32,
     dir: TempDir,
 }
@@ -740,48 +741,70 @@ impl Postgres {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let log = dir.path().join("postgres.log");
         let (port, guard) = start_on_free_ports("PostgreSQL", || {
             let port = free_port();
-            let mut cmd = Command::new(bin.join("postgres"));
-            cmd.arg("-D")
-                .arg(&data)
-                .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
-                // Its socket in its own dir, not the system's /var/run/postgresql.
-                .arg("-c")
-                .arg(format!("unix_socket_directories={}", dir.path().display()))
-                .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
-                .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
-                .current_dir(dir.path());
-            Self::as_user(&mut cmd, run_as);
-            // The log file is created here, by us; the server writes through the inherited fd.
-            let mut guard = Guard::spawn("postgres", cmd, &log);
-            let ready = bin.join("pg_isready");
-            wait_ready(
-                "PostgreSQL",
-                &mut guard,
-                std::slice::from_ref(&log),
-                &[port],
-                Duration::from_secs(60),
-                || {
-                    Command::new(&ready)
-                        .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
-                        .status()
-                        .is_ok_and(|s| s.success())
-                },
-            )?;
-            Ok((port, guard))
+            Ok((port, Self::spawn(&bin, dir.path(), port, run_as)?))
         });
         let pg = Self {
             port,
             url: Self::url_of(port, "velostream"),
             guard,
             bin,
+            run_as,
             databases: std::sync::atomic::AtomicU32::new(0),
             dir,
         };
         pg.create_database("velostream");
         pg
+    }
+
+    /// Starts `postgres` on the data in `dir` on `port` and waits until it accepts connections.
+    fn spawn(
+        bin: &Path,
+        dir: &Path,
+        port: u16,
+        run_as: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+    ) -> Result<Guard, PortLost> {
+        let mut cmd = Command::new(bin.join("postgres"));
+        cmd.arg("-D")
+            .arg(dir.join("data"))
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            // Its socket in its own dir, not the system's /var/run/postgresql.
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", dir.display()))
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+            .current_dir(dir);
+        Self::as_user(&mut cmd, run_as);
+        // The log file is created here, by us; the server writes through the inherited fd.
+        let log = dir.join("postgres.log");
+        let mut guard = Guard::spawn("postgres", cmd, &log);
+        let ready = bin.join("pg_isready");
+        wait_ready(
+            "PostgreSQL",
+            &mut guard,
+            std::slice::from_ref(&log),
+            &[port],
+            Duration::from_secs(60),
+            || {
+                Command::new(&ready)
+                    .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            },
+        )?;
+        Ok(guard)
+    }
+
+    /// Stops the server (fast shutdown: its clients are disconnected) and starts it again on the
+    /// same port and data. Panics if another process took the port meanwhile.
+    pub fn restart(&mut self) {
+        self.guard
+            .stop(nix::sys::signal::Signal::SIGINT, Duration::from_secs(10));
+        match Self::spawn(&self.bin, self.dir.path(), self.port, self.run_as) {
+            Ok(guard) => self.guard = guard,
+            Err(PortLost(why)) => panic!("PostgreSQL could not restart on its port: {why}"),
+        }
     }
 
     /// The uid and gid to run the server as: the `postgres` user when we are root, else nobody

@@ -245,9 +245,10 @@ impl PostgresStore {
             .thread_name("velostream-postgres")
             .enable_all()
             .build()
-            .map_err(|source| StoreError::Io {
-                path: "a thread for the PostgreSQL connection".into(),
-                source,
+            .map_err(|e| StoreError::Postgres {
+                url: shown.clone(),
+                code: None,
+                detail: format!("starting the thread of its connection: {e}"),
             })?;
         let store = Self {
             url: shown,
