@@ -435,7 +435,7 @@ struct Q<'a> {
 }
 
 impl Q<'_> {
-    fn client_prepare(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+    fn prepare(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
         if let Some(s) = self.statements.borrow().get(sql) {
             return Ok(s.clone());
         }
@@ -451,7 +451,7 @@ impl Q<'_> {
 
     fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, StoreError> {
         let run = || {
-            let s = self.client_prepare(sql)?;
+            let s = self.prepare(sql)?;
             match &self.target {
                 Target::Client(c) => block_on(c.query(&s, params)),
                 Target::Tx(t) => block_on(t.query(&s, params)),
@@ -474,7 +474,7 @@ impl Q<'_> {
 
     fn exec(&self, sql: &str, params: &Params<'_>) -> Result<u64, StoreError> {
         let run = || {
-            let s = self.client_prepare(sql)?;
+            let s = self.prepare(sql)?;
             match &self.target {
                 Target::Client(c) => block_on(c.execute(&s, params)),
                 Target::Tx(t) => block_on(t.execute(&s, params)),
@@ -1020,14 +1020,13 @@ impl Store for PostgresStore {
                         save_try(q, &t)?;
                     }
                 }
-                let procs = rows(
+                let mut procs = rows(
                     q.query(
                         &format!("DELETE FROM processes WHERE run_id = $1 RETURNING {PROCESS_COLUMNS}"),
                         &[&run.run_id],
                     )?,
                     process_from_row,
                 )?;
-                let mut procs = procs;
                 procs.sort_by_key(|p| p.pid);
                 out.push((run, procs));
             }
