@@ -1,19 +1,23 @@
-//! The `Store` contract, checked on every implementation (SQLite and in-memory): run creation with
-//! unique ids and `max_active_runs`, task and try updates, process records, recovery of runs whose
-//! owner died; repairs (clear, mark, resume), run notes and DAG versions; random update sequences that must leave every backend with the same records; and
-//! concurrent writers on one SQLite file.
+//! The `Store` contract, checked on every implementation (in-memory, SQLite, and PostgreSQL on a
+//! server the harness starts): run creation with unique ids and `max_active_runs`, task and try
+//! updates, process records, recovery of runs whose owner died; repairs (clear, mark, resume), run
+//! notes and DAG versions; random update sequences that must leave every backend with the same
+//! records; concurrent writers on one SQLite file and on one PostgreSQL database (admission,
+//! resume races); PostgreSQL's migrations and its connection surviving a server restart.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
 use orchestrator::store::{
-    DeliveryState, MemoryStore, NewNotification, NewRun, NotificationUpdate, Owner, ProcessRecord,
-    Repair, RepairKind, RunFilter, RunState, SqliteStore, Store, StoreError, TaskState, TaskUpdate,
-    Trigger, current_owner, rules,
+    DeliveryState, MIGRATIONS, MemoryStore, NewNotification, NewRun, NotificationUpdate, Owner,
+    PostgresStore, ProcessRecord, Repair, RepairKind, RunFilter, RunState, SqliteStore, Store,
+    StoreError, TaskState, TaskUpdate, Trigger, current_owner, rules,
 };
 use proptest::prelude::*;
+use proptest::test_runner::{FileFailurePersistence, TestCaseError, TestRunner};
 use serde_json::json;
+use velostream_testkit::Postgres;
 
 fn new_run(dag: &str, owner: Owner, max: Option<u32>) -> NewRun {
     NewRun {
@@ -226,7 +230,8 @@ fn contract(store: &dyn Store) {
 #[test]
 fn every_backend_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, store) in backends(dir.path()) {
+    let pg = Postgres::start();
+    for (name, store) in backends(dir.path(), &pg) {
         eprintln!("contract: {name}");
         contract(store.as_ref());
     }
@@ -467,7 +472,8 @@ fn repair_contract(store: &dyn Store) {
 #[test]
 fn every_backend_repairs_runs_alike() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, store) in backends(dir.path()) {
+    let pg = Postgres::start();
+    for (name, store) in backends(dir.path(), &pg) {
         eprintln!("repair contract: {name}");
         repair_contract(store.as_ref());
     }
@@ -571,7 +577,8 @@ fn notifications_contract(store: &dyn Store) {
 #[test]
 fn every_backend_keeps_the_notification_contract() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, store) in backends(dir.path()) {
+    let pg = Postgres::start();
+    for (name, store) in backends(dir.path(), &pg) {
         eprintln!("notifications: {name}");
         notifications_contract(store.as_ref());
     }
@@ -627,13 +634,18 @@ fn concurrent_writers_on_one_sqlite_file_lose_nothing() {
     }
 }
 
-/// Every backend under test, fresh. A new backend is added here and inherits every contract test.
-fn backends(dir: &std::path::Path) -> Vec<(&'static str, Box<dyn Store>)> {
+/// Every backend under test, fresh (a new SQLite file in `dir`, a new database on `pg`). A new
+/// backend is added here and inherits every contract test.
+fn backends(dir: &std::path::Path, pg: &Postgres) -> Vec<(&'static str, Box<dyn Store>)> {
     vec![
         ("memory", Box::new(MemoryStore::new())),
         (
             "sqlite",
             Box::new(SqliteStore::open(dir.join("state.db")).unwrap()),
+        ),
+        (
+            "postgres",
+            Box::new(PostgresStore::open(&pg.fresh_database()).unwrap()),
         ),
     ]
 }
@@ -678,85 +690,364 @@ fn snapshot(store: &dyn Store, run_id: &str) -> String {
     out
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
-
-    /// The rules live in one place: any sequence of updates (single or batched, valid or naming a
-    /// missing task) leaves every backend with the same instances and tries, then the same
-    /// result of closing the run as orphaned, of resuming it, and of clearing any tasks of it.
-    #[test]
-    fn random_update_sequences_give_every_backend_the_same_records(
-        updates in prop::collection::vec((any_update(), any::<bool>()), 1..40),
-        clear in prop::sample::subsequence(vec!["a", "b", "zz"], 0..=3),
-    ) {
-        let dir = tempfile::tempdir().unwrap();
-        let dead = Owner { pid: 4_000_000, ..current_owner() };
-        let mut seen: Vec<(&str, Vec<String>, String)> = Vec::new();
-        for (name, store) in backends(dir.path()) {
-            let mut proposed = new_run("p", dead.clone(), None);
-            let created = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
-            (proposed.logical_date, proposed.started_at) = (created, created);
-            let run = store.create_run(&proposed).unwrap();
-            let mut results = Vec::new();
-            let mut batch = Vec::new();
-            for ((_, u), flush) in &updates {
-                batch.push((run.run_id.clone(), u.clone()));
-                if *flush {
-                    let r = if batch.len() == 1 {
-                        store.update_task(&run.run_id, &batch[0].1)
-                    } else {
-                        store.update_tasks(&batch)
-                    };
-                    results.push(format!("{:?}", r.map_err(|e| e.to_string())));
-                    batch.clear();
-                }
-            }
-            let mut snap = snapshot(store.as_ref(), &run.run_id);
-            let closed = store.fail_orphaned_runs(None, &|o| o.pid != dead.pid).unwrap();
-            prop_assert_eq!(closed.len(), 1);
-            let mut closed_run = closed[0].0.clone();
-            closed_run.ended_at = None;
-            snap += &format!("{closed_run:?}\n");
-            // Closing stamps "now", which differs between backends by design: compare the rest.
-            for ti in store.task_instances(&run.run_id).unwrap() {
-                snap += &format!("{:?} {:?} {:?}\n", ti.task_id, ti.state, ti.error);
-            }
-            for t in ["a", "b"] {
-                for tr in store.tries(&run.run_id, t).unwrap() {
-                    snap += &format!("{t} {} {:?} {:?}\n", tr.try_number, tr.state, tr.error);
-                }
-            }
-            // Resumed by a new owner, ended again, then cleared: the same records everywhere.
-            let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-            let me = current_owner();
-            let fix = |kind, reset: &[&str]| Repair {
-                kind,
-                reset: reset.iter().map(|s| s.to_string()).collect(),
-                mark: None,
-                reason: None,
-                owner: me.clone(),
-                at,
-            };
-            let resumed = store.repair_run(&run.run_id, &fix(RepairKind::Resume, &[]), &|o| o.pid != dead.pid);
-            snap += &format!("{:?}\n", resumed.map(|r| (r.state, r.owner.pid)).map_err(|e| e.to_string()));
-            store.finish_run(&run.run_id, RunState::Failed, None).unwrap();
-            let cleared = store.repair_run(&run.run_id, &fix(RepairKind::Clear, &clear), &|_| true);
-            snap += &format!("{:?}\n", cleared.map(|r| r.state).map_err(|e| e.to_string()));
-            for ti in store.task_instances(&run.run_id).unwrap() {
-                snap += &format!("{:?} {:?} {} {:?} {:?}\n", ti.task_id, ti.state, ti.try_number, ti.error, ti.outputs);
-            }
-            for t in ["a", "b"] {
-                for tr in store.tries(&run.run_id, t).unwrap() {
-                    snap += &format!("{t} {} {:?} {:?}\n", tr.try_number, tr.state, tr.error);
-                }
-            }
-            let actions: Vec<_> = store.run_actions(&run.run_id).unwrap().into_iter().map(|a| (a.kind, a.tasks)).collect();
-            snap += &format!("{actions:?}\n");
-            seen.push((name, results, snap));
-        }
-        for w in seen.windows(2) {
-            prop_assert_eq!(&w[0].1, &w[1].1, "results differ: {} vs {}", w[0].0, w[1].0);
-            prop_assert_eq!(&w[0].2, &w[1].2, "records differ: {} vs {}", w[0].0, w[1].0);
-        }
+/// The rules live in one place: any sequence of updates (single or batched, valid or naming a
+/// missing task) leaves every backend with the same instances and tries, then the same result of
+/// closing the run as orphaned, of resuming it, and of clearing any tasks of it. (A runner rather
+/// than `proptest!`, so that one PostgreSQL server serves every case.)
+#[test]
+fn random_update_sequences_give_every_backend_the_same_records() {
+    let pg = Postgres::start();
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: 64,
+        source_file: Some(file!()),
+        failure_persistence: Some(Box::new(FileFailurePersistence::SourceParallel(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    });
+    let strategy = (
+        prop::collection::vec((any_update(), any::<bool>()), 1..40),
+        prop::sample::subsequence(vec!["a", "b", "zz"], 0..=3),
+    );
+    let result = runner.run(&strategy, |(updates, clear)| {
+        same_records_everywhere(&pg, &updates, &clear)
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
+}
+
+fn same_records_everywhere(
+    pg: &Postgres,
+    updates: &[((String, TaskUpdate), bool)],
+    clear: &[&str],
+) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = Owner {
+        pid: 4_000_000,
+        ..current_owner()
+    };
+    let mut seen: Vec<(&str, Vec<String>, String)> = Vec::new();
+    for (name, store) in backends(dir.path(), pg) {
+        let mut proposed = new_run("p", dead.clone(), None);
+        let created = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        (proposed.logical_date, proposed.started_at) = (created, created);
+        let run = store.create_run(&proposed).unwrap();
+        let mut results = Vec::new();
+        let mut batch = Vec::new();
+        for ((_, u), flush) in updates {
+            batch.push((run.run_id.clone(), u.clone()));
+            if *flush {
+                let r = if batch.len() == 1 {
+                    store.update_task(&run.run_id, &batch[0].1)
+                } else {
+                    store.update_tasks(&batch)
+                };
+                results.push(format!("{:?}", r.map_err(|e| e.to_string())));
+                batch.clear();
+            }
+        }
+        let mut snap = snapshot(store.as_ref(), &run.run_id);
+        let closed = store
+            .fail_orphaned_runs(None, &|o| o.pid != dead.pid)
+            .unwrap();
+        prop_assert_eq!(closed.len(), 1);
+        let mut closed_run = closed[0].0.clone();
+        closed_run.ended_at = None;
+        snap += &format!("{closed_run:?}\n");
+        // Closing stamps "now", which differs between backends by design: compare the rest.
+        for ti in store.task_instances(&run.run_id).unwrap() {
+            snap += &format!("{:?} {:?} {:?}\n", ti.task_id, ti.state, ti.error);
+        }
+        for t in ["a", "b"] {
+            for tr in store.tries(&run.run_id, t).unwrap() {
+                snap += &format!("{t} {} {:?} {:?}\n", tr.try_number, tr.state, tr.error);
+            }
+        }
+        // Resumed by a new owner, ended again, then cleared: the same records everywhere.
+        let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let me = current_owner();
+        let fix = |kind, reset: &[&str]| Repair {
+            kind,
+            reset: reset.iter().map(|s| s.to_string()).collect(),
+            mark: None,
+            reason: None,
+            owner: me.clone(),
+            at,
+        };
+        let resumed = store.repair_run(&run.run_id, &fix(RepairKind::Resume, &[]), &|o| {
+            o.pid != dead.pid
+        });
+        snap += &format!(
+            "{:?}\n",
+            resumed
+                .map(|r| (r.state, r.owner.pid))
+                .map_err(|e| e.to_string())
+        );
+        store
+            .finish_run(&run.run_id, RunState::Failed, None)
+            .unwrap();
+        let cleared = store.repair_run(&run.run_id, &fix(RepairKind::Clear, clear), &|_| true);
+        snap += &format!(
+            "{:?}\n",
+            cleared.map(|r| r.state).map_err(|e| e.to_string())
+        );
+        for ti in store.task_instances(&run.run_id).unwrap() {
+            snap += &format!(
+                "{:?} {:?} {} {:?} {:?}\n",
+                ti.task_id, ti.state, ti.try_number, ti.error, ti.outputs
+            );
+        }
+        for t in ["a", "b"] {
+            for tr in store.tries(&run.run_id, t).unwrap() {
+                snap += &format!("{t} {} {:?} {:?}\n", tr.try_number, tr.state, tr.error);
+            }
+        }
+        let actions: Vec<_> = store
+            .run_actions(&run.run_id)
+            .unwrap()
+            .into_iter()
+            .map(|a| (a.kind, a.tasks))
+            .collect();
+        snap += &format!("{actions:?}\n");
+        seen.push((name, results, snap));
+    }
+    for w in seen.windows(2) {
+        prop_assert_eq!(&w[0].1, &w[1].1, "results differ: {} vs {}", w[0].0, w[1].0);
+        prop_assert_eq!(&w[0].2, &w[1].2, "records differ: {} vs {}", w[0].0, w[1].0);
+    }
+    Ok(())
+}
+
+#[test]
+fn the_postgres_store_migrates_once_survives_reopening_and_refuses_a_newer_schema() {
+    let pg = Postgres::start();
+    let url = pg.fresh_database();
+    // Processes starting together on a new database migrate it once.
+    let opened: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || PostgresStore::open(&url).map(|s| s.schema_version()))
+        })
+        .collect();
+    for o in opened {
+        let version = o.join().unwrap().unwrap().unwrap();
+        assert_eq!(version, MIGRATIONS.last().unwrap().version);
+    }
+    let db = url.rsplit('/').next().unwrap();
+    assert_eq!(
+        pg.psql(
+            db,
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM velostream_schema"
+        )
+        .trim(),
+        (1..=MIGRATIONS.len())
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    contract(&PostgresStore::open(&url).unwrap());
+    let reopened = PostgresStore::open(&url).unwrap();
+    assert_eq!(reopened.runs(&RunFilter::default()).unwrap().len(), 4);
+    // The store's messages never show the password.
+    assert!(!format!("{reopened:?}").contains(":velostream@"));
+
+    pg.psql(
+        db,
+        "INSERT INTO velostream_schema (version, description) VALUES (999, 'from the future')",
+    );
+    let err = PostgresStore::open(&url).unwrap_err();
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found: 999, .. }),
+        "{err}"
+    );
+    // A server that does not answer is a clear error naming the URL without its password.
+    let refused = format!("postgres://velostream:secret@127.0.0.1:{}/x", {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    });
+    let err = PostgresStore::open(&refused).unwrap_err().to_string();
+    assert!(
+        err.contains("velostream:***@127.0.0.1") && !err.contains("secret"),
+        "{err}"
+    );
+}
+
+#[test]
+fn concurrent_processes_on_one_postgres_database_admit_and_resume_exactly_once() {
+    let pg = Postgres::start();
+    let url = pg.fresh_database();
+    let stores: Vec<Arc<dyn Store>> = (0..4)
+        .map(|_| Arc::new(PostgresStore::open(&url).unwrap()) as Arc<dyn Store>)
+        .collect();
+    let barrier = Arc::new(std::sync::Barrier::new(stores.len()));
+    let logical_date = Utc::now();
+
+    // max_active_runs = 1: of four processes starting a run of the DAG at once, one gets it.
+    let results: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .map(|(i, store)| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut run = new_run("limited", current_owner(), Some(1));
+                run.run_id = format!("limited-{i}");
+                barrier.wait();
+                store.create_run(&run)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(results.iter().all(|r| match r {
+        Ok(_) => true,
+        Err(StoreError::TooManyActiveRuns {
+            active: 1, max: 1, ..
+        }) => true,
+        Err(_) => false,
+    }));
+
+    // One slot: four processes starting the same logical date at once, one runs it.
+    let results: Vec<_> = stores
+        .iter()
+        .map(|store| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut run = new_run("slot", current_owner(), None);
+                run.logical_date = logical_date;
+                barrier.wait();
+                store.create_run(&run)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+
+    // A run whose owner died: four processes resume it at once; one takes it over, the others
+    // are told it is running, driven by the winner.
+    let dead = Owner {
+        pid: 4_000_000,
+        ..current_owner()
+    };
+    let orphan = stores[0]
+        .create_run(&new_run("orphan", dead.clone(), None))
+        .unwrap();
+    stores[0]
+        .update_task(&orphan.run_id, &upd("a", 1, TaskState::Running))
+        .unwrap();
+    let results: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .map(|(i, store)| {
+            let (store, barrier, run_id) = (store.clone(), barrier.clone(), orphan.run_id.clone());
+            let dead_pid = dead.pid;
+            std::thread::spawn(move || {
+                // Four distinct live owners; only the dead one is dead.
+                let me = Owner {
+                    pid: 5_000_000 + i as u32,
+                    ..current_owner()
+                };
+                barrier.wait();
+                store.repair_run(&run_id, &repair(RepairKind::Resume, &[], &me), &|o| {
+                    o.pid != dead_pid
+                })
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(e, StoreError::NotRepairable { .. })),
+        "{results:?}"
+    );
+    let run = stores[1].run(&orphan.run_id).unwrap().unwrap();
+    assert_eq!(run.owner, winners[0].owner);
+    assert_eq!(stores[2].run_actions(&orphan.run_id).unwrap().len(), 1);
+    let tries = stores[3].tries(&orphan.run_id, "a").unwrap();
+    assert_eq!(
+        (tries.len(), tries[0].state),
+        (1, TaskState::Failed),
+        "the interrupted try is closed once"
+    );
+
+    // Concurrent writers lose nothing.
+    let threads: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .map(|(w, store)| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..10 {
+                    let mut run = new_run(&format!("dag{w}"), current_owner(), None);
+                    run.run_id = format!("w{w}-{i}");
+                    let r = store.create_run(&run).unwrap();
+                    store
+                        .update_tasks(&[
+                            (r.run_id.clone(), upd("a", 1, TaskState::Running)),
+                            (r.run_id.clone(), upd("b", 1, TaskState::Running)),
+                        ])
+                        .unwrap();
+                    for t in ["a", "b"] {
+                        store
+                            .update_task(&r.run_id, &upd(t, 1, TaskState::Success))
+                            .unwrap();
+                    }
+                    store
+                        .finish_run(&r.run_id, RunState::Success, None)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let done = stores[0]
+        .runs(&RunFilter {
+            state: Some(RunState::Success),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(done.len(), 40);
+    let counts = stores[1].state_counts().unwrap();
+    assert_eq!(counts.runs[&("dag0".to_owned(), RunState::Success)], 10);
+}
+
+#[test]
+fn the_postgres_store_connects_again_after_the_server_restarts() {
+    let mut pg = Postgres::start();
+    let url = pg.fresh_database();
+    let store = PostgresStore::open(&url).unwrap();
+    let run = store
+        .create_run(&new_run("d", current_owner(), None))
+        .unwrap();
+    let old_pid = pg.pid();
+    pg.restart();
+    assert_ne!(pg.pid(), old_pid, "the server did not restart");
+    // The server closed the old connection; the next call opens a new one.
+    store
+        .update_task(&run.run_id, &upd("a", 1, TaskState::Running))
+        .unwrap();
+    assert_eq!(
+        store.task_instances(&run.run_id).unwrap()[0].state,
+        TaskState::Running
+    );
 }

@@ -1,6 +1,7 @@
-//! Test harness shared by every integration test: starts a fresh ClickHouse server and a fresh
-//! Kafka-compatible broker (Tansu) on free ports in a temp dir, waits until they answer, and stops
-//! them by PID when dropped, also when the test panics.
+//! Test harness shared by every integration test: starts a fresh ClickHouse server, a fresh
+//! Kafka-compatible broker (Tansu) or a fresh PostgreSQL server (the orchestrator's server-database
+//! state) on free ports in a temp dir, waits until they answer, and stops them by PID when
+//! dropped, also when the test panics.
 //!
 //! ClickHouse comes in two lanes ([`Lane`]): modern (26.9, the default) and legacy (Debian's
 //! 18.16), chosen by `VELOSTREAM_CLICKHOUSE=modern|legacy` as everywhere else in the project.
@@ -29,6 +30,9 @@ use tempfile::TempDir;
 
 pub mod wait;
 pub use wait::{wait_for, wait_for_async};
+
+/// The command that installs PostgreSQL 15 (and the other servers the tests need).
+pub const INSTALL_TESTS_HINT: &str = "run `infrastructure/local/velostream-local install --for-tests` (as root) from the repository root";
 
 /// The command that installs every server binary the harness needs.
 pub const INSTALL_HINT: &str =
@@ -859,6 +863,223 @@ impl ClickHouse {
     /// The server's data and log directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// The directory of PostgreSQL's server programs (`initdb`, `postgres`, `psql`, `pg_isready`):
+/// `$VELOSTREAM_POSTGRES_BIN`, else Debian's `/usr/lib/postgresql/15/bin`.
+pub fn postgres_bin_dir() -> PathBuf {
+    let dir = std::env::var_os("VELOSTREAM_POSTGRES_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
+    assert!(
+        dir.join("initdb").is_file() && dir.join("postgres").is_file(),
+        "PostgreSQL 15 not found in {} (initdb, postgres): {INSTALL_TESTS_HINT}, or set VELOSTREAM_POSTGRES_BIN",
+        dir.display()
+    );
+    dir
+}
+
+/// The PostgreSQL user and password of [`Postgres`].
+pub const POSTGRES_USER: &str = "velostream";
+
+/// A PostgreSQL server in its own fresh data dir (`initdb`), listening on 127.0.0.1 on a free
+/// port, password authentication over TCP, durability off (fsync) for speed. Stopped by PID
+/// (fast shutdown, then SIGKILL) when dropped; never the system's cluster or service.
+///
+/// PostgreSQL refuses to run as root: when the tests run as root, the server runs as the
+/// `postgres` user that Debian's package creates, and owns its temp dir.
+pub struct Postgres {
+    /// The port on 127.0.0.1.
+    pub port: u16,
+    /// `postgres://velostream:velostream@127.0.0.1:PORT/velostream`.
+    pub url: String,
+    guard: Guard,
+    bin: PathBuf,
+    run_as: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+    databases: std::sync::atomic::AtomicU32,
+    dir: TempDir,
+}
+
+impl Postgres {
+    /// Initialises a data dir, starts the server, waits until it accepts connections, and creates
+    /// the database `velostream`.
+    pub fn start() -> Self {
+        let bin = postgres_bin_dir();
+        let run_as = Self::run_as();
+        let dir = tempfile::Builder::new()
+            .prefix("velostream-postgres-")
+            .tempdir()
+            .expect("creating a temp dir");
+        let data = dir.path().join("data");
+        let pwfile = dir.path().join("password");
+        std::fs::write(&pwfile, POSTGRES_USER).expect("writing the password file");
+        if let Some((uid, gid)) = run_as {
+            for p in [dir.path(), &pwfile] {
+                nix::unistd::chown(p, Some(uid), Some(gid))
+                    .unwrap_or_else(|e| panic!("giving {} to the postgres user: {e}", p.display()));
+            }
+        }
+        let mut initdb = Command::new(bin.join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", POSTGRES_USER, "-E", "UTF8", "--locale=C", "--no-sync"])
+            .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+            .arg(format!("--pwfile={}", pwfile.display()));
+        Self::as_user(&mut initdb, run_as);
+        let out = initdb
+            .output()
+            .unwrap_or_else(|e| panic!("running initdb failed: {e}; {INSTALL_TESTS_HINT}"));
+        assert!(
+            out.status.success(),
+            "initdb failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (port, guard) = start_on_free_ports("PostgreSQL", || {
+            let port = free_port();
+            Ok((port, Self::spawn(&bin, dir.path(), port, run_as)?))
+        });
+        let pg = Self {
+            port,
+            url: Self::url_of(port, "velostream"),
+            guard,
+            bin,
+            run_as,
+            databases: std::sync::atomic::AtomicU32::new(0),
+            dir,
+        };
+        pg.create_database("velostream");
+        pg
+    }
+
+    /// Starts `postgres` on the data in `dir` on `port` and waits until it accepts connections.
+    fn spawn(
+        bin: &Path,
+        dir: &Path,
+        port: u16,
+        run_as: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+    ) -> Result<Guard, PortLost> {
+        let mut cmd = Command::new(bin.join("postgres"));
+        cmd.arg("-D")
+            .arg(dir.join("data"))
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            // Its socket in its own dir, not the system's /var/run/postgresql.
+            .arg("-c")
+            .arg(format!("unix_socket_directories={}", dir.display()))
+            .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=200"])
+            .current_dir(dir);
+        Self::as_user(&mut cmd, run_as);
+        // The log file is created here, by us; the server writes through the inherited fd.
+        let log = dir.join("postgres.log");
+        let mut guard = Guard::spawn("postgres", cmd, &log);
+        let ready = bin.join("pg_isready");
+        wait_ready(
+            "PostgreSQL",
+            &mut guard,
+            std::slice::from_ref(&log),
+            &[port],
+            Duration::from_secs(60),
+            || {
+                Command::new(&ready)
+                    .args(["-q", "-h", "127.0.0.1", "-p", &port.to_string()])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            },
+        )?;
+        Ok(guard)
+    }
+
+    /// Stops the server (fast shutdown: its clients are disconnected) and starts it again on the
+    /// same port and data. Panics if another process took the port meanwhile.
+    pub fn restart(&mut self) {
+        self.guard
+            .stop(nix::sys::signal::Signal::SIGINT, Duration::from_secs(10));
+        match Self::spawn(&self.bin, self.dir.path(), self.port, self.run_as) {
+            Ok(guard) => self.guard = guard,
+            Err(PortLost(why)) => panic!("PostgreSQL could not restart on its port: {why}"),
+        }
+    }
+
+    /// The uid and gid to run the server as: the `postgres` user when we are root, else nobody
+    /// else (ourselves).
+    fn run_as() -> Option<(nix::unistd::Uid, nix::unistd::Gid)> {
+        if !nix::unistd::Uid::effective().is_root() {
+            return None;
+        }
+        let user = nix::unistd::User::from_name("postgres")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| {
+                panic!("PostgreSQL refuses to run as root and there is no `postgres` user (Debian's postgresql package creates it): {INSTALL_TESTS_HINT}")
+            });
+        Some((user.uid, user.gid))
+    }
+
+    fn as_user(cmd: &mut Command, run_as: Option<(nix::unistd::Uid, nix::unistd::Gid)>) {
+        use std::os::unix::process::CommandExt;
+        if let Some((uid, gid)) = run_as {
+            cmd.uid(uid.as_raw()).gid(gid.as_raw());
+        }
+    }
+
+    fn url_of(port: u16, database: &str) -> String {
+        format!("postgres://{POSTGRES_USER}:{POSTGRES_USER}@127.0.0.1:{port}/{database}")
+    }
+
+    /// Runs SQL with `psql` as [`POSTGRES_USER`] in `database` and returns its unaligned output;
+    /// panics with psql's message if it fails.
+    pub fn psql(&self, database: &str, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", POSTGRES_USER, "-d", database, "-c", sql])
+            .env("PGPASSWORD", POSTGRES_USER)
+            .output()
+            .expect("running psql");
+        assert!(
+            out.status.success(),
+            "psql failed ({}): {}\nSQL: {sql}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Creates the database `name` and returns its URL.
+    pub fn create_database(&self, name: &str) -> String {
+        self.psql("postgres", &format!("CREATE DATABASE \"{name}\""));
+        Self::url_of(self.port, name)
+    }
+
+    /// Creates a database no one used yet (`fresh_1`, `fresh_2`...) and returns its URL.
+    pub fn fresh_database(&self) -> String {
+        let n = self
+            .databases
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        self.create_database(&format!("fresh_{n}"))
+    }
+
+    /// The server's PID.
+    pub fn pid(&self) -> Option<u32> {
+        self.guard.pid()
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // Fast shutdown (clients disconnected, a clean stop); the guard SIGKILLs after the grace.
+        self.guard
+            .stop(nix::sys::signal::Signal::SIGINT, Duration::from_secs(10));
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use velostream_testkit::{ClickHouse, Kafka, Lane, repo_root};
+use velostream_testkit::{ClickHouse, Kafka, Lane, Postgres, repo_root};
 
 #[test]
 fn clickhouse_of_the_selected_lane_keeps_its_data_across_a_clean_stop_and_a_kill() {
@@ -108,5 +108,38 @@ fn every_test_that_starts_clickhouse_runs_on_the_legacy_lane_too() {
         missing.is_empty(),
         "these test binaries start ClickHouse but the legacy lane would skip them: add \
          binary_id(...) for each to [profile.clickhouse-legacy] in .config/nextest.toml: {missing:?}"
+    );
+}
+
+#[test]
+fn postgres_starts_fresh_on_loopback_and_is_gone_when_dropped() {
+    let pg = Postgres::start();
+    let version = pg.psql("velostream", "SHOW server_version");
+    assert!(version.trim().starts_with("15."), "PostgreSQL {version}");
+    assert_eq!(
+        pg.psql("velostream", "SHOW listen_addresses").trim(),
+        "127.0.0.1"
+    );
+    // A fresh data dir: only the databases initdb and the harness made.
+    let url = pg.fresh_database();
+    assert!(url.ends_with("/fresh_1"), "{url}");
+    assert_eq!(
+        pg.psql(
+            "postgres",
+            "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database WHERE NOT datistemplate"
+        )
+        .trim(),
+        "fresh_1,postgres,velostream"
+    );
+    pg.psql(
+        "fresh_1",
+        "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2)",
+    );
+    assert_eq!(pg.psql("fresh_1", "SELECT count(*) FROM t").trim(), "2");
+    let pid = pg.pid().unwrap();
+    drop(pg);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the PostgreSQL server outlived its harness"
     );
 }

@@ -22,7 +22,7 @@ use crate::store::{RunFilter, RunState, StateFiles, Store, Trigger};
 fn open(files: &StateFiles) -> anyhow::Result<Arc<dyn Store>> {
     files
         .open()
-        .with_context(|| format!("opening the state database {}", files.db.display()))
+        .with_context(|| format!("opening the state database {files}"))
 }
 
 /// An engine over the state, with default settings; notifications link under `public_url`.
@@ -91,10 +91,10 @@ pub fn pause(files: &StateFiles, args: &PauseArgs, paused: bool) -> anyhow::Resu
         .set_paused(&args.dag, paused)
         .with_context(|| format!("pausing or unpausing DAG {}", args.dag))?;
     println!(
-        "DAG {} {} (in {}); a running `orchestrator serve` on this state file sees it within a second",
+        "DAG {} {} (in {}); a running `orchestrator serve` on this state sees it within a second",
         args.dag,
         if paused { "paused" } else { "unpaused" },
-        files.db.display()
+        files
     );
     Ok(ExitCode::SUCCESS)
 }

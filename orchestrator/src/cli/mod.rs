@@ -29,9 +29,17 @@ pub const DEFAULT_STATE: &str = ".velostream/state.db";
 #[derive(Debug, Parser)]
 #[command(name = "orchestrator", version, about, long_about = None)]
 pub struct Cli {
-    /// The state database (runs, tries, outputs); logs go to a `logs/` directory beside it.
+    /// The state database (runs, tries, outputs): a SQLite file (logs go to a `logs/` directory
+    /// beside it), or a PostgreSQL database as postgres://USER:PASSWORD@HOST:PORT/DATABASE (logs
+    /// go to .velostream/logs, or --logs).
     #[arg(long, global = true, env = "VELOSTREAM_STATE", default_value = DEFAULT_STATE)]
-    pub state: PathBuf,
+    pub state: String,
+
+    /// Where try logs go, instead of the default beside the SQLite file (or .velostream/logs
+    /// when --state is a URL). Commands that read logs (`logs`, `serve`) must see the same
+    /// directory as the ones that ran the tasks.
+    #[arg(long, global = true, env = "VELOSTREAM_LOGS")]
+    pub logs: Option<PathBuf>,
 
     /// What to do.
     #[command(subcommand)]
@@ -237,7 +245,7 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
 
 /// Runs the parsed command line; prints errors with their causes and returns the exit code.
 pub fn main(cli: Cli) -> ExitCode {
-    let files = StateFiles::new(cli.state);
+    let files = StateFiles::parse(&cli.state).with_log_dir(cli.logs);
     let result = match cli.command {
         Command::Run(args) => run(&files, args),
         Command::Validate(args) => Ok(commands::validate(&args)),

@@ -108,7 +108,7 @@ fn engine(
 ) -> anyhow::Result<Engine> {
     let store = files
         .open()
-        .with_context(|| format!("opening the state database {}", files.db.display()))?;
+        .with_context(|| format!("opening the state database {files}"))?;
     let mut settings = EngineSettings::new(files.log_dir());
     settings.kill_grace = kill_grace;
     // A repaired run notifies as any run does (its `[[dag.notify]]`).
@@ -259,7 +259,7 @@ pub fn resume(files: &StateFiles, args: ResumeArgs) -> anyhow::Result<ExitCode> 
 pub fn notes(files: &StateFiles, args: &NotesArgs) -> anyhow::Result<ExitCode> {
     let store = files
         .open()
-        .with_context(|| format!("opening the state database {}", files.db.display()))?;
+        .with_context(|| format!("opening the state database {files}"))?;
     if let Some(text) = &args.set {
         store
             .set_run_notes(&args.run, text, Utc::now())

@@ -1,7 +1,8 @@
 //! Where runs live: DAG runs, task instances and each try (state, start/end, exit status, outputs,
 //! log path), the processes tasks spawned, and each notification's delivery. [`Store`] is the
-//! contract; [`SqliteStore`] is the embedded default (safe for several processes on one file) and
-//! [`MemoryStore`] serves tests.
+//! contract; [`SqliteStore`] is the embedded default (safe for several processes on one file),
+//! [`PostgresStore`] keeps state in a server database (`--state postgres://...`) shared by
+//! processes on several hosts, and [`MemoryStore`] serves tests.
 //! What a change does to the records is decided once, in [`rules`]; a backend only persists.
 //!
 //! The trait is synchronous on purpose: SQLite calls take microseconds, and a server database can
@@ -13,10 +14,11 @@ mod memory;
 mod model;
 mod notification;
 mod owner;
+mod postgres;
 pub mod rules;
 mod sqlite;
 
-pub use location::{StateFiles, try_log_path};
+pub use location::{StateFiles, StateLocation, URL_STATE_LOG_DIR, try_log_path};
 pub use memory::MemoryStore;
 pub use model::{
     DagVersion, NewRun, Owner, ProcessRecord, Repair, RepairKind, RunAction, RunFilter, RunNotes,
@@ -24,6 +26,7 @@ pub use model::{
 };
 pub use notification::{DeliveryState, NewNotification, NotificationRecord, NotificationUpdate};
 pub use owner::{current_owner, is_alive, process_start_ticks};
+pub use postgres::{MIGRATIONS, Migration, PostgresStore, is_postgres_url, redact};
 pub use sqlite::SqliteStore;
 
 /// Errors of a [`Store`].
@@ -37,6 +40,38 @@ pub enum StoreError {
         /// What SQLite said.
         #[source]
         source: rusqlite::Error,
+    },
+    /// The PostgreSQL database failed (or could not be reached).
+    #[error("state database {url}: {detail}")]
+    Postgres {
+        /// The database's URL, without its password.
+        url: String,
+        /// The SQLSTATE, when the server answered with an error.
+        code: Option<String>,
+        /// What the driver and the server said.
+        detail: String,
+    },
+    /// A `--state postgres://...` URL that cannot be read.
+    #[error(
+        "state URL {url}: {why}; expected postgres://USER:PASSWORD@HOST:PORT/DATABASE (libpq's URL form)"
+    )]
+    BadStateUrl {
+        /// The URL, without its password.
+        url: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The database's schema is newer than this program knows.
+    #[error(
+        "state database {url} has schema version {found}, newer than this orchestrator knows ({known}); run the orchestrator that migrated it, or a newer one"
+    )]
+    SchemaTooNew {
+        /// The database's URL, without its password.
+        url: String,
+        /// The database's version.
+        found: i32,
+        /// The last version this program knows.
+        known: i32,
     },
     /// The state directory could not be created.
     #[error(

@@ -40,7 +40,7 @@ pub fn serve(files: &StateFiles, args: ServeOptions) -> anyhow::Result<ExitCode>
     runtime.block_on(async move {
         let store = files
             .open()
-            .with_context(|| format!("opening the state database {}", files.db.display()))?;
+            .with_context(|| format!("opening the state database {files}"))?;
         let folder = DagFolder::open(&args.dags).context("loading the DAGs")?;
         let mut settings = EngineSettings::new(files.log_dir());
         settings.kill_grace = args.kill_grace;
