@@ -36,6 +36,9 @@ fn pipeline_binaries_present() {
 
 /// `127.0.0.1:NNNN` such that `NNNN0`, `NNNN1` and `NNNN2` are free: the replicas' HTTP ports
 /// are this prefix followed by `{{ replica }}`.
+/// The test's topic.
+const TOPIC: &str = "fleet-taxi";
+
 fn free_port_prefix() -> String {
     for _ in 0..200 {
         let base = u32::from(free_port()) / 10;
@@ -48,7 +51,9 @@ fn free_port_prefix() -> String {
     panic!("no three consecutive free ports found");
 }
 
-/// `velostream_consumer_assigned_partitions` of the consumer serving `addr`, once it answers.
+/// `velostream_consumer_assigned_partitions` of the consumer serving `addr`, once it answers and
+/// once it reads this test's topic (ports picked the same way by another test's fleet may answer
+/// for a moment before this run's consumers take them).
 fn assigned(addr: &str) -> Option<u64> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -59,6 +64,9 @@ fn assigned(addr: &str) -> Option<u64> {
     .ok()?;
     let mut body = String::new();
     stream.read_to_string(&mut body).ok()?;
+    if !body.contains(&format!("topic=\"{TOPIC}\"")) {
+        return None;
+    }
     body.lines()
         .find_map(|l| l.strip_prefix("velostream_consumer_assigned_partitions "))
         .and_then(|v| v.trim().parse::<f64>().ok())
@@ -106,7 +114,7 @@ fn three_consumers_one_killed_mid_run_rebalance_and_leave_the_exact_count() {
         format!("repeat={}", ROWS / 100_000),
         "consumers=3".into(),
         format!("consumer_http={prefix}{{{{ replica }}}}"),
-        "topic=fleet-taxi".into(),
+        format!("topic={TOPIC}"),
         format!("table={table}"),
         "group=fleet-group".into(),
         format!("partitions={PARTITIONS}"),
@@ -135,12 +143,14 @@ fn three_consumers_one_killed_mid_run_rebalance_and_leave_the_exact_count() {
         .stderr(stdout)
         .spawn()
         .unwrap();
+    // None until the run has created the table.
     let count_final = || {
         infra
             .clickhouse
-            .query(&format!(
+            .try_query(&format!(
                 "SELECT count() FROM {table} FINAL SETTINGS max_threads = 1"
             ))
+            .ok()?
             .trim()
             .parse::<u64>()
             .ok()
