@@ -5,7 +5,7 @@
 //! task names the dead replica, and no process of the run is left.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use orchestrator::store::{RunFilter, SqliteStore, Store, TaskState};
-use velostream_testkit::{Infra, free_port, repo_root, taxi_sample};
+use velostream_testkit::{Infra, free_port_block, repo_root, taxi_sample};
 
 /// Rows the producer sends: the 100k-row sample 6 times, enough to kill a consumer mid-stream.
 const ROWS: u64 = 600_000;
@@ -38,18 +38,6 @@ fn pipeline_binaries_present() {
 /// are this prefix followed by `{{ replica }}`.
 /// The test's topic.
 const TOPIC: &str = "fleet-taxi";
-
-fn free_port_prefix() -> String {
-    for _ in 0..200 {
-        let base = u32::from(free_port()) / 10;
-        if (1000..=6552).contains(&base)
-            && (0..3).all(|r| TcpListener::bind(("127.0.0.1", (base * 10 + r) as u16)).is_ok())
-        {
-            return format!("127.0.0.1:{base}");
-        }
-    }
-    panic!("no three consecutive free ports found");
-}
 
 /// `velostream_consumer_assigned_partitions` of the consumer serving `addr`, once it answers and
 /// once it reads this test's topic (ports picked the same way by another test's fleet may answer
@@ -105,7 +93,7 @@ fn three_consumers_one_killed_mid_run_rebalance_and_leave_the_exact_count() {
     let infra = Infra::start();
     let scratch = tempfile::tempdir().unwrap();
     let state = scratch.path().join("state.db");
-    let prefix = free_port_prefix();
+    let prefix = free_port_block(3);
     let addr = |replica: u32| format!("{prefix}{replica}");
     let table = "fleet_trips";
     let params = [

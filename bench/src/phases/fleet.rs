@@ -7,7 +7,6 @@
 //! goes.
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -82,24 +81,6 @@ pub struct FleetFigures {
     pub batch_rows: u64,
     /// One run per fleet size, in [`SIZES`] order.
     pub runs: Vec<FleetRun>,
-}
-
-/// `127.0.0.1:NNNN` such that `NNNN0` to `NNNN{n-1}` are free: the consumers' HTTP ports are
-/// the prefix followed by `{{ replica }}`.
-fn free_port_prefix(n: u32) -> Result<String, BenchError> {
-    for _ in 0..200 {
-        let base = u32::from(velostream_testkit::free_port()) / 10;
-        if (1000..=6552).contains(&base)
-            && (0..n).all(|r| TcpListener::bind(("127.0.0.1", (base * 10 + r) as u16)).is_ok())
-        {
-            return Ok(format!("127.0.0.1:{base}"));
-        }
-    }
-    Err(BenchError::Results {
-        program: "velostream-bench".into(),
-        path: "/proc/net/tcp".into(),
-        message: format!("no {n} consecutive free ports found"),
-    })
 }
 
 /// utime + stime of `pid` in seconds.
@@ -178,7 +159,7 @@ pub fn run(
     let mut runs = Vec::new();
     for consumers in SIZES {
         let state = ctx.work.join(format!("fleet-{consumers}.db"));
-        let prefix = free_port_prefix(consumers)?;
+        let prefix = velostream_testkit::free_port_block(consumers as u16);
         let params = [
             ("topic", topic.to_string()),
             ("rows", ctx.rows.to_string()),

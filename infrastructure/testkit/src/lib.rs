@@ -179,6 +179,30 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `127.0.0.1:NNNN` such that the `n` (at most 10) ports `NNNN0` to `NNNN{n-1}` are free, for a
+/// fleet of programs listening on `{{ replica }}`-numbered ports (`process.spawn` with `replicas`).
+///
+/// The block lies below the kernel's ephemeral range (`ip_local_port_range`), where the outgoing
+/// connections of every other test take their local ports, and its start varies with each call
+/// (the ephemeral port the kernel hands out), so concurrent tests seldom meet; the ports are
+/// checked free but not held, as with [`free_port`].
+pub fn free_port_block(n: u16) -> String {
+    assert!((1..=10).contains(&n), "a block holds 1 to 10 ports");
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    // Blocks from port 10000 up to the ephemeral range.
+    let blocks = (ephemeral_start / 10).saturating_sub(1000).max(1);
+    for _ in 0..200 {
+        let base = 1000 + free_port() % blocks;
+        if (0..n).all(|r| TcpListener::bind(("127.0.0.1", base * 10 + r)).is_ok()) {
+            return format!("127.0.0.1:{base}");
+        }
+    }
+    panic!("no {n} consecutive free ports below {ephemeral_start}");
+}
+
 /// A fresh ClickHouse server and Kafka-compatible broker, stopped when dropped.
 pub struct Infra {
     /// The broker.
