@@ -8,12 +8,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use orchestrator::store::{RunFilter, SqliteStore, Store, TaskState};
-use velostream_testkit::{Infra, free_port_block, repo_root, taxi_sample};
+use velostream_testkit::{Infra, free_port_block, repo_root, taxi_sample, wait_for};
 
 /// Rows the producer sends: the 100k-row sample 6 times, enough to kill a consumer mid-stream.
 const ROWS: u64 = 600_000;
@@ -74,17 +74,6 @@ fn pid_with_arg(arg: &str) -> Option<i32> {
                 .then(|| entry.file_name().to_str()?.parse().ok())
                 .flatten()
         })
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

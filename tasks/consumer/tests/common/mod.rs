@@ -361,18 +361,10 @@ impl ConsumerProcess {
 
     /// Waits until the process exits by itself: (exit status, stdout lines).
     pub fn wait_exit(mut self, timeout: Duration) -> (std::process::ExitStatus, Vec<String>) {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the consumer did not exit by itself within {timeout:?}:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let child = &mut self.child;
+        let status = wait_for("the consumer to exit by itself", timeout, || {
+            child.try_wait().unwrap()
+        });
         let lines = self.stdout.take().unwrap().join().unwrap();
         (status, lines)
     }
