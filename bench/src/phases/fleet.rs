@@ -169,21 +169,15 @@ pub fn run(
             ("batch_rows", ctx.batch_rows.to_string()),
             ("consumer_http", format!("{prefix}{{{{ replica }}}}")),
         ];
-        let mut cmd = Command::new(&orchestrator);
-        cmd.arg("run")
-            .arg(ctx.repo.join(DAG))
-            .arg("--no-progress")
-            .arg("--state")
-            .arg(&state);
-        for (k, v) in &params {
-            cmd.arg("--param").arg(format!("{k}={v}"));
-        }
-        cmd.env("KAFKA_BROKERS", &brokers)
-            .env("CLICKHOUSE_URL", &clickhouse.url)
-            .env("CLICKHOUSE_USER", &clickhouse.user)
-            .env("CLICKHOUSE_PASSWORD", &clickhouse.password)
-            .env("CLICKHOUSE_DATABASE", &clickhouse.database)
-            .current_dir(&ctx.work);
+        let mut cmd = super::dag_run(
+            &orchestrator,
+            &ctx.repo.join(DAG),
+            &state,
+            &params,
+            &brokers,
+            clickhouse,
+            &ctx.work,
+        );
         let log = ctx.work.join(format!("fleet-{consumers}.log"));
         let ch_before = clickhouse_pid.and_then(cpu_seconds);
         let broker_before = broker_pid.and_then(cpu_seconds);

@@ -11,7 +11,8 @@ pub mod overhead;
 pub mod pipeline;
 pub mod producer;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 use velostream_common::clickhouse::ClickHouseConfig;
@@ -78,4 +79,33 @@ impl Rate {
         let r = self.rows_per_sec();
         if r > 0.0 { rows as f64 / r } else { f64::NAN }
     }
+}
+
+/// `orchestrator run DAG --no-progress --state STATE --param k=v...` against `brokers` and
+/// `clickhouse`, in `work`: how the pipeline and fleet phases run their DAGs.
+pub(crate) fn dag_run(
+    orchestrator: &Path,
+    dag: &Path,
+    state: &Path,
+    params: &[(&str, String)],
+    brokers: &str,
+    clickhouse: &ClickHouseConfig,
+    work: &Path,
+) -> Command {
+    let mut cmd = Command::new(orchestrator);
+    cmd.arg("run")
+        .arg(dag)
+        .arg("--no-progress")
+        .arg("--state")
+        .arg(state);
+    for (k, v) in params {
+        cmd.arg("--param").arg(format!("{k}={v}"));
+    }
+    cmd.env("KAFKA_BROKERS", brokers)
+        .env("CLICKHOUSE_URL", &clickhouse.url)
+        .env("CLICKHOUSE_USER", &clickhouse.user)
+        .env("CLICKHOUSE_PASSWORD", &clickhouse.password)
+        .env("CLICKHOUSE_DATABASE", &clickhouse.database)
+        .current_dir(work);
+    cmd
 }

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -144,21 +143,9 @@ pub fn run(
         ("batch_rows", ctx.batch_rows.to_string()),
         ("consumer_http", consumer_http.clone()),
     ];
-    let mut cmd = Command::new(&program);
-    cmd.arg("run")
-        .arg(&dag)
-        .arg("--no-progress")
-        .arg("--state")
-        .arg(&state);
-    for (k, v) in &params {
-        cmd.arg("--param").arg(format!("{k}={v}"));
-    }
-    cmd.env("KAFKA_BROKERS", &brokers)
-        .env("CLICKHOUSE_URL", &clickhouse.url)
-        .env("CLICKHOUSE_USER", &clickhouse.user)
-        .env("CLICKHOUSE_PASSWORD", &clickhouse.password)
-        .env("CLICKHOUSE_DATABASE", &clickhouse.database)
-        .current_dir(&ctx.work);
+    let mut cmd = super::dag_run(
+        &program, &dag, &state, &params, &brokers, clickhouse, &ctx.work,
+    );
     let log = ctx.work.join("pipeline.log");
 
     let stop = Arc::new(AtomicBool::new(false));
