@@ -8,17 +8,18 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::encode::EncodeOptions;
+use crate::encode::{EncodeOptions, RecordFormat};
 use crate::generate::{FileCompression, GenerateConfig, Layout};
 use crate::input::SchemaCheck;
 use crate::kafka::{Compression, DeliveryConfig};
 use crate::pipeline::ProduceConfig;
 use crate::report::ProgressMode;
 
-/// Streams Parquet rows into a Kafka topic, one JSON object per row.
+/// Streams Parquet rows into a Kafka topic, one JSON object (or protobuf message) per row.
 ///
 /// Each message is one row: keys are the Parquet column names exactly as in the file, timestamps
-/// are UTC strings `YYYY-MM-DD HH:MM:SS[.ffffff]`, nulls are null. Messages are keyed by the
+/// are UTC strings `YYYY-MM-DD HH:MM:SS[.ffffff]`, nulls are null. With `--format protobuf` each
+/// message is a `TaxiTrip` of proto/taxi_trip.proto instead (timestamps in whole seconds). Messages are keyed by the
 /// value of one column (`--key-column`, PULocationID by default), so all trips from one pickup
 /// zone land in one partition in file order.
 ///
@@ -119,6 +120,12 @@ pub struct ProduceArgs {
     /// Replication factor of a topic created by --create-topic.
     #[arg(long, default_value_t = 1)]
     pub replication_factor: i32,
+
+    /// Record format of the messages: `json` (one object per row, any columns) or `protobuf`
+    /// (one `TaxiTrip` message of proto/taxi_trip.proto per row, the taxi trip layout only;
+    /// ClickHouse reads it natively as `ProtobufSingle`).
+    #[arg(long, value_enum, default_value_t = RecordFormat::Json, env = "VELOSTREAM_FORMAT")]
+    pub format: RecordFormat,
 
     /// Column whose value keys each message (matched ignoring case; null values send no key).
     #[arg(long, default_value = "PULocationID", env = "VELOSTREAM_KEY_COLUMN")]
@@ -253,6 +260,7 @@ impl ProduceArgs {
             encode: EncodeOptions {
                 key_column: (!self.no_key).then(|| self.key_column.clone()),
                 time_shift_secs: 0,
+                format: self.format,
             },
             repeat: self.repeat,
             limit: self.limit.filter(|&n| n > 0),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 
-use crate::encode::{EncodeOptions, EncodedRows, RowEncoder};
+use crate::encode::{EncodeError, EncodeOptions, EncodedRows, Encoder};
 use crate::input::{self, InputError, InputErrors, InputFile, SchemaCheck};
 use crate::kafka::{DeliveryConfig, Sender, SetupError};
 use crate::stats::Stats;
@@ -285,10 +285,13 @@ impl Reader {
                 let mut options = self.encode.clone();
                 options.time_shift_secs = self.shift_secs.saturating_mul(pass as i64);
                 let mut encoder =
-                    RowEncoder::new(&file.schema, &options).map_err(|e| file.error(e.into()))?;
+                    Encoder::new(&file.schema, &options).map_err(|e| file.error(e.into()))?;
                 if cache && pass > 0 {
                     for batch in &cached[i] {
-                        if !sink.send(&mut encoder, batch) {
+                        if !sink
+                            .send(&mut encoder, batch)
+                            .map_err(|e| file.error(e.into()))?
+                        {
                             return Ok(());
                         }
                     }
@@ -296,7 +299,10 @@ impl Reader {
                 }
                 for batch in file.reader(self.batch_rows)? {
                     let batch = batch.map_err(|e| file.error(input::Problem::Decode(e)))?;
-                    if !sink.send(&mut encoder, &batch) {
+                    if !sink
+                        .send(&mut encoder, &batch)
+                        .map_err(|e| file.error(e.into()))?
+                    {
                         return Ok(());
                     }
                     if cache {
@@ -319,26 +325,26 @@ struct ChunkSink<'a> {
 
 impl ChunkSink<'_> {
     /// Encodes `batch` in chunks and sends them; `false` when reading should end (limit reached,
-    /// stopped, or the receiver gone).
-    fn send(&mut self, encoder: &mut RowEncoder, batch: &RecordBatch) -> bool {
+    /// stopped, or the receiver gone), an error when a value cannot be encoded.
+    fn send(&mut self, encoder: &mut Encoder, batch: &RecordBatch) -> Result<bool, EncodeError> {
         let mut offset = 0;
         while offset < batch.num_rows() {
             if self.left == 0 || self.stop.load(Ordering::Relaxed) {
-                return false;
+                return Ok(false);
             }
             let len = CHUNK_ROWS
                 .min(batch.num_rows() - offset)
                 .min(usize::try_from(self.left).unwrap_or(usize::MAX));
             let mut rows = self.pool.try_recv().unwrap_or_default();
             rows.clear();
-            encoder.encode(&batch.slice(offset, len), &mut rows);
+            encoder.encode(&batch.slice(offset, len), &mut rows)?;
             if self.out.send(Ok(rows)).is_err() {
-                return false;
+                return Ok(false);
             }
             offset += len;
             self.left -= len as u64;
         }
-        self.left > 0
+        Ok(self.left > 0)
     }
 }
 

@@ -1,4 +1,5 @@
-//! Arrow record batches -> one JSON object per row, the message format of the pipeline.
+//! Arrow record batches -> one message per row: a JSON object (the default format, this module)
+//! or a protobuf `TaxiTrip` ([`protobuf`], `--format protobuf`); [`Encoder`] is either.
 //!
 //! The contract with the consumer: keys are the column names exactly as in the file; integers
 //! are JSON integers, floats JSON numbers (NaN and infinities become `null`), strings strings,
@@ -14,6 +15,7 @@
 
 pub mod column;
 pub mod number;
+pub mod protobuf;
 pub mod slot;
 pub mod text;
 pub mod time;
@@ -37,6 +39,46 @@ pub enum EncodeError {
         /// Its Arrow type.
         data_type: DataType,
     },
+    /// A column the protobuf message has no field for.
+    #[error(
+        "column(s) {columns} have no field in the protobuf message TaxiTrip (proto/taxi_trip.proto), which carries the TLC taxi trip layout only: send this file with --format json"
+    )]
+    NoProtobufField {
+        /// The columns, comma-separated.
+        columns: String,
+    },
+    /// Fields without a NULL that the file has no column for.
+    #[error(
+        "the protobuf message TaxiTrip needs column(s) {columns}, which the file lacks (only its optional fields may be missing)"
+    )]
+    ProtobufMissing {
+        /// The fields, comma-separated.
+        columns: String,
+    },
+    /// A column whose type does not fit its protobuf field.
+    #[error(
+        "column `{column}` has type {data_type}, which the protobuf field `{field}` cannot carry"
+    )]
+    ProtobufType {
+        /// Column name.
+        column: String,
+        /// Its Arrow type.
+        data_type: DataType,
+        /// The field.
+        field: &'static str,
+    },
+    /// A value its protobuf field cannot hold.
+    #[error(
+        "column `{column}`, row {row} of the batch being encoded: the value {reason}; send the file with --format json to have the consumer dead-letter such rows"
+    )]
+    ProtobufValue {
+        /// Column name.
+        column: String,
+        /// Row within the record batch.
+        row: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The key column is not in the file.
     #[error("the key column `{column}` is not in the file (its columns: {available})")]
     MissingKeyColumn {
@@ -56,6 +98,66 @@ pub struct EncodeOptions {
     /// Seconds added to every timestamp column (used to keep repeated passes over a file
     /// distinct).
     pub time_shift_secs: i64,
+    /// The record format of the messages.
+    pub format: RecordFormat,
+}
+
+/// How each row is written into its message (`--format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RecordFormat {
+    /// A JSON object keyed by the column names (any columns).
+    #[default]
+    Json,
+    /// A `TaxiTrip` protobuf message (`proto/taxi_trip.proto`; the taxi trip layout only), which
+    /// ClickHouse reads natively as `ProtobufSingle`.
+    Protobuf,
+}
+
+impl RecordFormat {
+    /// The name as `--format` takes it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Protobuf => "protobuf",
+        }
+    }
+}
+
+/// The encoder of [`EncodeOptions::format`].
+#[derive(Debug)]
+pub enum Encoder {
+    /// JSON objects.
+    Json(RowEncoder),
+    /// Protobuf messages.
+    Protobuf(protobuf::ProtobufEncoder),
+}
+
+impl Encoder {
+    /// An encoder for batches of `schema` in the chosen format.
+    pub fn new(schema: &Schema, options: &EncodeOptions) -> Result<Self, EncodeError> {
+        Ok(match options.format {
+            RecordFormat::Json => Self::Json(RowEncoder::new(schema, options)?),
+            RecordFormat::Protobuf => {
+                Self::Protobuf(protobuf::ProtobufEncoder::new(schema, options)?)
+            }
+        })
+    }
+
+    /// Appends every row of `batch` to `out`; only protobuf can fail (a value its field cannot
+    /// hold).
+    pub fn encode(
+        &mut self,
+        batch: &RecordBatch,
+        out: &mut EncodedRows,
+    ) -> Result<(), EncodeError> {
+        match self {
+            Self::Json(e) => {
+                e.encode(batch, out);
+                Ok(())
+            }
+            Self::Protobuf(e) => e.encode(batch, out),
+        }
+    }
 }
 
 struct Column {
@@ -173,6 +275,7 @@ impl RowEncoder {
             .key
             .map(|k| usize::from(self.columns[k].kind.is_string()));
         out.ends.reserve(rows);
+        out.keys_apart = false;
         let mut pos = out.len_bytes;
         for row in 0..rows {
             if out.data.len() < pos + self.row_room {
@@ -229,8 +332,9 @@ pub fn find_column(schema: &Schema, name: &str) -> Option<usize> {
     })
 }
 
-/// Encoded rows, ready to send: the JSON of every row back to back, and each row's key (a range
-/// of the row's own bytes: the key column's value).
+/// Encoded rows, ready to send: the messages of every row back to back, and each row's key (for
+/// JSON a range of the row's own bytes, the key column's value; for protobuf a range of
+/// `key_data`, the same text).
 #[derive(Debug, Default)]
 pub struct EncodedRows {
     /// Row bytes in `data[..len_bytes]`; the rest is scratch kept between uses (no re-zeroing).
@@ -238,8 +342,13 @@ pub struct EncodedRows {
     len_bytes: usize,
     /// End of each row in `data`.
     ends: Vec<usize>,
-    /// Each row's key as a range of `data`, `None` when null; empty without a key column.
+    /// Each row's key as a range of `data` (or `key_data`), `None` when null; empty without a key
+    /// column.
     keys: Vec<Option<(usize, usize)>>,
+    /// Key texts, when the messages do not contain them (protobuf).
+    key_data: Vec<u8>,
+    /// Whether `keys` are ranges of `key_data`.
+    keys_apart: bool,
 }
 
 impl EncodedRows {
@@ -248,6 +357,7 @@ impl EncodedRows {
         self.len_bytes = 0;
         self.ends.clear();
         self.keys.clear();
+        self.key_data.clear();
     }
 
     /// Number of rows.
@@ -260,12 +370,12 @@ impl EncodedRows {
         self.ends.is_empty()
     }
 
-    /// Total JSON bytes of all rows.
+    /// Total message bytes of all rows.
     pub fn bytes(&self) -> usize {
         self.len_bytes
     }
 
-    /// The JSON object of row `i`.
+    /// The message of row `i`.
     pub fn row(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.data[start..self.ends[i]]
@@ -274,10 +384,14 @@ impl EncodedRows {
     /// The key of row `i`: `None` when there is no key column or its value is null.
     pub fn key(&self, i: usize) -> Option<&[u8]> {
         let (start, end) = (*self.keys.get(i)?)?;
-        Some(&self.data[start..end])
+        Some(if self.keys_apart {
+            &self.key_data[start..end]
+        } else {
+            &self.data[start..end]
+        })
     }
 
-    /// Iterates over `(key, json)` pairs.
+    /// Iterates over `(key, message)` pairs.
     pub fn iter(&self) -> impl Iterator<Item = (Option<&[u8]>, &[u8])> {
         (0..self.len()).map(|i| (self.key(i), self.row(i)))
     }

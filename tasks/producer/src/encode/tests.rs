@@ -324,6 +324,7 @@ fn time_shift_moves_timestamps_only() {
     let options = EncodeOptions {
         key_column: None,
         time_shift_secs: 3,
+        ..Default::default()
     };
     let out = roundtrip(
         vec![

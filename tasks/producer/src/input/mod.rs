@@ -15,7 +15,7 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::errors::ParquetError;
 
-use crate::encode::{EncodeError, EncodeOptions, RowEncoder};
+use crate::encode::{EncodeError, EncodeOptions, Encoder};
 pub use schema::SchemaCheck;
 
 const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
@@ -293,7 +293,7 @@ pub fn open(path: &Path, check: SchemaCheck, encode: &EncodeOptions) -> Result<I
     let schema = Arc::clone(metadata.schema());
     check.check(&schema)?;
     // Builds (and drops) the encoder to find unsupported column types and a missing key now.
-    RowEncoder::new(&schema, encode)?;
+    Encoder::new(&schema, encode)?;
     let rows = metadata.metadata().file_metadata().num_rows().max(0) as u64;
     Ok(InputFile {
         path: path.to_path_buf(),
