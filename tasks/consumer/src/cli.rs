@@ -10,9 +10,9 @@ use velostream_common::clickhouse::{
 };
 use velostream_common::kafka::{BROKERS_ENV, DEFAULT_BROKERS};
 
-use crate::settings::{Settings, SettingsError, TopicReset, parse_property};
+use crate::settings::{RecordFormat, Settings, SettingsError, TopicReset, parse_property};
 
-/// Drains a Kafka consumer group of JSON taxi rows into ClickHouse, in large batches, exactly
+/// Drains a Kafka consumer group of taxi rows (JSON or protobuf) into ClickHouse, in large batches, exactly
 /// once as `SELECT count() FROM <table> FINAL` sees it. Stops cleanly on SIGTERM: flushes the
 /// current batch, commits, exits 0.
 #[derive(Debug, Parser)]
@@ -83,6 +83,11 @@ pub struct Args {
     /// the old rows.
     #[arg(long, env = "VELOSTREAM_ON_TOPIC_RESET", value_enum, default_value_t = TopicReset::Fail)]
     pub on_topic_reset: TopicReset,
+    /// The topic's record format: `json`, `protobuf` (a `TaxiTrip` of proto/taxi_trip.proto per
+    /// record), or `auto`, which tells them apart per record by its first byte. A record that does
+    /// not decode goes to the dead-letter topic with the reason.
+    #[arg(long, env = "VELOSTREAM_FORMAT", value_enum, default_value_t = RecordFormat::Auto)]
+    pub format: RecordFormat,
     /// Extra librdkafka consumer property, key=value (repeatable).
     #[arg(long = "consumer-property", value_name = "KEY=VALUE")]
     pub consumer_properties: Vec<String>,
@@ -122,6 +127,7 @@ impl Args {
         s.series_interval = self.series_interval;
         s.revoke_timeout = self.revoke_timeout;
         s.on_topic_reset = self.on_topic_reset;
+        s.format = self.format;
         s.consumer_properties = self
             .consumer_properties
             .iter()

@@ -114,6 +114,7 @@ impl Consumer {
             version = %server.version,
             table = %s.table,
             memory_bound_mb = s.memory_bound_bytes() / (1 << 20),
+            format = s.format.as_str(),
             "ClickHouse ready"
         );
 
@@ -163,6 +164,7 @@ impl Consumer {
             stop.clone(),
             &s.brokers,
             s.on_topic_reset,
+            s.format,
         ));
         let ingest_done = spawn_ingest(s, ingest, s.shutdown_grace)?;
 

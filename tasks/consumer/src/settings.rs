@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use velostream_common::clickhouse::ClickHouseConfig;
 
+pub use crate::record::RecordFormat;
+
 /// The consumer's memory beside its prefetch queue and batches, rounded up: 85 MiB measured with
 /// a 1 MiB queue and 10,000-row batches (ARCHITECTURE.md, "Backpressure and the memory bound").
 pub const BASE_MEMORY_BYTES: u64 = 128 << 20;
@@ -52,6 +54,8 @@ pub struct Settings {
     /// What to do when the topic no longer holds what ClickHouse's offset records say was read
     /// from it (recreated under the same name, or emptied by a broker that lost its data).
     pub on_topic_reset: TopicReset,
+    /// The topic's record format: JSON, protobuf, or either told apart per record.
+    pub format: RecordFormat,
 }
 
 /// What the consumer does when ClickHouse's offset records do not fit the topic: a record beyond a
@@ -129,6 +133,7 @@ impl Settings {
             revoke_timeout: Duration::from_secs(15),
             consumer_properties: Vec::new(),
             on_topic_reset: TopicReset::Fail,
+            format: RecordFormat::Auto,
         }
     }
 

@@ -39,7 +39,8 @@ use super::fetch_queue::{FetchQueue, Fetched};
 use crate::batch::{Batch, DeadLetter};
 use crate::observe::{Health, Metrics};
 use crate::progress::Handoff;
-use crate::record::decode;
+use crate::record::RecordFormat;
+use crate::record::format::decode;
 use crate::settings::TopicReset;
 use crate::sink::OffsetStore;
 use crate::sink::offsets::{Records, identity_topic};
@@ -53,6 +54,8 @@ pub type IngestConsumer = BaseConsumer<IngestContext>;
 pub struct Ingest {
     /// The topic.
     pub topic: String,
+    /// The record format of the topic.
+    pub format: RecordFormat,
     /// Flush at this many messages.
     pub batch_rows: usize,
     /// Flush a non-empty batch this long after its first message.
@@ -166,8 +169,10 @@ impl Ingest {
         stop: CancellationToken,
         brokers: &str,
         on_topic_reset: TopicReset,
+        format: RecordFormat,
     ) -> Self {
         Self {
+            format,
             brokers: brokers.to_string(),
             on_topic_reset,
             regressions: Mutex::default(),
@@ -231,7 +236,7 @@ impl Ingest {
             state.first_message = Some(Instant::now());
         }
         self.metrics.rows_consumed.inc();
-        match decode(payload.unwrap_or_default()) {
+        match decode(self.format, payload.unwrap_or_default()) {
             Ok(trip) => {
                 let State {
                     current, row_topic, ..

@@ -30,6 +30,9 @@ pub enum ErrorKind {
     WrongType,
     /// A required field is absent or null.
     MissingField,
+    /// Not a `TaxiTrip` protobuf message (bad wire format, a field of the wrong wire type,
+    /// truncated).
+    NotProtobuf,
 }
 
 impl ErrorKind {
@@ -39,11 +42,17 @@ impl ErrorKind {
             Self::NotJson => "not_json",
             Self::WrongType => "wrong_type",
             Self::MissingField => "missing_field",
+            Self::NotProtobuf => "not_protobuf",
         }
     }
 
     /// Every kind, for metrics.
-    pub const ALL: [Self; 3] = [Self::NotJson, Self::WrongType, Self::MissingField];
+    pub const ALL: [Self; 4] = [
+        Self::NotJson,
+        Self::WrongType,
+        Self::MissingField,
+        Self::NotProtobuf,
+    ];
 }
 
 impl fmt::Display for ErrorKind {
@@ -63,7 +72,7 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub(super) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
             message: message.into(),
@@ -394,10 +403,10 @@ impl<'de> de::Deserialize<'de> for FlagValue {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    const ROW_2023: &str = r#"{"VendorID":2,"tpep_pickup_datetime":"2023-01-01 00:32:10","tpep_dropoff_datetime":"2023-01-01 00:40:36","passenger_count":1.0,"trip_distance":0.97,"RatecodeID":1.0,"store_and_fwd_flag":"N","PULocationID":161,"DOLocationID":141,"payment_type":2,"fare_amount":9.3,"extra":1.0,"mta_tax":0.5,"tip_amount":0.0,"tolls_amount":0.0,"improvement_surcharge":1.0,"total_amount":14.3,"congestion_surcharge":2.5,"airport_fee":0.0}"#;
+    pub(in crate::record) const ROW_2023: &str = r#"{"VendorID":2,"tpep_pickup_datetime":"2023-01-01 00:32:10","tpep_dropoff_datetime":"2023-01-01 00:40:36","passenger_count":1.0,"trip_distance":0.97,"RatecodeID":1.0,"store_and_fwd_flag":"N","PULocationID":161,"DOLocationID":141,"payment_type":2,"fare_amount":9.3,"extra":1.0,"mta_tax":0.5,"tip_amount":0.0,"tolls_amount":0.0,"improvement_surcharge":1.0,"total_amount":14.3,"congestion_surcharge":2.5,"airport_fee":0.0}"#;
 
     fn err(text: &str) -> DecodeError {
         decode(text.as_bytes()).unwrap_err()
