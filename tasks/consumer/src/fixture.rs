@@ -70,6 +70,15 @@ pub enum KeyCase {
     Lower,
 }
 
+/// The same rows as `TaxiTrip` protobuf messages (the producer's `--format protobuf`): each JSON
+/// row decoded by the consumer and written back as its message.
+pub fn to_protobuf(json_rows: &[Vec<u8>]) -> Result<Vec<Vec<u8>>, crate::record::DecodeError> {
+    json_rows
+        .iter()
+        .map(|row| crate::record::decode(row).map(|trip| crate::record::protobuf::encode(&trip)))
+        .collect()
+}
+
 /// Reads every row of `path` and returns one JSON object per row.
 pub fn encode_parquet(path: &Path, case: KeyCase) -> Result<Vec<Vec<u8>>, FixtureError> {
     let name = path.display().to_string();

@@ -8,6 +8,11 @@
 //! - Kafka engine (modern servers only): ClickHouse's own `Kafka` table plus a materialized view
 //!   into the same table layout, the peer many users pick instead of a consumer program.
 //!
+//! Ours and the Kafka engine run twice: on a topic of JSON records and on a topic of the same rows
+//! as protobuf `TaxiTrip` messages (`proto/taxi_trip.proto`; `--skip-protobuf` to leave it out).
+//! With `--clickhouse-url`, the server's format schema directory must hold `taxi_trip.proto`
+//! for the protobuf Kafka engine.
+//!
 //! ```text
 //! cargo run --release -p velostream-consumer --bin consumer-bench -- --rows 10000000
 //! ```
@@ -32,8 +37,10 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio_util::sync::CancellationToken;
 use velostream_common::clickhouse::{ClickHouseConfig, Server};
 use velostream_common::kafka::client_config;
-use velostream_consumer::fixture::{KeyCase, encode_parquet};
+use velostream_consumer::fixture::{KeyCase, encode_parquet, to_protobuf};
 use velostream_consumer::kafka::fetch_queue::{FetchQueue, Fetched};
+use velostream_consumer::record::RecordFormat;
+use velostream_consumer::record::rowbinary::COLUMNS;
 use velostream_consumer::record::{Record, TaxiRow, decode};
 use velostream_consumer::sink::schema;
 use velostream_consumer::{Consumer as VeloConsumer, Settings};
@@ -72,6 +79,9 @@ struct Args {
     /// Consumers of the Kafka-engine peer (`kafka_num_consumers`, at most the partitions).
     #[arg(long, default_value_t = 1)]
     kafka_engine_consumers: usize,
+    /// Skip the protobuf runs (ours and the Kafka engine on a topic of protobuf records).
+    #[arg(long)]
+    skip_protobuf: bool,
     /// Skip the fetch-only and ceiling runs (to profile ours alone).
     #[arg(long)]
     only_ours: bool,
@@ -322,6 +332,7 @@ async fn kafka_engine(
     brokers: &str,
     topic: &str,
     table: &str,
+    protobuf: bool,
 ) -> anyhow::Result<(f64, f64)> {
     schema::ensure_tables(server, table).await?;
     let queue = format!("{table}_queue");
@@ -337,12 +348,41 @@ async fn kafka_engine(
     // The local broker admits a group member only after half the session timeout (the engine's
     // librdkafka default, 45 s, set only in the server config's <kafka> section): the first rows
     // land after ~25 s, a wait kept out of the rate, as the group join is out of ours.
+    // JSON: loose types and the conversions our decoder makes. Protobuf: the message's fields are
+    // the table's columns, typed by the schema, so the view only adds the Kafka coordinates.
+    let fields = COLUMNS.iter().filter(|(name, _)| !name.starts_with('_'));
+    let (columns, format, select, group) = if protobuf {
+        (
+            fields
+                .clone()
+                .map(|(n, t)| format!("{n} {t}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            format!(
+                "kafka_format = '{}', kafka_schema = '{}'",
+                velostream_common::proto::CLICKHOUSE_FORMAT,
+                velostream_common::proto::CLICKHOUSE_SCHEMA
+            ),
+            format!(
+                "{}, _topic, toInt32(_partition) AS _partition, toInt64(_offset) AS _offset",
+                fields.map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            ),
+            "bench-kafka-engine-protobuf",
+        )
+    } else {
+        (
+            KAFKA_ENGINE_COLUMNS.to_string(),
+            "kafka_format = 'JSONEachRow', input_format_skip_unknown_fields = 1".to_string(),
+            KAFKA_ENGINE_SELECT.to_string(),
+            "bench-kafka-engine",
+        )
+    };
     exec(format!(
-        "CREATE TABLE {queue} ({KAFKA_ENGINE_COLUMNS}) ENGINE = Kafka SETTINGS \
+        "CREATE TABLE {queue} ({columns}) ENGINE = Kafka SETTINGS \
          kafka_broker_list = '{brokers}', kafka_topic_list = '{topic}', \
-         kafka_group_name = 'bench-kafka-engine', kafka_format = 'JSONEachRow', \
+         kafka_group_name = '{group}', {format}, \
          kafka_num_consumers = {}, kafka_max_block_size = {}, kafka_flush_interval_ms = {}, \
-         kafka_thread_per_consumer = 1, input_format_skip_unknown_fields = 1",
+         kafka_thread_per_consumer = 1",
         args.kafka_engine_consumers.max(1),
         args.batch_rows,
         args.batch_ms,
@@ -350,7 +390,7 @@ async fn kafka_engine(
     .await?;
     let started = Instant::now();
     exec(format!(
-        "CREATE MATERIALIZED VIEW {view} TO {table} AS SELECT {KAFKA_ENGINE_SELECT} FROM {queue}"
+        "CREATE MATERIALIZED VIEW {view} TO {table} AS SELECT {select} FROM {queue}"
     ))
     .await?;
     let count = |sql: String| async move {
@@ -717,6 +757,37 @@ async fn settle(server: &Server) {
     }
 }
 
+/// Rows per second one thread decodes `sample` (five passes), in `format`.
+fn decoding_rate(sample: &[Vec<u8>], format: RecordFormat) -> f64 {
+    let started = Instant::now();
+    let mut decoded = 0usize;
+    for _ in 0..5 {
+        decoded += sample
+            .iter()
+            .filter(|p| velostream_consumer::record::format::decode(format, p).is_ok())
+            .count();
+    }
+    decoded as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<_> = client_config(brokers).create()?;
+    admin
+        .create_topics(
+            [&NewTopic::new(
+                topic,
+                partitions,
+                TopicReplication::Fixed(1),
+            )],
+            &AdminOptions::new(),
+        )
+        .await?
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
+    Ok(())
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let s = servers(&args);
     let sample_path = args
@@ -742,28 +813,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         sample_path.display(),
         bytes / sample.len()
     );
-    let decode_started = Instant::now();
-    let mut decoded = 0usize;
-    for _ in 0..5 {
-        decoded += sample.iter().filter(|p| decode(p).is_ok()).count();
-    }
-    let decode_rate = decoded as f64 / decode_started.elapsed().as_secs_f64();
+    let decode_rate = decoding_rate(&sample, RecordFormat::Json);
+    let protobuf_sample = to_protobuf(&sample)?;
+    let protobuf_bytes: usize = protobuf_sample.iter().map(Vec::len).sum();
+    let protobuf_decode_rate = decoding_rate(&protobuf_sample, RecordFormat::Protobuf);
+    eprintln!(
+        "  as protobuf: {} bytes per row on average",
+        protobuf_bytes / sample.len()
+    );
 
     let topic = format!("bench-{}", std::process::id());
-    let admin: AdminClient<_> = client_config(&s.brokers).create()?;
-    admin
-        .create_topics(
-            [&NewTopic::new(
-                &topic,
-                args.partitions,
-                TopicReplication::Fixed(1),
-            )],
-            &AdminOptions::new(),
-        )
-        .await?
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
+    create_topic(&s.brokers, &topic, args.partitions).await?;
     eprintln!(
         "filling topic {topic} with {} rows in {} partitions...",
         args.rows, args.partitions
@@ -779,6 +839,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     lines.push((
         "decode alone (JSON -> row, one thread, no I/O)".into(),
         decode_rate,
+        String::new(),
+    ));
+    lines.push((
+        "decode alone (protobuf -> row, one thread, no I/O)".into(),
+        protobuf_decode_rate,
         String::new(),
     ));
 
@@ -912,8 +977,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             args.kafka_engine_consumers, args.batch_rows
         );
         let cpu = s.cpu();
-        let (rate, wall) =
-            kafka_engine(&args, &server, &s.brokers, &topic, "bench_kafka_engine").await?;
+        let (rate, wall) = kafka_engine(
+            &args,
+            &server,
+            &s.brokers,
+            &topic,
+            "bench_kafka_engine",
+            false,
+        )
+        .await?;
         eprintln!(
             "  {rate:.0} rows/s from the first rows stored to the last ({wall:.0} rows/s including the group join)"
         );
@@ -928,6 +1000,76 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .execute()
             .await?;
         kafka_engine_rate = Some(rate);
+    }
+
+    let (mut ours_protobuf_rate, mut kafka_engine_protobuf_rate) = (None, None);
+    if args.skip_protobuf {
+        eprintln!("protobuf: skipped (--skip-protobuf)");
+    } else {
+        let pb_topic = format!("{topic}-protobuf");
+        create_topic(&s.brokers, &pb_topic, args.partitions).await?;
+        eprintln!("filling topic {pb_topic} with the same rows as protobuf...");
+        let fill_time = fill(
+            &s.brokers,
+            &pb_topic,
+            args.partitions,
+            &protobuf_sample,
+            args.rows,
+        )?;
+        eprintln!("  filled in {:.1}s", fill_time.as_secs_f64());
+        eprintln!("ours on protobuf records...");
+        let cpu = s.cpu();
+        let (rate, wall) = ours(&args, &s, &pb_topic, "bench_ours_protobuf").await?;
+        let cpu = s.cpu_per_million(cpu, args.rows);
+        let counted: u64 = server
+            .client
+            .query("SELECT count() FROM bench_ours_protobuf FINAL")
+            .fetch_one()
+            .await?;
+        if counted != args.rows as u64 {
+            bail!(
+                "bench_ours_protobuf holds {counted} rows (FINAL), expected {}",
+                args.rows
+            );
+        }
+        eprintln!("  {rate:.0} rows/s ({wall:.0} rows/s including joining the group)");
+        lines.push((
+            "ours on protobuf records, first message to last insert".into(),
+            rate,
+            cpu,
+        ));
+        ours_protobuf_rate = Some(rate);
+        server
+            .client
+            .query("DROP TABLE bench_ours_protobuf")
+            .execute()
+            .await?;
+        settle(&server).await;
+        if !args.skip_kafka_engine && server.version.is_modern() {
+            eprintln!("(e) ClickHouse Kafka engine on protobuf records (ProtobufSingle)...");
+            let cpu = s.cpu();
+            let (rate, _) = kafka_engine(
+                &args,
+                &server,
+                &s.brokers,
+                &pb_topic,
+                "bench_kafka_engine_protobuf",
+                true,
+            )
+            .await?;
+            eprintln!("  {rate:.0} rows/s from the first rows stored to the last");
+            lines.push((
+                "(e) ClickHouse Kafka engine on protobuf (ProtobufSingle)".into(),
+                rate,
+                s.cpu_per_million(cpu, args.rows),
+            ));
+            server
+                .client
+                .query("DROP TABLE bench_kafka_engine_protobuf")
+                .execute()
+                .await?;
+            kafka_engine_protobuf_rate = Some(rate);
+        }
     }
 
     println!();
@@ -979,6 +1121,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "ours_vs_ceiling": (ours_rate / ceiling_rate * 1000.0).round() / 1000.0,
         "clickhouse_version": server.version.to_string(),
         "kafka_engine_rows_per_sec": kafka_engine_rate.map(f64::round),
+        "decode_json_rows_per_sec": decode_rate.round(),
+        "decode_protobuf_rows_per_sec": protobuf_decode_rate.round(),
+        "json_bytes_per_row": bytes / sample.len(),
+        "protobuf_bytes_per_row": protobuf_bytes / sample.len(),
+        "ours_protobuf_rows_per_sec": ours_protobuf_rate.map(f64::round),
+        "kafka_engine_protobuf_rows_per_sec": kafka_engine_protobuf_rate.map(f64::round),
         "memory_backlog_bytes": memory.map(|m| m.backlog),
         "memory_frozen_bytes": memory.and_then(|m| m.frozen),
         "memory_bound_bytes": memory.map(|m| m.bound),
