@@ -231,6 +231,7 @@ impl Report {
             self.write_summary(md);
         }
         self.write_lanes(md);
+        self.write_formats(md);
         self.write_estimate(md);
         self.write_storage(md);
         self.write_sizes(md);
@@ -636,6 +637,101 @@ impl Report {
         let _ = writeln!(md);
     }
 
+    /// JSON against protobuf records (`proto/taxi_trip.proto`): the producer and the consumer alone
+    /// and ClickHouse's Kafka engine, each on the same rows in both formats in this run.
+    fn write_formats(&self, md: &mut String) {
+        let producer = self.producer.as_ref();
+        let consumer = self.consumer.as_ref();
+        let pb = consumer.and_then(|c| c.protobuf);
+        let producer_pb = producer.and_then(|p| p.alone_protobuf);
+        if pb.is_none() && producer_pb.is_none() {
+            return;
+        }
+        let _ = writeln!(
+            md,
+            "## Record formats: JSON and protobuf
+"
+        );
+        let _ = writeln!(
+            md,
+            "The same rows as JSON objects and as protobuf `TaxiTrip` messages (`proto/taxi_trip.proto`, \
+             `--format protobuf`), measured one after the other in this run.\n"
+        );
+        let _ = writeln!(md, "| what | JSON | protobuf | protobuf / JSON |");
+        let _ = writeln!(md, "|---|---:|---:|---:|");
+        let mut row = |what: &str, json: Option<f64>, proto: Option<f64>, unit: &str| {
+            if let (Some(j), Some(p)) = (json, proto) {
+                let _ = writeln!(
+                    md,
+                    "| {what} | {}{unit} | {}{unit} | {} |",
+                    rate(j),
+                    rate(p),
+                    times(p, j)
+                );
+            }
+        };
+        row(
+            "producer alone, rows/s",
+            producer.map(|p| p.alone.rows_per_sec()),
+            producer_pb.map(|r| r.rows_per_sec()),
+            "",
+        );
+        row(
+            "plain flood of the same messages (producer baseline), rows/s",
+            producer.map(|p| p.flood.rows_per_sec()),
+            producer
+                .and_then(|p| p.flood_protobuf)
+                .map(|r| r.rows_per_sec()),
+            "",
+        );
+        if let Some(pb) = pb {
+            row(
+                "record size, bytes",
+                Some(pb.json_bytes_per_row as f64),
+                Some(pb.protobuf_bytes_per_row as f64),
+                "",
+            );
+            row(
+                "consumer: decode alone (one thread), rows/s",
+                Some(pb.decode_json),
+                Some(pb.decode_protobuf),
+                "",
+            );
+            row(
+                "consumer alone, rows/s",
+                consumer.map(|c| c.alone.rows_per_sec()),
+                Some(pb.alone.rows_per_sec()),
+                "",
+            );
+            row(
+                "peer: ClickHouse Kafka engine, rows/s",
+                consumer
+                    .and_then(|c| c.kafka_engine)
+                    .map(|r| r.rows_per_sec()),
+                pb.kafka_engine.map(|r| r.rows_per_sec()),
+                "",
+            );
+            if let Some(c) = consumer {
+                let _ = writeln!(
+                    md,
+                    "\nConsumer alone on protobuf against the raw-insert ceiling: {}.",
+                    percent(pb.alone.rows_per_sec(), c.raw_insert.rows_per_sec())
+                );
+            }
+        }
+        if let Some((p, pb)) = producer.zip(producer_pb)
+            && let Some(flood) = p.flood_protobuf
+        {
+            let _ = writeln!(
+                md,
+                "\nProducer alone on protobuf against the plain flood of its messages: {} (JSON: {}).",
+                percent(pb.rows_per_sec(), flood.rows_per_sec()),
+                percent(p.alone.rows_per_sec(), p.flood.rows_per_sec())
+            );
+        }
+        let _ = writeln!(md);
+    }
+
     fn write_machine(&self, md: &mut String) {
         let m = &self.machine;
         let v = &self.versions;
@@ -911,7 +1007,7 @@ const METHOD: &str = r#"
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::phases::consumer::ConsumerMemory;
+    use crate::phases::consumer::{ConsumerMemory, ConsumerProtobuf};
     use crate::phases::pipeline::TaskTiming;
 
     fn rate(rows: u64, seconds: f64) -> Rate {
@@ -955,6 +1051,8 @@ mod tests {
                 flood200: None,
                 flood_tuned: None,
                 alone: rate(10_000_000, 12.5),
+                alone_protobuf: Some(rate(10_000_000, 10.0)),
+                flood_protobuf: Some(rate(10_000_000, 8.0)),
                 rows_per_pass: 100_000,
                 rounds: 3,
             }),
@@ -974,6 +1072,14 @@ mod tests {
                     freeze_secs: 20.0,
                     bound_bytes: 400 << 20,
                 }),
+                protobuf: Some(ConsumerProtobuf {
+                    alone: rate(10_000_000, 8.0),
+                    kafka_engine: Some(rate(10_000_000, 10.0)),
+                    decode_json: 2_000_000.0,
+                    decode_protobuf: 5_000_000.0,
+                    json_bytes_per_row: 400,
+                    protobuf_bytes_per_row: 120,
+                }),
             }),
             consumer_other_lanes: vec![ConsumerFigures {
                 raw_insert: rate(10_000_000, 10.0),
@@ -985,6 +1091,7 @@ mod tests {
                 lane: Some("legacy".into()),
                 clickhouse_version: Some("18.16.1".into()),
                 memory: None,
+                protobuf: None,
             }],
             overhead: Some(OverheadFigures {
                 command_tasks: 200,
@@ -1059,6 +1166,28 @@ mod tests {
         ] {
             assert!(md.contains(want), "missing {want:?} in\n{md}");
         }
+    }
+
+    #[test]
+    fn json_and_protobuf_stand_side_by_side() {
+        let md = report().markdown();
+        for want in [
+            "## Record formats: JSON and protobuf",
+            "| producer alone, rows/s | 800,000 | 1,000,000 | 1.25x |",
+            "| plain flood of the same messages (producer baseline), rows/s | 1,000,000 | 1,250,000 | 1.25x |",
+            "| record size, bytes | 400 | 120 | 0.30x |",
+            "| consumer: decode alone (one thread), rows/s | 2,000,000 | 5,000,000 | 2.50x |",
+            "| consumer alone, rows/s | 1,000,000 | 1,250,000 | 1.25x |",
+            "| peer: ClickHouse Kafka engine, rows/s | 500,000 | 1,000,000 | 2.00x |",
+            "Consumer alone on protobuf against the raw-insert ceiling: 100%.",
+            "Producer alone on protobuf against the plain flood of its messages: 80% (JSON: 80%).",
+        ] {
+            assert!(md.contains(want), "missing {want:?} in\n{md}");
+        }
+        let mut json_only = report();
+        json_only.producer.as_mut().unwrap().alone_protobuf = None;
+        json_only.consumer.as_mut().unwrap().protobuf = None;
+        assert!(!json_only.markdown().contains("Record formats"));
     }
 
     #[test]

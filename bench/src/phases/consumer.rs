@@ -4,7 +4,8 @@
 //! inserts and commits each poll's messages (the reference Python consumer's way). Its figures
 //! come from its final `::velostream::` output line (ARCHITECTURE.md's protocol). It runs on the
 //! ClickHouse lane asked for (`VELOSTREAM_CLICKHOUSE` of its fresh server), so one benchmark run
-//! can measure the ceiling and our share on both lanes.
+//! can measure the ceiling and our share on both lanes. Ours and the Kafka-engine peer run again on
+//! a topic of the same rows as protobuf records ([`ConsumerProtobuf`]).
 
 use std::process::Command;
 
@@ -45,6 +46,26 @@ pub struct ConsumerFigures {
     /// Peak RSS of the consumer binary beside the bound it states.
     #[serde(default)]
     pub memory: Option<ConsumerMemory>,
+    /// The same runs on a topic of the same rows as protobuf records.
+    #[serde(default)]
+    pub protobuf: Option<ConsumerProtobuf>,
+}
+
+/// The consumer's figures on protobuf records, beside what they compare with.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerProtobuf {
+    /// Ours alone on the protobuf topic.
+    pub alone: Rate,
+    /// ClickHouse's Kafka engine reading the protobuf topic (`ProtobufSingle`), modern servers.
+    pub kafka_engine: Option<Rate>,
+    /// One thread decoding JSON records into rows, rows/s.
+    pub decode_json: f64,
+    /// The same for protobuf records.
+    pub decode_protobuf: f64,
+    /// Average record size of the sample as JSON.
+    pub json_bytes_per_row: u64,
+    /// As protobuf.
+    pub protobuf_bytes_per_row: u64,
 }
 
 /// Peak resident memory of `velostream-consumer` (its `VmHWM`) with its default settings.
@@ -81,6 +102,12 @@ struct Output {
     memory_frozen_bytes: Option<u64>,
     memory_freeze_secs: Option<f64>,
     memory_bound_bytes: Option<u64>,
+    ours_protobuf_rows_per_sec: Option<f64>,
+    kafka_engine_protobuf_rows_per_sec: Option<f64>,
+    decode_json_rows_per_sec: Option<f64>,
+    decode_protobuf_rows_per_sec: Option<f64>,
+    json_bytes_per_row: Option<u64>,
+    protobuf_bytes_per_row: Option<u64>,
 }
 
 /// Runs `consumer-bench` at `ctx.rows`; the small-batch consumer reads `small_batch_rows` of them
@@ -184,5 +211,15 @@ pub fn run(
             }),
             _ => None,
         },
+        protobuf: out.ours_protobuf_rows_per_sec.map(|r| ConsumerProtobuf {
+            alone: rate(out.rows, r),
+            kafka_engine: out
+                .kafka_engine_protobuf_rows_per_sec
+                .map(|r| rate(out.rows, r)),
+            decode_json: out.decode_json_rows_per_sec.unwrap_or(f64::NAN),
+            decode_protobuf: out.decode_protobuf_rows_per_sec.unwrap_or(f64::NAN),
+            json_bytes_per_row: out.json_bytes_per_row.unwrap_or(0),
+            protobuf_bytes_per_row: out.protobuf_bytes_per_row.unwrap_or(0),
+        }),
     })
 }

@@ -1,7 +1,8 @@
 //! The producer beside its baseline: `producer-bench` floods the broker with the very messages we
 //! send through a plain rdkafka `BaseProducer` (with librdkafka's settings, and with ours; and
 //! 200-byte messages, the reference), and runs our producer pipeline alone, each on a
-//! fresh broker, at the benchmark's size, alternating over rounds; the median round counts.
+//! fresh broker, at the benchmark's size, alternating over rounds; the median round counts. The
+//! flood of our messages and ours alone run in both record formats, JSON and protobuf.
 
 use std::process::Command;
 
@@ -23,6 +24,12 @@ pub struct ProducerFigures {
     pub flood200: Option<Rate>,
     /// Ours alone: the velostream-producer pipeline (Parquet -> JSON -> Kafka), nothing else running.
     pub alone: Rate,
+    /// Ours alone with `--format protobuf` (the same rows as `TaxiTrip` messages).
+    #[serde(default)]
+    pub alone_protobuf: Option<Rate>,
+    /// The plain flood of the same rows as protobuf messages.
+    #[serde(default)]
+    pub flood_protobuf: Option<Rate>,
     /// Rows of one pass over the input.
     pub rows_per_pass: u64,
     /// Rounds each phase ran (alternating, a fresh broker each).
@@ -58,9 +65,9 @@ pub fn run(ctx: &Context, with_flood200: bool, rounds: u32) -> Result<ProducerFi
         .arg(&ctx.input)
         .arg("--only")
         .arg(if with_flood200 {
-            "flood200,flood,floodtuned,ours"
+            "flood200,flood,floodtuned,ours,floodpb,ourspb"
         } else {
-            "flood,floodtuned,ours"
+            "flood,floodtuned,ours,floodpb,ourspb"
         })
         .arg("--rounds")
         .arg(rounds.max(1).to_string())
@@ -100,6 +107,8 @@ pub fn run(ctx: &Context, with_flood200: bool, rounds: u32) -> Result<ProducerFi
         flood_tuned: median("baseline C"),
         flood200: median("baseline A"),
         alone: median("ours").ok_or_else(|| missing("ours"))?,
+        alone_protobuf: median("protobuf ours"),
+        flood_protobuf: median("protobuf baseline B"),
         rows_per_pass: output.rows_per_pass,
         rounds: rounds.max(1),
     })

@@ -12,7 +12,10 @@
 //! 4. baseline A: a plain rdkafka flood of 200-byte messages (the reference);
 //! 5. baseline B: a plain rdkafka flood of the very messages we send (the sample's rows as JSON,
 //!    encoded before timing starts, same keys);
-//! 6. ours: the real pipeline, the sample repeated to `--rows`.
+//! 6. ours: the real pipeline, the sample repeated to `--rows`;
+//! 7. the same three in the protobuf record format (`encodepb`, `floodpb`, `ourspb`): encode
+//!    only, a plain flood of the sample's rows as `TaxiTrip` messages, and the pipeline with
+//!    `--format protobuf`. Their names start with `protobuf`.
 //!
 //! Both floods and ours use the same producer settings (idempotent, acks=all, lz4 unless told
 //! otherwise). Prints rows/s and MB/s of each, and our ratio to the baselines.
@@ -26,7 +29,7 @@ use clap::Parser;
 use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use velostream_producer::encode::{EncodeOptions, EncodedRows, RowEncoder};
+use velostream_producer::encode::{EncodeOptions, EncodedRows, Encoder, RecordFormat};
 use velostream_producer::input::{self, SchemaCheck};
 use velostream_producer::kafka::{Compression, DeliveryConfig};
 use velostream_producer::pipeline::{self, ProduceConfig, Reader};
@@ -68,8 +71,8 @@ struct Args {
     /// Only the phases without a broker (decode, encode).
     #[arg(long)]
     no_broker: bool,
-    /// Run only these phases (decode, encode, read, flood200, flood, floodtuned, ours); all by
-    /// default.
+    /// Run only these phases (decode, encode, read, flood200, flood, floodtuned, ours, encodepb,
+    /// floodpb, ourspb); all by default.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Rounds of the broker phases (alternating); medians are compared.
@@ -156,6 +159,11 @@ fn main() -> anyhow::Result<()> {
     let key = EncodeOptions {
         key_column: Some("PULocationID".into()),
         time_shift_secs: 0,
+        format: RecordFormat::Json,
+    };
+    let key_pb = EncodeOptions {
+        format: RecordFormat::Protobuf,
+        ..key.clone()
     };
     let file = input::open(&path, SchemaCheck::Any, &key)
         .with_context(|| format!("opening {}", path.display()))?;
@@ -179,6 +187,10 @@ fn main() -> anyhow::Result<()> {
         figures.push(timed_cpu(|| encode_only(&file, &key, args.rows))?);
         figures.last().map(Figure::print);
     }
+    if want("encodepb") {
+        figures.push(timed_cpu(|| encode_only(&file, &key_pb, args.rows))?);
+        figures.last().map(Figure::print);
+    }
     if want("read") {
         figures.push(timed_cpu(|| Ok(decode_and_encode(&file, &key, args.rows)))?);
         figures.last().map(Figure::print);
@@ -189,6 +201,11 @@ fn main() -> anyhow::Result<()> {
         let flood200 = vec![(None, vec![b'x'; args.flood_bytes])];
         let ours_messages = if want("flood") || want("floodtuned") {
             encode_sample(&file, &key)?
+        } else {
+            Vec::new()
+        };
+        let protobuf_messages = if want("floodpb") {
+            encode_sample(&file, &key_pb)?
         } else {
             Vec::new()
         };
@@ -232,7 +249,26 @@ fn main() -> anyhow::Result<()> {
             }
             if want("ours") {
                 let fig = with_broker(&args, "ours", Settings::Ours, |config| {
-                    ours(config, &path, file.rows, args.rows)
+                    ours(config, &path, file.rows, args.rows, RecordFormat::Json)
+                })?;
+                fig.print();
+                figures.push(fig);
+            }
+            if want("floodpb") {
+                let fig = with_broker(&args, "floodpb", Settings::Plain, |config| {
+                    flood(
+                        config,
+                        &protobuf_messages,
+                        args.rows,
+                        "protobuf baseline B: plain flood",
+                    )
+                })?;
+                fig.print();
+                figures.push(fig);
+            }
+            if want("ourspb") {
+                let fig = with_broker(&args, "ourspb", Settings::Ours, |config| {
+                    ours(config, &path, file.rows, args.rows, RecordFormat::Protobuf)
                 })?;
                 fig.print();
                 figures.push(fig);
@@ -240,10 +276,17 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    let medians: Vec<(&str, f64, f64)> = ["baseline A", "baseline B", "baseline C", "ours"]
-        .into_iter()
-        .filter_map(|name| median(&figures, name).map(|(rows, mb)| (name, rows, mb)))
-        .collect();
+    let medians: Vec<(&str, f64, f64)> = [
+        "baseline A",
+        "baseline B",
+        "baseline C",
+        "ours",
+        "protobuf baseline B",
+        "protobuf ours",
+    ]
+    .into_iter()
+    .filter_map(|name| median(&figures, name).map(|(rows, mb)| (name, rows, mb)))
+    .collect();
     if args.rounds > 1 && !medians.is_empty() {
         println!("medians over {} rounds:", args.rounds);
         for (name, rows, mb) in &medians {
@@ -259,6 +302,17 @@ fn main() -> anyhow::Result<()> {
                     100.0 * ours_mb / mb
                 );
             }
+        }
+    }
+    if let (Some((pb, _)), Some((json, _))) =
+        (median(&figures, "protobuf ours"), median(&figures, "ours"))
+    {
+        println!("ours protobuf / ours JSON: {:.2}x rows/s", pb / json);
+        if let Some((flood, _)) = median(&figures, "protobuf baseline B") {
+            println!(
+                "ours protobuf / protobuf baseline B: {:.1}% of rows/s",
+                100.0 * pb / flood
+            );
         }
     }
     if let Some(path) = &args.json {
@@ -405,7 +459,7 @@ fn decode_only(file: &input::InputFile, rows: u64) -> anyhow::Result<Figure> {
 
 fn encode_only(file: &input::InputFile, key: &EncodeOptions, rows: u64) -> anyhow::Result<Figure> {
     let batches = file.reader(65_536)?.collect::<Result<Vec<_>, _>>()?;
-    let mut encoder = RowEncoder::new(&file.schema, key)?;
+    let mut encoder = Encoder::new(&file.schema, key)?;
     let mut out = EncodedRows::default();
     let start = Instant::now();
     let (mut done, mut bytes) = (0u64, 0u64);
@@ -415,7 +469,7 @@ fn encode_only(file: &input::InputFile, key: &EncodeOptions, rows: u64) -> anyho
             while offset < batch.num_rows() {
                 let len = 8192.min(batch.num_rows() - offset);
                 out.clear();
-                encoder.encode(&batch.slice(offset, len), &mut out);
+                encoder.encode(&batch.slice(offset, len), &mut out)?;
                 done += out.len() as u64;
                 bytes += out.bytes() as u64;
                 offset += len;
@@ -426,7 +480,10 @@ fn encode_only(file: &input::InputFile, key: &EncodeOptions, rows: u64) -> anyho
         }
     }
     Ok(Figure {
-        name: "encode only (Arrow -> JSON)",
+        name: match key.format {
+            RecordFormat::Json => "encode only (Arrow -> JSON)",
+            RecordFormat::Protobuf => "protobuf encode only (Arrow -> protobuf)",
+        },
         rows: done,
         bytes,
         seconds: start.elapsed().as_secs_f64(),
@@ -465,12 +522,12 @@ fn decode_and_encode(file: &input::InputFile, key: &EncodeOptions, rows: u64) ->
     }
 }
 
-/// The sample's rows as we send them: (key, JSON).
+/// The sample's rows as we send them: (key, message).
 fn encode_sample(file: &input::InputFile, key: &EncodeOptions) -> anyhow::Result<Vec<Message>> {
-    let mut encoder = RowEncoder::new(&file.schema, key)?;
+    let mut encoder = Encoder::new(&file.schema, key)?;
     let mut out = EncodedRows::default();
     for batch in file.reader(65_536)? {
-        encoder.encode(&batch?, &mut out);
+        encoder.encode(&batch?, &mut out)?;
     }
     Ok(out
         .iter()
@@ -566,6 +623,7 @@ fn ours(
     path: &std::path::Path,
     rows_per_pass: u64,
     rows: u64,
+    format: RecordFormat,
 ) -> anyhow::Result<Figure> {
     let produce = ProduceConfig {
         inputs: vec![path.display().to_string()],
@@ -573,6 +631,7 @@ fn ours(
         encode: EncodeOptions {
             key_column: Some("PULocationID".into()),
             time_shift_secs: 0,
+            format,
         },
         repeat: rows.div_ceil(rows_per_pass.max(1)),
         limit: Some(rows),
@@ -593,7 +652,10 @@ fn ours(
     )?;
     anyhow::ensure!(summary.is_complete(), "our run was incomplete: {summary:?}");
     Ok(Figure {
-        name: "ours: velostream-producer pipeline",
+        name: match format {
+            RecordFormat::Json => "ours: velostream-producer pipeline",
+            RecordFormat::Protobuf => "protobuf ours: velostream-producer pipeline",
+        },
         rows: summary.delivered,
         bytes: summary.bytes,
         seconds: summary.elapsed.as_secs_f64(),
