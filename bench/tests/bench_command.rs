@@ -101,6 +101,12 @@ fn the_bench_command_measures_every_phase_beside_its_baseline() {
     assert_eq!(report["consumer"]["raw_insert"]["rows"], ROWS);
     assert_eq!(report["consumer"]["alone"]["rows"], ROWS);
     assert_eq!(report["consumer"]["small_batch"]["rows"], 20_000);
+    // Both record formats, on the same rows.
+    assert_eq!(report["producer"]["alone_protobuf"]["rows"], ROWS);
+    assert_eq!(report["producer"]["flood_protobuf"]["rows"], ROWS);
+    let protobuf = &report["consumer"]["protobuf"];
+    assert_eq!(protobuf["alone"]["rows"], ROWS, "{protobuf:#}");
+    assert!(protobuf["protobuf_bytes_per_row"].as_u64().unwrap() > 0);
     // The consumer binary's peak memory, with and without a frozen ClickHouse.
     let memory = &report["consumer"]["memory"];
     assert_eq!(memory["rows"], ROWS, "{memory:#}");
@@ -174,6 +180,8 @@ fn the_bench_command_measures_every_phase_beside_its_baseline() {
         );
     }
     for section in [
+        "## Record formats: JSON and protobuf",
+        "| consumer alone, rows/s |",
         "## How long 44M rows take",
         "| **Whole DAG run** |",
         "## Machine and versions",
