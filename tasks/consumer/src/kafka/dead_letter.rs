@@ -19,7 +19,7 @@ use crate::batch::DeadLetter;
 
 /// Header with the decoder's message.
 pub const HEADER_ERROR: &str = "velostream.error";
-/// Header with the class of error (`not_json`, `wrong_type`, `missing_field`).
+/// Header with the class of error (`not_json`, `not_protobuf`, `wrong_type`, `missing_field`).
 pub const HEADER_ERROR_KIND: &str = "velostream.error.kind";
 /// Header with the source topic.
 pub const HEADER_TOPIC: &str = "velostream.source.topic";
