@@ -1,6 +1,7 @@
-//! Bad records (not JSON, wrong types, missing required fields) go to the dead-letter topic as
-//! they came, with the error and their source partition and offset in headers; they are counted,
-//! and the good rows around them on the same partition still land.
+//! Bad records (not JSON, not protobuf, wrong types, missing required fields, in either record
+//! format) go to the dead-letter topic as they came, with the error and their source partition
+//! and offset in headers; they are counted, and the good rows around them on the same partition
+//! (JSON and protobuf records mixed, the consumer's default `--format auto`) still land.
 
 mod common;
 
@@ -49,7 +50,22 @@ fn bad_records() -> Vec<(Vec<u8>, &'static str)> {
                 .into_bytes(),
             "missing_field",
         ),
+        // Protobuf: VendorID (field 1) then a byte that starts no valid field.
+        (vec![0x08, 0x02, 0xff], "not_protobuf"),
+        (protobuf(&good, |m| m.vendor_id = 300), "wrong_type"),
+        (
+            protobuf(&good, |m| m.tpep_dropoff_datetime = None),
+            "missing_field",
+        ),
     ]
+}
+
+/// The row of the JSON record `json` as a protobuf record, changed by `change`.
+fn protobuf(json: &str, change: impl FnOnce(&mut velostream_common::proto::TaxiTrip)) -> Vec<u8> {
+    let trip = velostream_consumer::record::decode(json.as_bytes()).unwrap();
+    let mut message = velostream_consumer::record::protobuf::to_message(&trip);
+    change(&mut message);
+    prost::Message::encode_to_vec(&message)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -66,6 +82,9 @@ async fn bad_records_go_to_the_dead_letter_topic_and_do_not_block_their_partitio
     let mut good_rows = sample().iter().cloned();
     let mut expected_bad = BTreeMap::new();
     messages.extend(good_rows.by_ref().take(1_000));
+    // Good protobuf records among the JSON ones: the default `--format auto` reads both.
+    let json: Vec<Vec<u8>> = good_rows.by_ref().take(500).collect();
+    messages.extend(velostream_consumer::fixture::to_protobuf(&json).unwrap());
     for (payload, kind) in &bad {
         expected_bad.insert(messages.len() as i64, (payload.clone(), *kind));
         messages.push(payload.clone());
@@ -147,7 +166,15 @@ async fn bad_records_go_to_the_dead_letter_topic_and_do_not_block_their_partitio
     );
     assert_eq!(
         consumer.metric("velostream_consumer_rows_dead_lettered_total{reason=\"wrong_type\"}"),
+        Some(4.0)
+    );
+    assert_eq!(
+        consumer.metric("velostream_consumer_rows_dead_lettered_total{reason=\"missing_field\"}"),
         Some(3.0)
+    );
+    assert_eq!(
+        consumer.metric("velostream_consumer_rows_dead_lettered_total{reason=\"not_protobuf\"}"),
+        Some(1.0)
     );
     let (code, stdout) = consumer.terminate(Duration::from_secs(30));
     assert_eq!(code, Some(0));
