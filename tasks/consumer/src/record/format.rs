@@ -53,13 +53,16 @@ pub fn decode(format: RecordFormat, payload: &[u8]) -> Result<Trip, DecodeError>
     }
 }
 
+/// A decoder of one format.
+type Decoder = fn(&[u8]) -> Result<Trip, DecodeError>;
+
 fn decode_auto(payload: &[u8]) -> Result<Trip, DecodeError> {
     if payload.is_empty() {
         // Also an empty protobuf message, but no producer of ours sends it.
         return super::decode::decode(payload);
     }
     let json_first = looks_like_json(payload);
-    let (first, second): (fn(&[u8]) -> _, fn(&[u8]) -> _) = if json_first {
+    let (first, second): (Decoder, Decoder) = if json_first {
         (super::decode::decode, super::protobuf::decode)
     } else {
         (super::protobuf::decode, super::decode::decode)

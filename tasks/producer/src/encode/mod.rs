@@ -128,8 +128,8 @@ impl RecordFormat {
 pub enum Encoder {
     /// JSON objects.
     Json(RowEncoder),
-    /// Protobuf messages.
-    Protobuf(protobuf::ProtobufEncoder),
+    /// Protobuf messages (boxed: its reused message is large).
+    Protobuf(Box<protobuf::ProtobufEncoder>),
 }
 
 impl Encoder {
@@ -138,7 +138,7 @@ impl Encoder {
         Ok(match options.format {
             RecordFormat::Json => Self::Json(RowEncoder::new(schema, options)?),
             RecordFormat::Protobuf => {
-                Self::Protobuf(protobuf::ProtobufEncoder::new(schema, options)?)
+                Self::Protobuf(Box::new(protobuf::ProtobufEncoder::new(schema, options)?))
             }
         })
     }
