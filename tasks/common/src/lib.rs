@@ -4,4 +4,5 @@
 
 pub mod clickhouse;
 pub mod kafka;
+pub mod process;
 pub mod protocol;
