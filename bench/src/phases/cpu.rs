@@ -303,16 +303,14 @@ fn outputs(
 ) -> Result<serde_json::Map<String, serde_json::Value>, BenchError> {
     let text = std::fs::read_to_string(stdout).unwrap_or_default();
     text.lines()
-        .filter_map(|l| match parse_line(l) {
-            Line::Messages(m) => Some(m),
+        .rev()
+        .find_map(|l| match parse_line(l) {
+            Line::Messages(messages) => messages.into_iter().rev().find_map(|m| match m {
+                Message::Output(o) => Some(o),
+                _ => None,
+            }),
             _ => None,
         })
-        .flatten()
-        .filter_map(|m| match m {
-            Message::Output(o) => Some(o),
-            _ => None,
-        })
-        .last()
         .ok_or_else(|| BenchError::Results {
             program: program.into(),
             path: stdout.to_path_buf(),
