@@ -461,6 +461,7 @@ pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
                     .to_string(),
                 table::duration((end - r.started_at).to_std().unwrap_or_default()),
                 r.trigger.as_str().to_owned(),
+                format!("pid {} on {}", r.owner.pid, r.owner.host),
                 if interrupted {
                     format!(
                         "its orchestrator (pid {}) stopped; `orchestrator resume` or the next `serve` continues it",
@@ -473,7 +474,14 @@ pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
         })
         .collect();
     let header = [
-        "RUN", "DAG", "STATE", "STARTED", "DURATION", "TRIGGER", "NOTE",
+        "RUN",
+        "DAG",
+        "STATE",
+        "STARTED",
+        "DURATION",
+        "TRIGGER",
+        "DRIVEN BY",
+        "NOTE",
     ];
     table::print(&header, &rows);
     Ok(())

@@ -115,6 +115,8 @@ pub struct RunInfo {
     pub params: serde_json::Map<String, serde_json::Value>,
     /// Whether this server drives it (it can cancel it).
     pub driven_here: bool,
+    /// The process that drives it (or drove it last): a server or CLI command, its host and pid.
+    pub owner: crate::store::Owner,
     /// Its page.
     pub url: String,
     /// SHA-256 of the DAG text it ran (`GET /api/runs/{run_id}/dag` has the text).
@@ -147,6 +149,7 @@ impl RunInfo {
             note: r.note,
             params: r.params,
             driven_here,
+            owner: r.owner,
         }
     }
 
