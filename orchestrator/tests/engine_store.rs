@@ -13,9 +13,8 @@ use std::sync::Arc;
 use chrono::Utc;
 use orchestrator::store::{
     DeliveryState, Liveness, MIGRATIONS, MemoryStore, NewNotification, NewRun, NotificationUpdate,
-    Owner,
-    PostgresStore, ProcessRecord, Repair, RepairKind, RunFilter, RunState, SqliteStore, Store,
-    StoreError, TaskState, TaskUpdate, Trigger, current_owner, rules,
+    Owner, PostgresStore, ProcessRecord, Repair, RepairKind, RunFilter, RunState, SqliteStore,
+    Store, StoreError, TaskState, TaskUpdate, Trigger, current_owner, rules,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, TestCaseError, TestRunner};
@@ -255,9 +254,10 @@ fn sharing_contract(store: &dyn Store) {
     };
     let first = store.create_run(&scheduled(current_owner())).unwrap();
     let refused = |store: &dyn Store| match store.create_run(&scheduled(current_owner())) {
-        Err(StoreError::SlotClaimed {
-            dag_id, run_id, ..
-        }) => assert_eq!((dag_id.as_str(), run_id.as_str()), ("shared", first.run_id.as_str())),
+        Err(StoreError::SlotClaimed { dag_id, run_id, .. }) => assert_eq!(
+            (dag_id.as_str(), run_id.as_str()),
+            ("shared", first.run_id.as_str())
+        ),
         other => panic!("a second scheduled run of the slot: {other:?}"),
     };
     refused(store);
@@ -280,8 +280,14 @@ fn sharing_contract(store: &dyn Store) {
         start_ticks: 1234,
     };
     let minute = std::time::Duration::from_secs(60);
-    assert!(!store.renew_lease(&elsewhere, minute).unwrap(), "a first lease");
-    assert!(!store.renew_lease(&elsewhere, minute).unwrap(), "renewed in time");
+    assert!(
+        !store.renew_lease(&elsewhere, minute).unwrap(),
+        "a first lease"
+    );
+    assert!(
+        !store.renew_lease(&elsewhere, minute).unwrap(),
+        "renewed in time"
+    );
     let leases = store.leases().unwrap();
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].owner, elsewhere);
@@ -300,7 +306,10 @@ fn sharing_contract(store: &dyn Store) {
         .map(|l| (l.owner.pid, l.expired))
         .collect();
     assert_eq!(expired, [(77, false), (78, true)]);
-    assert!(store.renew_lease(&short, minute).unwrap(), "a lease that ran out");
+    assert!(
+        store.renew_lease(&short, minute).unwrap(),
+        "a lease that ran out"
+    );
 
     // A run owned elsewhere: taken over only once its owner's lease ran out.
     let orphan = store
@@ -1054,10 +1063,13 @@ fn concurrent_processes_on_one_postgres_database_admit_and_resume_exactly_once()
     let winner: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert_eq!(winner.len(), 1, "{results:?}");
     assert!(
-        results.iter().filter_map(|r| r.as_ref().err()).all(|e| matches!(
-            e,
-            StoreError::SlotClaimed { run_id, .. } if *run_id == winner[0].run_id
-        )),
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(
+                e,
+                StoreError::SlotClaimed { run_id, .. } if *run_id == winner[0].run_id
+            )),
         "{results:?}"
     );
 

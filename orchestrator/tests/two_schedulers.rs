@@ -199,15 +199,19 @@ fn two_servers_fire_each_slot_once_and_the_survivor_finishes_the_killed_servers_
     );
 
     // Kill a server while it drives a run whose task is running.
-    let victim_host = wait_for("a run with its task running", Duration::from_secs(60), || {
-        scheduled_runs(&store)
-            .into_iter()
-            .find(|r| {
-                r.state == RunState::Running
-                    && store.task_instances(&r.run_id).unwrap()[0].state == TaskState::Running
-            })
-            .map(|r| r.owner.host)
-    });
+    let victim_host = wait_for(
+        "a run with its task running",
+        Duration::from_secs(60),
+        || {
+            scheduled_runs(&store)
+                .into_iter()
+                .find(|r| {
+                    r.state == RunState::Running
+                        && store.task_instances(&r.run_id).unwrap()[0].state == TaskState::Running
+                })
+                .map(|r| r.owner.host)
+        },
+    );
     let (victim, survivor) = if victim_host == a.host {
         (&a, &b)
     } else {
@@ -231,7 +235,12 @@ fn two_servers_fire_each_slot_once_and_the_survivor_finishes_the_killed_servers_
         let run = wait_for(
             &format!("the killed server's run {run_id} to end"),
             Duration::from_secs(60),
-            || store.run(run_id).unwrap().filter(|r| r.state != RunState::Running),
+            || {
+                store
+                    .run(run_id)
+                    .unwrap()
+                    .filter(|r| r.state != RunState::Running)
+            },
         );
         assert_eq!(run.state, RunState::Success, "{run:?}");
         assert_eq!(run.owner.host, survivor.host, "{run:?}");
@@ -271,7 +280,10 @@ fn two_servers_fire_each_slot_once_and_the_survivor_finishes_the_killed_servers_
     // Every slot between the first and the last completed exactly once.
     let done = completed(&fired);
     let twice: Vec<_> = done.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "slots that completed more than once: {twice:?}");
+    assert!(
+        twice.is_empty(),
+        "slots that completed more than once: {twice:?}"
+    );
     let (first, last) = (*done.keys().next().unwrap(), *done.keys().last().unwrap());
     let mut missing = Vec::new();
     let mut slot = first;
@@ -283,7 +295,10 @@ fn two_servers_fire_each_slot_once_and_the_survivor_finishes_the_killed_servers_
     }
     // Runs still going at the end have not completed: what lies between the first and the last
     // completed slot counts (slots start in order, and the picked-up runs ended above).
-    assert!(missing.is_empty(), "slots lost between {first} and {last}: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "slots lost between {first} and {last}: {missing:?}"
+    );
     let runs = scheduled_runs(&store);
     let mut per_slot: BTreeMap<DateTime<Utc>, u32> = BTreeMap::new();
     for r in &runs {

@@ -442,11 +442,12 @@ pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let now = Utc::now();
+    let live = crate::store::Liveness::read(store.as_ref())?;
     let rows: Vec<Vec<String>> = list
         .into_iter()
         .map(|r| {
             let end = r.ended_at.unwrap_or(now);
-            let interrupted = r.is_orphaned(&crate::store::is_alive);
+            let interrupted = r.is_orphaned(&|o| live.is_alive(o));
             vec![
                 r.run_id,
                 r.dag_id,

@@ -51,9 +51,9 @@ pub struct Migration {
 /// The schema, step by step. Append new steps; never edit one that has shipped.
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
-    version: 1,
-    description: "runs, task instances, tries, processes, DAG flags and versions, repairs, notes, notifications",
-    sql: "
+        version: 1,
+        description: "runs, task instances, tries, processes, DAG flags and versions, repairs, notes, notifications",
+        sql: "
 CREATE TABLE runs (
     seq          BIGINT GENERATED ALWAYS AS IDENTITY,
     run_id       TEXT PRIMARY KEY,
@@ -156,10 +156,11 @@ CREATE TABLE notifications (
 );
 CREATE INDEX notifications_by_run ON notifications (run_id, id);
 ",
-}, Migration {
-    version: 2,
-    description: "one scheduled run per schedule slot; server leases",
-    sql: "
+    },
+    Migration {
+        version: 2,
+        description: "one scheduled run per schedule slot; server leases",
+        sql: "
 CREATE UNIQUE INDEX runs_one_scheduled_run_per_slot ON runs (dag_id, logical_date)
     WHERE trigger = 'scheduled';
 CREATE TABLE server_leases (
@@ -172,7 +173,8 @@ CREATE TABLE server_leases (
     PRIMARY KEY (host, pid, start_ticks)
 );
 ",
-}];
+    },
+];
 
 /// The table that records which [`MIGRATIONS`] a database has.
 const SCHEMA_TABLE: &str = "velostream_schema";
@@ -831,7 +833,10 @@ fn insert_run(q: &Q<'_>, run: &NewRun) -> Result<RunRecord, StoreError> {
     // Admission, the slot and the id are decided under the DAG's lock (and the proposed
     // id's, which another DAG could propose too).
     q.lock_dag(&run.dag_id)?;
-    q.exec("SELECT pg_advisory_xact_lock($1)", &[&lock_key("run", &run.run_id)])?;
+    q.exec(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&lock_key("run", &run.run_id)],
+    )?;
     let active: i64 = q
         .one(
             "SELECT COUNT(*) FROM runs WHERE dag_id = $1 AND state = 'running'",
@@ -847,7 +852,11 @@ fn insert_run(q: &Q<'_>, run: &NewRun) -> Result<RunRecord, StoreError> {
         )?
         .map(|r| r.get(0));
     rules::slot_unclaimed(run, claim.as_deref())?;
-    rules::admit(&run.dag_id, u32_of(active, "run count")?, run.max_active_runs)?;
+    rules::admit(
+        &run.dag_id,
+        u32_of(active, "run count")?,
+        run.max_active_runs,
+    )?;
     let holder = slot_holder(q, &run.dag_id, run.logical_date, "")?;
     rules::slot_free(run, holder.as_deref())?;
     let run_id = rules::unique_run_id(&run.run_id, |id| {
@@ -892,10 +901,7 @@ fn insert_run(q: &Q<'_>, run: &NewRun) -> Result<RunRecord, StoreError> {
 
 impl Store for PostgresStore {
     fn create_run(&self, run: &NewRun) -> Result<RunRecord, StoreError> {
-        self.write(|q| {
-            insert_run(q, run)
-        })
-        .map_err(|e| match e {
+        self.write(|q| insert_run(q, run)).map_err(|e| match e {
             StoreError::Postgres {
                 code: Some(c),
                 detail,
@@ -1275,7 +1281,11 @@ impl Store for PostgresStore {
             q.exec(
                 "UPDATE server_leases SET expires_at = LEAST(expires_at, now())
                  WHERE host = $1 AND pid = $2 AND start_ticks = $3",
-                &[&owner.host, &i64::from(owner.pid), &(owner.start_ticks as i64)],
+                &[
+                    &owner.host,
+                    &i64::from(owner.pid),
+                    &(owner.start_ticks as i64),
+                ],
             )
             .map(drop)
         })
