@@ -57,6 +57,16 @@ pub struct PickedUp {
     pub plan: RepairPlan,
 }
 
+/// A run of a dead owner that could not be resumed (its DAG version unreadable, the store
+/// failing).
+#[derive(Debug)]
+pub struct NotPickedUp {
+    /// The run, with its dead owner.
+    pub run: RunRecord,
+    /// Why.
+    pub error: EngineError,
+}
+
 /// The lease of this server and the pick-up of dead servers' runs.
 #[derive(Clone, Debug)]
 pub struct Heartbeat {
@@ -95,8 +105,8 @@ impl Heartbeat {
 
     /// Takes over every running run whose owner is dead and drives it here (blocking). A run
     /// another server takes first is left to it; a run that cannot be resumed is returned with
-    /// the error (the caller closes it with [`Engine::recover`](crate::scheduler::Engine::recover)).
-    pub fn pick_up(&self) -> Result<Vec<Result<PickedUp, (RunRecord, EngineError)>>, StoreError> {
+    /// the error (the caller closes it with [`close_unresumable`](Self::close_unresumable)).
+    pub fn pick_up(&self) -> Result<Vec<Result<PickedUp, NotPickedUp>>, StoreError> {
         let engine = self.launcher.engine();
         let live = engine.liveness()?;
         let mut out = Vec::new();
@@ -126,7 +136,7 @@ impl Heartbeat {
                 Err(EngineError::Store(StoreError::NotRepairable { .. })) => {
                     tracing::debug!(run_id = %run.run_id, "Another server picked the run up first");
                 }
-                Err(error) => out.push(Err((run, error))),
+                Err(error) => out.push(Err(NotPickedUp { run, error })),
             }
         }
         Ok(out)
@@ -165,16 +175,23 @@ impl Heartbeat {
         }
         match self.pick_up() {
             Ok(picked) => {
-                for failed in picked.into_iter().filter_map(Result::err) {
-                    let (run, error) = failed;
-                    tracing::warn!(run_id = %run.run_id, %error, "Cannot pick up the run of a dead server");
+                let mut owners = Vec::new();
+                for NotPickedUp { run, error } in picked.into_iter().filter_map(Result::err) {
+                    tracing::warn!(run_id = %run.run_id, %error, "Cannot pick up the run of a dead server; closing it as failed");
+                    owners.push(run.owner);
+                }
+                if let Err(error) = self.close_unresumable(&owners) {
+                    tracing::warn!(%error, "Cannot close runs of dead servers");
                 }
             }
             Err(error) => tracing::warn!(%error, "Cannot look for runs of dead servers"),
         }
-        if let Err(error) = self.launcher.engine().recover(None) {
-            tracing::warn!(%error, "Cannot close runs of dead servers");
-        }
+    }
+
+    /// Closes as failed the running runs of `owners` (dead, whose runs [`pick_up`](Self::pick_up)
+    /// could not resume), killing what their tasks left on this host (blocking).
+    pub fn close_unresumable(&self, owners: &[Owner]) -> Result<Vec<RunRecord>, StoreError> {
+        self.launcher.engine().recover_runs_of(owners)
     }
 
     /// Stops driving the runs whose stored owner is no longer this server (taken over while its

@@ -16,6 +16,6 @@ pub mod upcoming;
 
 pub use dags::{DagFileError, DagFolder, DagFolderError, LoadedDags};
 pub use launcher::{Launcher, LiveRun, LiveTask};
-pub use lease::{Heartbeat, LeaseSettings, PickedUp, SharingCounters};
+pub use lease::{Heartbeat, LeaseSettings, NotPickedUp, PickedUp, SharingCounters};
 pub use policy::CatchUp;
 pub use scheduler::{Clock, CronScheduler, DagSchedule};

@@ -279,11 +279,32 @@ impl Engine {
     /// (so an interrupted run does not hold `max_active_runs`); `serve` resumes interrupted runs
     /// and closes only those it cannot resume.
     pub fn recover(&self, dag_id: Option<&str>) -> Result<Vec<RunRecord>, StoreError> {
+        self.recover_where(dag_id, None)
+    }
+
+    /// [`recover`](Self::recover) for the runs of `owners` only: `serve` closes the runs of dead
+    /// owners that a resume could not take, never one whose owner died a moment after it looked
+    /// (that one is picked up at the next heartbeat).
+    pub fn recover_runs_of(
+        &self,
+        owners: &[crate::store::Owner],
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        if owners.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.recover_where(None, Some(owners))
+    }
+
+    fn recover_where(
+        &self,
+        dag_id: Option<&str>,
+        owners: Option<&[crate::store::Owner]>,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         let me = current_owner();
         let live = self.liveness()?;
-        let orphaned = self
-            .store
-            .fail_orphaned_runs(dag_id, &|o| live.is_alive(o))?;
+        let orphaned = self.store.fail_orphaned_runs(dag_id, &|o| {
+            owners.is_some_and(|owners| !owners.contains(o)) || live.is_alive(o)
+        })?;
         let mut runs = Vec::with_capacity(orphaned.len());
         for (run, processes) in orphaned {
             tracing::warn!(dag_id = %run.dag_id, run_id = %run.run_id, owner_pid = run.owner.pid, "Marked an interrupted run failed");

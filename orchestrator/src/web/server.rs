@@ -75,7 +75,7 @@ pub fn serve(files: &StateFiles, args: ServeOptions) -> anyhow::Result<ExitCode>
         heartbeat
             .renew()
             .context("taking this server's lease in the state")?;
-        resume_interrupted(&state, &heartbeat)?;
+        resume_interrupted(&heartbeat)?;
         let listener = TcpListener::bind(args.bind).await.with_context(|| {
             format!(
                 "listening on {}; is another server using it? pass --bind",
@@ -146,11 +146,11 @@ pub fn serve(files: &StateFiles, args: ServeOptions) -> anyhow::Result<ExitCode>
 /// that stopped leaving its runs resumable, a server elsewhere whose lease ran out): each is
 /// resumed and driven here. A run whose DAG cannot be read back is marked failed, as are runs of
 /// dead owners the resume did not take. The heartbeat does the same while the server runs.
-fn resume_interrupted(state: &AppState, heartbeat: &Heartbeat) -> anyhow::Result<()> {
-    let launcher = state.launcher();
+fn resume_interrupted(heartbeat: &Heartbeat) -> anyhow::Result<()> {
     let picked = heartbeat
         .pick_up()
         .context("looking for interrupted runs")?;
+    let mut unresumable = Vec::new();
     for p in picked {
         match p {
             Ok(p) => {
@@ -173,14 +173,14 @@ fn resume_interrupted(state: &AppState, heartbeat: &Heartbeat) -> anyhow::Result
                     }
                 );
             }
-            Err((run, error)) => {
+            Err(crate::cron::NotPickedUp { run, error }) => {
                 eprintln!("warning: cannot resume run {}: {error:#}", run.run_id);
+                unresumable.push(run.owner);
             }
         }
     }
-    for run in launcher
-        .engine()
-        .recover(None)
+    for run in heartbeat
+        .close_unresumable(&unresumable)
         .context("recovering interrupted runs")?
     {
         eprintln!(
