@@ -175,7 +175,7 @@ async fn sigkill_mid_stream_on_two_shards_leaves_exactly_the_produced_rows_on_th
         let (status, _) = consumer.wait_exit(Duration::from_secs(60));
         let log = std::fs::read_to_string(&log_path).unwrap();
         assert_eq!(status.code(), Some(1), "{what}: {log}");
-        for needle in [needle, "do not fit --clickhouse-shards", "the same order"] {
+        for needle in [needle, "do not fit the shard list given", "the same order"] {
             assert!(log.contains(needle), "{what}: {needle:?} not in:\n{log}");
         }
         eprintln!("{what}: refused");

@@ -101,7 +101,7 @@ pub enum LayoutError {
     },
     /// The shards hold records that another shard list wrote.
     #[error(
-        "the ClickHouse shards do not fit --clickhouse-shards ({shards} shard(s): {urls}) for table {table} and topic {topic:?}: {problems}. Each Kafka partition's rows and offset records live on shard `partition % shards`, so changing the number or the order of the shards would move partitions that have rows to a shard without their offset records (they would be read again from the start and stored twice across shards). Start the consumer with the shard list that wrote them (in the same order), or load into new tables (--table) or a new database"
+        "the ClickHouse servers do not fit the shard list given ({shards} shard(s): {urls}; set by --clickhouse-shards, or --clickhouse-url alone for one) for table {table} and topic {topic:?}: {problems}. Each Kafka partition's rows and offset records live on shard `partition % shards`, so changing the number or the order of the shards would move partitions that have rows to a shard without their offset records (they would be read again from the start and stored twice across shards). Start the consumer with the shard list that wrote them (in the same order), or load into new tables (--table) or a new database"
     )]
     Moved {
         /// The target table.
