@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use velostream_testkit::{CLUSTER_NAME, ClickHouse, ClickHouseCluster, Kafka, Lane, Postgres, repo_root};
+use velostream_testkit::{
+    CLUSTER_NAME, ClickHouse, ClickHouseCluster, Kafka, Lane, Postgres, repo_root,
+};
 
 #[test]
 fn clickhouse_of_the_selected_lane_keeps_its_data_across_a_clean_stop_and_a_kill() {
@@ -142,8 +144,8 @@ fn every_test_that_starts_clickhouse_runs_on_the_legacy_lane_too() {
                 "Infra::start",
                 "velostream-bench\")",
             ]
-                .iter()
-                .any(|p| text.contains(p));
+            .iter()
+            .any(|p| text.contains(p));
             let id = format!("{package}::{}", path.file_stem().unwrap().to_string_lossy());
             if starts_clickhouse && !listed.contains(&id) {
                 missing.push(id);

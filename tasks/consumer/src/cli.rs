@@ -54,7 +54,12 @@ pub struct Args {
     /// shard p % N, by direct inserts into its local table. Keep the list's length and order for
     /// as long as the table has rows: the consumer refuses to start with a list that would move
     /// a partition to another shard.
-    #[arg(long, env = "CLICKHOUSE_SHARDS", value_delimiter = ',', value_name = "URL,URL...")]
+    #[arg(
+        long,
+        env = "CLICKHOUSE_SHARDS",
+        value_delimiter = ',',
+        value_name = "URL,URL..."
+    )]
     pub clickhouse_shards: Vec<String>,
     /// ClickHouse user.
     #[arg(long, env = USER_ENV, default_value = "velostream")]

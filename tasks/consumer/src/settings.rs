@@ -242,6 +242,9 @@ mod tests {
         s.validate().unwrap();
         let urls: Vec<String> = s.clickhouse_servers().into_iter().map(|c| c.url).collect();
         assert_eq!(urls, ["http://a:8123", "http://b:8123"]);
-        assert_eq!(ok.clickhouse_servers(), [ok.clickhouse.clone()]);
+        assert_eq!(
+            ok.clickhouse_servers(),
+            std::slice::from_ref(&ok.clickhouse)
+        );
     }
 }

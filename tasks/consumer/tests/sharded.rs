@@ -129,7 +129,12 @@ async fn sigkill_mid_stream_on_two_shards_leaves_exactly_the_produced_rows_on_th
             .iter()
             .map(|(p, n)| format!("{p}\t{n}\t0\t{}\n", n - 1))
             .collect();
-        assert_eq!(per_partition, expected, "shard {} holds its partitions", i + 1);
+        assert_eq!(
+            per_partition,
+            expected,
+            "shard {} holds its partitions",
+            i + 1
+        );
         let records: BTreeMap<i32, i64> = offset_records(shard, table)
             .into_iter()
             .map(|((t, p), n)| {
@@ -162,12 +167,21 @@ async fn sigkill_mid_stream_on_two_shards_leaves_exactly_the_produced_rows_on_th
 
     // A shard list that would move partitions is refused before anything is read: the shards in
     // the other order, and the first server alone.
-    let reversed: Vec<&str> = cluster.shards.iter().rev().map(|s| s.http_url.as_str()).collect();
+    let reversed: Vec<&str> = cluster
+        .shards
+        .iter()
+        .rev()
+        .map(|s| s.http_url.as_str())
+        .collect();
     let mut swapped = ConsumerArgs::new(&kafka, &cluster.shards[0], topic, table);
     swapped.extra = vec!["--clickhouse-shards".into(), reversed.join(",")];
     let alone = ConsumerArgs::new(&kafka, &cluster.shards[0], topic, table);
     for (what, args, needle) in [
-        ("reversed", &swapped, "has offset records of partitions [0, 2]"),
+        (
+            "reversed",
+            &swapped,
+            "has offset records of partitions [0, 2]",
+        ),
         ("one server", &alone, "was written as shard 1 of 2"),
     ] {
         let consumer = ConsumerProcess::start(args);

@@ -113,11 +113,7 @@ struct ColumnType {
 
 /// Creates the shard layout table if it does not exist (shards of a sharded ClickHouse only).
 pub async fn ensure_layout_table(server: &Server) -> Result<(), clickhouse::error::Error> {
-    server
-        .client
-        .query(&statement(LAYOUT_DDL))
-        .execute()
-        .await
+    server.client.query(&statement(LAYOUT_DDL)).execute().await
 }
 
 /// Checks that `table` has every column of [`rowbinary::COLUMNS`] with exactly that type:

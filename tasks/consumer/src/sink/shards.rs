@@ -163,7 +163,9 @@ impl Shards {
                 .map_err(err)?;
             let misplaced: BTreeSet<i32> = placed
                 .iter()
-                .filter(|p| incarnation_of(topic, &p.topic).is_some() && self.of(p.kafka_partition) != i)
+                .filter(|p| {
+                    incarnation_of(topic, &p.topic).is_some() && self.of(p.kafka_partition) != i
+                })
                 .map(|p| p.kafka_partition)
                 .collect();
             let misplaced: Vec<i32> = misplaced.into_iter().collect();
