@@ -1,11 +1,12 @@
 //! Exactly once on a sharded ClickHouse: two servers of the selected lane as the two shards of one
 //! cluster, a `Distributed` table over their shard-local tables
 //! (`infrastructure/clickhouse/taxi_trips_distributed.sql`), the consumer given both shards
-//! (`--clickhouse-shards`) and killed with SIGKILL several times mid-stream and restarted. In the
-//! end `count() FINAL` over the `Distributed` table is exactly the rows produced, each shard holds
-//! exactly the partitions mapped to it (`partition % 2`) with their offset records at the
-//! partitions' ends, and a consumer given the shards in another order, or one server alone, refuses
-//! to start. Runs on both lanes (26.9 and 18.16 both serve as shards).
+//! (`--clickhouse-shards`) and killed with SIGKILL several times mid-stream and restarted, the
+//! rest drained by two consumers in one group. In the end `count() FINAL` over the `Distributed`
+//! table is exactly the rows produced, each shard holds exactly the partitions mapped to it
+//! (`partition % 2`) with their offset records at the partitions' ends, and a consumer given the
+//! shards in another order, or one server alone, refuses to start. Runs on both lanes (26.9 and
+//! 18.16 both serve as shards).
 
 mod common;
 
@@ -91,15 +92,21 @@ async fn sigkill_mid_stream_on_two_shards_leaves_exactly_the_produced_rows_on_th
     for shard in &cluster.shards {
         shard.query(&distributed_ddl(table, all));
     }
-    let mut consumer = ConsumerProcess::start(&args);
-    consumer.wait_ready();
+    // Two members drain the rest: the group splits the partitions between them (a rebalance,
+    // each member reading each of its partitions' records from the partition's shard).
+    let mut first = ConsumerProcess::start(&args);
+    first.wait_ready();
+    let mut second = ConsumerProcess::start(&args);
+    second.wait_ready();
     wait_for(
         "every row after the restarts",
         Duration::from_secs(180),
         || (count_final(&cluster.shards[0], all) >= ROWS as u64).then_some(()),
     );
-    let (code, _) = consumer.terminate(Duration::from_secs(30));
-    assert_eq!(code, Some(0));
+    for consumer in [first, second] {
+        let (code, _) = consumer.terminate(Duration::from_secs(30));
+        assert_eq!(code, Some(0));
+    }
 
     // Over the cluster, asked of either server.
     for shard in &cluster.shards {
