@@ -43,7 +43,8 @@ fn clickhouse_of_the_selected_lane_keeps_its_data_across_a_clean_stop_and_a_kill
 }
 
 /// Two shards of the selected lane form one cluster: a `Distributed` table on either reads both,
-/// and `FINAL` through it collapses duplicates within each shard (one identity lives on one shard).
+/// and `FINAL` through it collapses duplicates within each shard (one identity lives on one shard);
+/// a row inserted through it reaches the shard its sharding key names.
 #[test]
 fn two_shards_form_a_cluster_a_distributed_table_reads_whole() {
     let lane = Lane::from_env();
@@ -74,12 +75,24 @@ fn two_shards_form_a_cluster_a_distributed_table_reads_whole() {
         assert_eq!(shard.query_u64("SELECT count() FROM t_all FINAL"), 1500);
         assert_eq!(shard.query_u64("SELECT count() FROM t_all"), 1600);
     }
+    // An insert through the Distributed table goes to shard `k % 2 + 1` (equal weights), later.
+    one.query("INSERT INTO t_all SELECT number, 'd' FROM numbers(2000, 4)");
+    for (shard, keys) in [(one, "2000,2002"), (two, "2001,2003")] {
+        velostream_testkit::wait_for(
+            "rows inserted through the Distributed table to reach their shard",
+            std::time::Duration::from_secs(30),
+            || {
+                let got = shard.query("SELECT arrayStringConcat(groupArray(toString(k)), ',') FROM (SELECT k FROM t WHERE v = 'd' ORDER BY k)");
+                (got.trim() == keys).then_some(())
+            },
+        );
+    }
     // A shard killed and restarted keeps its place in the cluster.
     cluster.shards[1].kill();
     cluster.shards[1].restart();
     assert_eq!(
         cluster.shards[0].query_u64("SELECT count() FROM t_all FINAL"),
-        1500
+        1504
     );
 }
 
