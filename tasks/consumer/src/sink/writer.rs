@@ -28,11 +28,13 @@ const SEND_CHUNK: usize = 1 << 20;
 pub enum WriteError {
     /// ClickHouse refused in a way no retry fixes.
     #[error(
-        "{step} failed for good: {source}; check that table {table} has the columns of infrastructure/clickhouse/taxi_trips.sql and that the ClickHouse user may write to it"
+        "{step} failed for good at {url}: {source}; check that table {table} has the columns of infrastructure/clickhouse/taxi_trips.sql and that the ClickHouse user may write to it"
     )]
     Permanent {
         /// What was being done.
         step: &'static str,
+        /// The server (the shard) that refused.
+        url: String,
         /// The table.
         table: String,
         /// ClickHouse's error.
@@ -93,7 +95,7 @@ impl Writer {
                 if partitions.iter().all(|p| batch.partitions[p].rows == 0) {
                     continue;
                 }
-                self.retry(batch, "insert", abort, || {
+                self.retry(batch, "insert", *shard, abort, || {
                     self.insert_rows(batch, *shard, partitions)
                 })
                 .await?;
@@ -109,7 +111,7 @@ impl Writer {
         }
         let positions = shards.split(batch.spans().map(|(p, s)| (p, s.next)), |(p, _)| *p);
         for (shard, positions) in &positions {
-            self.retry(batch, "record offsets", abort, || {
+            self.retry(batch, "record offsets", *shard, abort, || {
                 self.offsets.save(*shard, positions)
             })
             .await?;
@@ -157,6 +159,7 @@ impl Writer {
         &self,
         batch: &Batch,
         step: &'static str,
+        shard: usize,
         abort: &CancellationToken,
         mut attempt: F,
     ) -> Result<(), WriteError>
@@ -178,6 +181,7 @@ impl Writer {
                 Some(Ok(Err(err))) if is_permanent(&err) => {
                     return Err(WriteError::Permanent {
                         step,
+                        url: self.offsets.shards().url(shard).to_string(),
                         table: self.table.clone(),
                         source: err,
                     });
@@ -191,6 +195,7 @@ impl Writer {
                 batch = batch.seq,
                 rows = batch.rows,
                 step,
+                url = self.offsets.shards().url(shard),
                 error = %err,
                 retry_in_ms = delay.as_millis() as u64,
                 "ClickHouse failed, retrying"
