@@ -3,6 +3,7 @@
 //! and the checks that keep the Grafana dashboards true to the metrics our programs export
 //! ([`dashboards`], [`promql`], [`exposition`]).
 
+pub mod cpu;
 pub mod dashboards;
 pub mod error;
 pub mod exec;

@@ -105,6 +105,10 @@ struct Args {
     /// which the report sets against the memory broker's run.
     #[arg(long)]
     no_durable_pipeline: bool,
+    /// Do not profile the processes of the CPU phase with `perf` (its CPU seconds are still
+    /// measured).
+    #[arg(long)]
+    no_profile: bool,
     /// Rounds of each producer phase, alternating (the median round counts).
     #[arg(long, default_value_t = 3)]
     producer_rounds: u32,
@@ -220,6 +224,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         producer_rounds: args.producer_rounds,
         extra_pipeline_rows: args.also_pipeline_rows.clone(),
         durable_pipeline: !args.no_durable_pipeline,
+        profile: !args.no_profile,
         command: command_line(),
         note: args.note.clone(),
     };

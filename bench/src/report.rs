@@ -2,6 +2,8 @@
 //! ours beside its baseline from the same run and the ratio, the estimate for 44M rows, the
 //! machine, the versions and the date.
 
+mod cpu;
+
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
@@ -10,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::machine::{Machine, Versions};
 use crate::phases::Rate;
 use crate::phases::consumer::ConsumerFigures;
+use crate::phases::cpu::CpuFigures;
 use crate::phases::fleet::FleetFigures;
 use crate::phases::overhead::OverheadFigures;
 use crate::phases::pipeline::PipelineFigures;
@@ -68,6 +71,9 @@ pub struct Report {
     pub durable_pipeline: Option<PipelineFigures>,
     /// The benchmark DAG again at other sizes (`--also-pipeline-rows`).
     pub extra_pipelines: Vec<PipelineFigures>,
+    /// The producer and the consumer alone: CPU per row of every process, and profiles.
+    #[serde(default)]
+    pub cpu: Option<CpuFigures>,
     /// 1, 2 and 3 consumers in one group on the same partitions.
     #[serde(default)]
     pub fleet: Option<FleetFigures>,
@@ -230,9 +236,11 @@ impl Report {
         if measured {
             self.write_summary(md);
         }
+        self.write_goals(md);
         self.write_lanes(md);
         self.write_formats(md);
         self.write_estimate(md);
+        self.write_cpu(md);
         self.write_storage(md);
         self.write_sizes(md);
         self.write_fleet(md);
@@ -1007,6 +1015,7 @@ const METHOD: &str = r#"
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::{CpuRun, Frame, ProcessCpu, Profile};
     use crate::phases::consumer::{ConsumerMemory, ConsumerProtobuf};
     use crate::phases::pipeline::TaskTiming;
 
@@ -1134,11 +1143,76 @@ mod tests {
                 broker_peak_rss: Some(4 << 30),
                 broker_idle_rss: Some(1 << 30),
                 broker_storage: "memory".into(),
+                cpu: Some(CpuRun {
+                    rows: 10_000_000,
+                    wall_seconds: 30.0,
+                    cpu: ProcessCpu {
+                        producer: Some(15.0),
+                        broker: Some(5.0),
+                        consumer: Some(20.0),
+                        clickhouse: Some(12.0),
+                    },
+                }),
             }),
             durable_pipeline: None,
             extra_pipelines: Vec::new(),
+            cpu: Some(CpuFigures {
+                producer_alone: CpuRun {
+                    rows: 10_000_000,
+                    wall_seconds: 12.0,
+                    cpu: ProcessCpu {
+                        producer: Some(12.0),
+                        broker: Some(4.0),
+                        ..ProcessCpu::default()
+                    },
+                },
+                consumer_alone: CpuRun {
+                    rows: 10_000_000,
+                    wall_seconds: 11.0,
+                    cpu: ProcessCpu {
+                        broker: Some(2.0),
+                        consumer: Some(16.0),
+                        clickhouse: Some(10.0),
+                        ..ProcessCpu::default()
+                    },
+                },
+                profiles: vec![Profile {
+                    process: "consumer".into(),
+                    during: "consumer alone, 10,000,000 rows".into(),
+                    samples: 5000,
+                    components: vec![("velostream_consumer".into(), 21.5)],
+                    frames: vec![Frame {
+                        percent: 21.5,
+                        object: "velostream-consumer".into(),
+                        symbol: "velostream_consumer::record::scan::next".into(),
+                    }],
+                }],
+                no_profile: None,
+            }),
             fleet: None,
             total_seconds: 300.0,
+        }
+    }
+
+    #[test]
+    fn cpu_per_row_stands_per_process_in_the_dag_and_alone_with_profiles_and_goals() {
+        let md = report().markdown();
+        for want in [
+            "| CPU-s per million rows | benchmark DAG (10,000,000 rows) | producer alone (10,000,000 rows) | consumer alone (10,000,000 rows) |",
+            "| producer | 1.50 | 1.20 |  |",
+            "| consumer | 2.00 |  | 1.60 |",
+            "| ClickHouse | 1.20 |  | 1.00 |",
+            "| **all measured** | **5.20** | **1.60** | **2.80** |",
+            "| cores busy (CPU s / wall s) | 1.73 | 1.33 | 2.55 |",
+            // The flood spent 10 CPU-s on 10M rows in the fixture.
+            "spends 1.00 CPU-s per million rows in its own process; the producer alone above spends 1.20, 1.20x of it",
+            "**consumer** (consumer alone, 10,000,000 rows; 5,000 samples)",
+            "By component: `velostream_consumer` 22%.",
+            "| 21.5% | `velostream-consumer` | `velostream_consumer::record::scan::next` |",
+            "| Data moving in the DAG (first row produced to lag 0) at or below doing it in sequence | 22.0 s | flood then raw insert: 18.0 s | 1.22x | **no** |",
+            "| Consumer alone at 80% or more of the raw insert | 1,000,000 rows/s | raw insert: 1,250,000 rows/s | 80% | yes |",
+        ] {
+            assert!(md.contains(want), "{want:?} missing from\n{md}");
         }
     }
 

@@ -24,17 +24,20 @@ pub enum Phase {
     Consumer,
     /// The benchmark DAG end to end.
     Pipeline,
+    /// The producer and the consumer alone: CPU per row of every process, and profiles.
+    Cpu,
     /// 1, 2 and 3 consumers in one group draining the same filled topic.
     Fleet,
 }
 
 impl Phase {
     /// Every phase, in the order they run.
-    pub const ALL: [Phase; 5] = [
+    pub const ALL: [Phase; 6] = [
         Phase::Overhead,
         Phase::Producer,
         Phase::Consumer,
         Phase::Pipeline,
+        Phase::Cpu,
         Phase::Fleet,
     ];
 
@@ -47,6 +50,7 @@ impl Phase {
             Self::Pipeline | Self::Fleet => {
                 &["orchestrator", "velostream-producer", "velostream-consumer"]
             }
+            Self::Cpu => &["velostream-producer", "velostream-consumer"],
         }
     }
 }
@@ -69,6 +73,8 @@ pub struct Config {
     /// Run the benchmark DAG again on a durable broker (Tansu on a local S3 server), beside the
     /// memory broker's run, when the harness starts the broker.
     pub durable_pipeline: bool,
+    /// Profile the CPU phase's processes with `perf`.
+    pub profile: bool,
     /// Rounds of each producer phase (the median counts).
     pub producer_rounds: u32,
     /// Rows the small-batch consumer baseline reads.
@@ -105,8 +111,10 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
     ctx.programs.check(&needed)?;
 
     // One ClickHouse for the whole run (tables are dropped and created by each phase).
-    let needs_clickhouse =
-        wants(Phase::Pipeline) || wants(Phase::Fleet) || !config.extra_pipeline_rows.is_empty();
+    let needs_clickhouse = wants(Phase::Pipeline)
+        || wants(Phase::Cpu)
+        || wants(Phase::Fleet)
+        || !config.extra_pipeline_rows.is_empty();
     let owned_clickhouse = (needs_clickhouse && ctx.clickhouse.is_none()).then(|| {
         tracing::info!("Starting a fresh ClickHouse from the test harness");
         velostream_testkit::ClickHouse::start_lane(lane)
@@ -119,6 +127,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
             database: "default".into(),
         })
     });
+    let clickhouse_pid = owned_clickhouse.as_ref().and_then(|c| c.pid());
     let mut versions = Versions {
         clickhouse: match &clickhouse {
             Some(c) => clickhouse_version(c)?,
@@ -209,7 +218,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
     let pipeline = match (&clickhouse, wants(Phase::Pipeline)) {
         (Some(ch), true) => {
             tracing::info!(dag = phases::pipeline::DAG, "Pipeline: the benchmark DAG");
-            let p = phases::pipeline::run(ctx, ch, Storage::Memory)?;
+            let p = phases::pipeline::run(ctx, ch, clickhouse_pid, Storage::Memory)?;
             tracing::info!(
                 producer = p.producer.rows_per_sec().round(),
                 consumer = p.consumer.rows_per_sec().round(),
@@ -225,7 +234,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
     let durable_pipeline = match (&clickhouse, &pipeline) {
         (Some(ch), Some(_)) if config.durable_pipeline && ctx.brokers.is_none() => {
             tracing::info!("Pipeline again on a durable broker (Tansu on a local S3 server)");
-            let p = phases::pipeline::run(ctx, ch, Storage::Durable)?;
+            let p = phases::pipeline::run(ctx, ch, clickhouse_pid, Storage::Durable)?;
             tracing::info!(
                 producer = p.producer.rows_per_sec().round(),
                 consumer = p.consumer.rows_per_sec().round(),
@@ -244,7 +253,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
                 rows,
                 ..ctx.clone()
             };
-            let p = phases::pipeline::run(&sized, ch, Storage::Memory)?;
+            let p = phases::pipeline::run(&sized, ch, clickhouse_pid, Storage::Memory)?;
             tracing::info!(
                 rows,
                 data_seconds = p.data_seconds,
@@ -254,14 +263,26 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
             extra_pipelines.push(p);
         }
     }
+    let cpu = match (&clickhouse, wants(Phase::Cpu)) {
+        (Some(ch), true) => {
+            let c = phases::cpu::run(ctx, ch, clickhouse_pid, config.profile)?;
+            tracing::info!(
+                producer_alone = ?c.producer_alone.cpu,
+                consumer_alone = ?c.consumer_alone.cpu,
+                profiles = c.profiles.len(),
+                "CPU per row measured"
+            );
+            Some(c)
+        }
+        _ => None,
+    };
     let fleet = match (&clickhouse, wants(Phase::Fleet)) {
         (Some(ch), true) => {
             tracing::info!(
                 dag = phases::fleet::DAG,
                 "Fleet: 1, 2 and 3 consumers in one group"
             );
-            let pid = owned_clickhouse.as_ref().and_then(|c| c.pid());
-            Some(phases::fleet::run(ctx, ch, pid)?)
+            Some(phases::fleet::run(ctx, ch, clickhouse_pid)?)
         }
         _ => None,
     };
@@ -299,6 +320,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
         pipeline,
         durable_pipeline,
         extra_pipelines,
+        cpu,
         fleet,
         total_seconds: started.elapsed().as_secs_f64(),
     })

@@ -129,6 +129,43 @@ fn the_bench_command_measures_every_phase_beside_its_baseline() {
         assert!(rate["seconds"].as_f64().unwrap() > 0.0, "{rate}");
     }
 
+    // CPU per row: every process's seconds in the DAG run and alone, and a profile of each
+    // process alone (perf is installed by `velostream-local install --for-tests`).
+    let cpu_of = |run: &serde_json::Value, process: &str| {
+        run["cpu"][process]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {process} CPU in {run:#}"))
+    };
+    let dag_cpu = &pipeline["cpu"];
+    assert_eq!(dag_cpu["rows"], ROWS, "{dag_cpu:#}");
+    for process in ["producer", "broker", "consumer", "clickhouse"] {
+        assert!(cpu_of(dag_cpu, process) > 0.0, "{process}: {dag_cpu:#}");
+    }
+    let alone = &report["cpu"];
+    assert_eq!(alone["producer_alone"]["rows"], ROWS, "{alone:#}");
+    assert_eq!(alone["consumer_alone"]["rows"], ROWS, "{alone:#}");
+    assert!(cpu_of(&alone["producer_alone"], "producer") > 0.0);
+    assert!(cpu_of(&alone["producer_alone"], "broker") > 0.0);
+    for process in ["consumer", "broker", "clickhouse"] {
+        assert!(cpu_of(&alone["consumer_alone"], process) > 0.0, "{alone:#}");
+    }
+    assert_eq!(alone["no_profile"], serde_json::Value::Null, "{alone:#}");
+    let profiled: Vec<&str> = alone["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| !p["frames"].as_array().unwrap().is_empty())
+        .map(|p| p["process"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        profiled,
+        ["producer", "broker", "consumer", "broker", "ClickHouse"],
+        "{alone:#}"
+    );
+    assert!(md.contains("## CPU per row"), "{md}");
+    assert!(md.contains("### Where the CPU goes"), "{md}");
+    assert!(md.contains("## Goals"), "{md}");
+
     // The fleet drained the same filled topic with 1, 2 and 3 consumers, exactly each time.
     let fleet = report["fleet"]["runs"].as_array().unwrap();
     assert_eq!(fleet.len(), 3, "{fleet:?}");

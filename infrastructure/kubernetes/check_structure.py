@@ -6,6 +6,10 @@
 - References across files: the kustomization's resources and generator files, the ConfigMap and
   Secret keys the pods read, volume claims, service accounts, the Services' selectors and target
   ports, the image name.
+- Workloads that run more than one pod at a time (replicas, or a rolling update's surge): no
+  ReadWriteOnce claim shared by their pods, and `orchestrator serve` only on a PostgreSQL state
+  (never a SQLite file), with each pod its own VELOSTREAM_HOST_NAME. No password in a state URL
+  written in a manifest or config.env; the try logs (`--logs`) on a writable volume.
 
 Usage: check_structure.py [DIR]   (default: this script's folder). Needs PyYAML (installed with
 kubernetes-validate by `velostream-local install --for-tests`). Prints every problem found and
@@ -38,6 +42,9 @@ KAFKA_METADATA = {
     "unsafeSsl",
 }
 NUMERIC = re.compile(r"^[0-9]+$")
+# postgres://USER:PASSWORD@... (a state URL with a password in it).
+STATE_URL_PASSWORD = re.compile(r"^postgres(ql)?://[^/@:]*:[^/@]*@")
+POSTGRES_URL = re.compile(r"^postgres(ql)?://")
 
 
 class Checker:
@@ -93,6 +100,8 @@ class Checker:
                 keys.add(pathlib.Path(f).name)
             config_keys[gen["name"]] = keys
         secret_keys = {}
+        # The templates' example values, by (Secret, key): what kind of value a key holds.
+        self.secret_examples = {}
         for gen in kustomization.get("secretGenerator", []):
             keys = set()
             for env in gen.get("envs", []):
@@ -101,7 +110,16 @@ class Checker:
                     self.problem("kustomization.yaml", f"secretGenerator {gen['name']}: {env}.example (its template) does not exist")
                 else:
                     keys |= parsed.keys()
+                    for k, v in parsed.items():
+                        self.secret_examples[(gen["name"], k)] = v
             secret_keys[gen["name"]] = keys
+        self.config_values = {}
+        for gen in kustomization.get("configMapGenerator", []):
+            for env in gen.get("envs", []):
+                for k, v in (self.env_file(env) or {}).items():
+                    self.config_values[(gen["name"], k)] = v
+                    if k == "VELOSTREAM_STATE" and STATE_URL_PASSWORD.match(v):
+                        self.problem(env, f"{k} holds a password: a state URL with one goes into the Secret (secrets.env)")
         gitignore = (self.root / ".gitignore").read_text().split() if (self.root / ".gitignore").is_file() else []
         for gen in kustomization.get("secretGenerator", []):
             for env in gen.get("envs", []):
@@ -120,6 +138,9 @@ class Checker:
                 workloads.append((res, doc, doc["spec"]["template"]))
         for res, doc, template in workloads:
             self.pod(res, template, config_keys, secret_keys, images, names)
+        claims = {d["metadata"]["name"]: d for _, d in by_kind.get("PersistentVolumeClaim", [])}
+        for res, doc in by_kind.get("Deployment", []):
+            self.several_pods(res, doc, claims)
 
         for res, svc in by_kind.get("Service", []):
             selector = svc["spec"].get("selector", {})
@@ -177,6 +198,62 @@ class Checker:
                 port = (p.get("httpGet") or p.get("tcpSocket") or {}).get("port")
                 if isinstance(port, str) and port not in ports:
                     self.problem(where, f"{probe} uses port {port}, which the container does not name")
+
+    def several_pods(self, res, deployment, claims):
+        """A Deployment whose pods may run two at a time: more than one replica, or a rolling
+        update (the default), which starts a new pod before the old one has stopped unless
+        maxSurge is 0."""
+        spec = deployment["spec"]
+        replicas = spec.get("replicas", 1)
+        strategy = spec.get("strategy") or {}
+        rolling = strategy.get("type", "RollingUpdate") == "RollingUpdate"
+        surge = (strategy.get("rollingUpdate") or {}).get("maxSurge", "25%")
+        overlap = replicas > 1 or (rolling and surge not in (0, "0", "0%"))
+        why = f"{replicas} replicas" if replicas > 1 else "a rolling update starts the new pod before the old one stops"
+        pod = spec["template"]["spec"]
+        for vol in pod.get("volumes", []):
+            claim = vol.get("persistentVolumeClaim", {}).get("claimName")
+            modes = set(claims.get(claim, {}).get("spec", {}).get("accessModes", []))
+            if claim in claims and overlap and "ReadWriteMany" not in modes and "ReadOnlyMany" not in modes:
+                self.problem(res, f"volume {vol['name']}: claim {claim} is {', '.join(sorted(modes)) or 'without accessModes'}, but pods may run together ({why}): they need ReadWriteMany")
+        for c in pod["containers"]:
+            args = [str(a) for a in c.get("args", [])]
+            if c.get("command", [None])[0] != "orchestrator" or "serve" not in args:
+                continue
+            where = f"{res} container {c['name']}"
+            env = {e["name"]: e for e in c.get("env", [])}
+            state = None
+            if "--state" in args[:-1]:
+                state = args[args.index("--state") + 1]
+                if STATE_URL_PASSWORD.match(state):
+                    self.problem(where, "--state carries a password: take the URL from the Secret (env VELOSTREAM_STATE, secretKeyRef)")
+            elif "VELOSTREAM_STATE" in env:
+                e = env["VELOSTREAM_STATE"]
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef") or (e.get("valueFrom") or {}).get("configMapKeyRef")
+                if ref:
+                    state = self.secret_examples.get((ref.get("name"), ref.get("key"))) \
+                        or self.config_values.get((ref.get("name"), ref.get("key")))
+                else:
+                    state = e.get("value")
+                    if state and STATE_URL_PASSWORD.match(state):
+                        self.problem(where, "env VELOSTREAM_STATE carries a password: take it from the Secret (secretKeyRef)")
+            else:
+                for ef in c.get("envFrom", []):
+                    name = (ef.get("configMapRef") or ef.get("secretRef") or {}).get("name")
+                    state = state or self.config_values.get((name, "VELOSTREAM_STATE")) \
+                        or self.secret_examples.get((name, "VELOSTREAM_STATE"))
+            if overlap and not (state and POSTGRES_URL.match(state)):
+                self.problem(where, f"orchestrator serve runs in several pods at once ({why}) on {'the SQLite file ' + state if state else 'the default SQLite file'}: several servers share a PostgreSQL state only (--state / VELOSTREAM_STATE postgres://...)")
+            if overlap:
+                host = ((env.get("VELOSTREAM_HOST_NAME") or {}).get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath")
+                if host != "metadata.name":
+                    self.problem(where, "VELOSTREAM_HOST_NAME must be the pod's name (valueFrom.fieldRef.fieldPath: metadata.name), so each pod is its own owner in the state")
+            if "--logs" in args[:-1]:
+                logs = args[args.index("--logs") + 1]
+                writable = [m for m in c.get("volumeMounts", [])
+                            if not m.get("readOnly") and (logs + "/").startswith(m["mountPath"].rstrip("/") + "/")]
+                if not writable and (c.get("securityContext") or {}).get("readOnlyRootFilesystem"):
+                    self.problem(where, f"--logs {logs} is on the read-only root filesystem: mount a volume there")
 
     def container_env(self, deployment, config_keys, container_name=None):
         containers = deployment["spec"]["template"]["spec"]["containers"]

@@ -3,16 +3,18 @@
 //! updates, process records, recovery of runs whose owner died; repairs (clear, mark, resume), run
 //! notes and DAG versions; random update sequences that must leave every backend with the same
 //! records; concurrent writers on one SQLite file and on one PostgreSQL database (admission,
-//! resume races); PostgreSQL's migrations and its connection surviving a server restart.
+//! resume races, schedule slot claims); several servers on one state (each slot claimed once,
+//! server leases and the liveness read from them); PostgreSQL's migrations and its connection
+//! surviving a server restart.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::Utc;
 use orchestrator::store::{
-    DeliveryState, MIGRATIONS, MemoryStore, NewNotification, NewRun, NotificationUpdate, Owner,
-    PostgresStore, ProcessRecord, Repair, RepairKind, RunFilter, RunState, SqliteStore, Store,
-    StoreError, TaskState, TaskUpdate, Trigger, current_owner, rules,
+    DeliveryState, Liveness, MIGRATIONS, MemoryStore, NewNotification, NewRun, NotificationUpdate,
+    Owner, PostgresStore, ProcessRecord, Repair, RepairKind, RunFilter, RunState, SqliteStore,
+    Store, StoreError, TaskState, TaskUpdate, Trigger, current_owner, rules,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, TestCaseError, TestRunner};
@@ -234,6 +236,108 @@ fn every_backend_keeps_the_contract() {
     for (name, store) in backends(dir.path(), &pg) {
         eprintln!("contract: {name}");
         contract(store.as_ref());
+    }
+}
+
+/// Several servers on one state: a scheduled run is its slot's claim (refused again in any state,
+/// while other triggers may rerun the slot once it is free); server leases are renewed, ended and
+/// read with whether they ran out, and a run whose owner elsewhere let its lease run out can be
+/// taken over, while one whose owner's lease runs cannot.
+fn sharing_contract(store: &dyn Store) {
+    let slot = chrono::DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
+    let scheduled = |owner: Owner| {
+        let mut run = new_run("shared", owner, Some(5));
+        run.run_id = "scheduled__shared".into();
+        run.trigger = Trigger::Scheduled;
+        run.logical_date = slot;
+        run
+    };
+    let first = store.create_run(&scheduled(current_owner())).unwrap();
+    let refused = |store: &dyn Store| match store.create_run(&scheduled(current_owner())) {
+        Err(StoreError::SlotClaimed { dag_id, run_id, .. }) => assert_eq!(
+            (dag_id.as_str(), run_id.as_str()),
+            ("shared", first.run_id.as_str())
+        ),
+        other => panic!("a second scheduled run of the slot: {other:?}"),
+    };
+    refused(store);
+    store
+        .finish_run(&first.run_id, RunState::Success, None)
+        .unwrap();
+    refused(store);
+    let mut backfill = scheduled(current_owner());
+    backfill.trigger = Trigger::Backfill;
+    backfill.run_id = "backfill__shared".into();
+    store.create_run(&backfill).unwrap();
+    let mut next = scheduled(current_owner());
+    next.logical_date = slot + chrono::Duration::seconds(2);
+    store.create_run(&next).unwrap();
+
+    // Leases.
+    let elsewhere = Owner {
+        host: "server-elsewhere.invalid".into(),
+        pid: 77,
+        start_ticks: 1234,
+    };
+    let minute = std::time::Duration::from_secs(60);
+    assert!(
+        !store.renew_lease(&elsewhere, minute).unwrap(),
+        "a first lease"
+    );
+    assert!(
+        !store.renew_lease(&elsewhere, minute).unwrap(),
+        "renewed in time"
+    );
+    let leases = store.leases().unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].owner, elsewhere);
+    assert!(!leases[0].expired && leases[0].expires_at > leases[0].renewed_at);
+    let short = Owner {
+        pid: 78,
+        ..elsewhere.clone()
+    };
+    store
+        .renew_lease(&short, std::time::Duration::ZERO)
+        .unwrap();
+    let expired: Vec<_> = store
+        .leases()
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.owner.pid, l.expired))
+        .collect();
+    assert_eq!(expired, [(77, false), (78, true)]);
+    assert!(
+        store.renew_lease(&short, minute).unwrap(),
+        "a lease that ran out"
+    );
+
+    // A run owned elsewhere: taken over only once its owner's lease ran out.
+    let orphan = store
+        .create_run(&new_run("shared_owned", elsewhere.clone(), None))
+        .unwrap();
+    let resume = repair(RepairKind::Resume, &[], &current_owner());
+    let live = Liveness::read(store).unwrap();
+    assert!(live.is_alive(&elsewhere));
+    assert!(matches!(
+        store.repair_run(&orphan.run_id, &resume, &|o| live.is_alive(o)),
+        Err(StoreError::NotRepairable { .. })
+    ));
+    store.end_lease(&elsewhere).unwrap();
+    let live = Liveness::read(store).unwrap();
+    assert!(!live.is_alive(&elsewhere) && live.lease_expired(&elsewhere));
+    let taken = store
+        .repair_run(&orphan.run_id, &resume, &|o| live.is_alive(o))
+        .unwrap();
+    assert_eq!(taken.owner, current_owner());
+}
+
+#[test]
+fn every_backend_shares_slots_and_leases_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start();
+    for (name, store) in backends(dir.path(), &pg) {
+        eprintln!("sharing contract: {name}");
+        sharing_contract(store.as_ref());
     }
 }
 
@@ -932,6 +1036,40 @@ fn concurrent_processes_on_one_postgres_database_admit_and_resume_exactly_once()
     assert_eq!(
         results.iter().filter(|r| r.is_ok()).count(),
         1,
+        "{results:?}"
+    );
+
+    // One schedule slot: four servers claim it at once, one fires it, the others are told which
+    // run claimed it.
+    let slot = chrono::DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
+    let results: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .map(|(i, store)| {
+            let (store, barrier) = (store.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut run = new_run("claimed", current_owner(), None);
+                run.run_id = format!("scheduled-{i}");
+                run.trigger = Trigger::Scheduled;
+                run.logical_date = slot;
+                barrier.wait();
+                store.create_run(&run)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let winner: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winner.len(), 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(
+                e,
+                StoreError::SlotClaimed { run_id, .. } if *run_id == winner[0].run_id
+            )),
         "{results:?}"
     );
 

@@ -1,6 +1,7 @@
 //! The ClickHouse task kinds against a real server: statements inline and from a file with bound
 //! identifiers, results as outputs, settings the server does not know, bad SQL, a server that is
-//! down, the server-side time limit, cancellation killing the query, and assertions.
+//! down, the server-side time limit, cancellation killing the query, and assertions (also over a
+//! two-shard cluster's `Distributed` table).
 
 mod kinds_common;
 
@@ -9,7 +10,7 @@ use std::time::Duration;
 use kinds_common::{connections, context};
 use orchestrator::operators::{Operator, OperatorError, TaskContext, TaskKind};
 use serde_json::json;
-use velostream_testkit::{ClickHouse, Lane};
+use velostream_testkit::{CLUSTER_NAME, ClickHouse, ClickHouseCluster, Lane};
 
 fn kind(json: serde_json::Value) -> TaskKind {
     serde_json::from_value(json).expect("a valid task kind")
@@ -284,6 +285,51 @@ async fn assertions_compare_with_an_expected_value_and_show_the_difference() {
         .await
         .unwrap_err();
     assert!(failure(err).contains("the assertion's query failed"));
+}
+
+/// `clickhouse.assert` counts over a sharded ClickHouse by querying the `Distributed` table (on
+/// any shard): `FINAL` runs on each shard, which is exact when every copy of a row is on one shard,
+/// as the sharded consumer writes them. Duplicates on each shard, and the local table alone is
+/// only part of the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assertions_over_a_distributed_table_count_the_whole_cluster() {
+    let cluster = ClickHouseCluster::start(2);
+    for shard in &cluster.shards {
+        kind(json!({"clickhouse.sql": {"sql": format!(
+            "CREATE TABLE trips (_partition Int32, _offset Int64) ENGINE = ReplacingMergeTree() \
+             ORDER BY (_partition, _offset);\n\
+             CREATE TABLE trips_all AS trips ENGINE = Distributed({CLUSTER_NAME}, currentDatabase(), trips, _partition)"
+        )}}))
+        .execute(&ctx_for(shard))
+        .await
+        .unwrap();
+    }
+    // Partitions 0 and 2 on shard 1, 1 on shard 2; every row of partition 0 and 1 written twice.
+    let (one, two) = (&cluster.shards[0], &cluster.shards[1]);
+    for _ in 0..2 {
+        one.query("INSERT INTO trips SELECT 0, number FROM numbers(1000)");
+        two.query("INSERT INTO trips SELECT 1, number FROM numbers(700)");
+    }
+    one.query("INSERT INTO trips SELECT 2, number FROM numbers(300)");
+    for shard in &cluster.shards {
+        let ctx = ctx_for(shard);
+        kind(json!({"clickhouse.assert": {
+            "query": "SELECT count() FROM {table:Identifier} FINAL",
+            "bind": {"table": "trips_all"},
+            "expected": 2000,
+        }}))
+        .execute(&ctx)
+        .await
+        .unwrap();
+        assert_eq!(ctx.outputs()["actual"], 2000);
+    }
+    let err = kind(json!({"clickhouse.assert": {
+        "query": "SELECT count() FROM trips FINAL", "expected": 2000,
+    }}))
+    .execute(&ctx_for(two))
+    .await
+    .unwrap_err();
+    assert!(failure(err).contains("returned 700, expected == 2000"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@ use std::time::Duration;
 use orchestrator::store::{RunFilter, RunState, SqliteStore, Store, TaskState};
 use serde::{Deserialize, Serialize};
 use velostream_common::clickhouse::ClickHouseConfig;
+use velostream_common::process::cpu_seconds;
 
 use super::Context;
 use crate::error::BenchError;
@@ -81,16 +82,6 @@ pub struct FleetFigures {
     pub batch_rows: u64,
     /// One run per fleet size, in [`SIZES`] order.
     pub runs: Vec<FleetRun>,
-}
-
-/// utime + stime of `pid` in seconds.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // /proc counts in USER_HZ, which Linux fixes at 100 for user space on every architecture.
-    Some(ticks as f64 / 100.0)
 }
 
 /// The pids of running `velostream-consumer` processes.

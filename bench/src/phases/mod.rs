@@ -2,10 +2,12 @@
 //! [`producer`] (a plain rdkafka flood vs the producer alone), [`consumer`] (a raw ClickHouse
 //! insert and a small-batch consumer vs the consumer alone), [`overhead`] (a chain of tasks
 //! through the orchestrator vs spawning the same program directly), [`pipeline`] (the
-//! benchmark DAG end to end) and [`fleet`] (1, 2 and 3 consumers in one group on the same
-//! partitions, each size against the one consumer).
+//! benchmark DAG end to end), [`cpu`] (each program alone: its CPU per row and its profile, beside
+//! the pipeline's) and [`fleet`] (1, 2 and 3 consumers in one group on the same partitions, each
+//! size against the one consumer).
 
 pub mod consumer;
+pub mod cpu;
 pub mod fleet;
 pub mod overhead;
 pub mod pipeline;

@@ -16,6 +16,7 @@ use velostream_testkit::Storage;
 
 use super::overhead::{mean, seconds};
 use super::{Context, Rate};
+use crate::cpu::{self, CpuRun, ProcessCpu};
 use crate::error::BenchError;
 use crate::exposition::Exposition;
 use crate::{exec, http, machine};
@@ -75,6 +76,10 @@ pub struct PipelineFigures {
     /// The fresh broker's storage: `memory` or `durable` (Tansu on a local S3 server).
     #[serde(default = "memory")]
     pub broker_storage: String,
+    /// CPU seconds of each process over the whole run (the producer's and the consumer's from
+    /// their summaries, the broker's and ClickHouse's from `/proc` where the harness started them).
+    #[serde(default)]
+    pub cpu: Option<CpuRun>,
 }
 
 fn memory() -> String {
@@ -107,10 +112,11 @@ struct Watch {
 }
 
 /// Runs the benchmark DAG at `ctx.rows` against `clickhouse` and a fresh broker with `storage`
-/// (or the given one).
+/// (or the given one); `clickhouse_pid` is the fresh server's, for its CPU seconds.
 pub fn run(
     ctx: &Context,
     clickhouse: &ClickHouseConfig,
+    clickhouse_pid: Option<u32>,
     storage: Storage,
 ) -> Result<PipelineFigures, BenchError> {
     let program = ctx.programs.path("orchestrator")?;
@@ -154,6 +160,8 @@ pub fn run(
         let addr = consumer_http.clone();
         std::thread::spawn(move || watch(&addr, broker_pid, &stop))
     };
+    let broker_meter = cpu::meter(broker_pid);
+    let clickhouse_meter = cpu::meter(clickhouse_pid);
     let outcome = exec::spawn_logged(&mut cmd, &log).and_then(|mut child| {
         let status = child.wait().map_err(|source| BenchError::Spawn {
             program: exec::describe(&cmd),
@@ -161,6 +169,8 @@ pub fn run(
         })?;
         Ok(status)
     });
+    let broker_cpu = broker_meter.and_then(|m| m.seconds());
+    let clickhouse_cpu = clickhouse_meter.and_then(|m| m.seconds());
     stop.store(true, Ordering::Relaxed);
     let seen = watcher.join().unwrap_or_default();
     let status = outcome?;
@@ -254,6 +264,22 @@ pub fn run(
         .collect();
 
     let consumer_rows = out_u64(stop_consumer, "rows_inserted").unwrap_or(0);
+    let run_seconds = run.ended_at.map_or(0.0, |end| seconds(end - run_start));
+    let cpu_secs = |t: &TaskInstance| {
+        t.outputs
+            .get("cpu_secs")
+            .and_then(serde_json::Value::as_f64)
+    };
+    let cpu = CpuRun {
+        rows: out_u64(produce, "rows").unwrap_or(0),
+        wall_seconds: run_seconds,
+        cpu: ProcessCpu {
+            producer: cpu_secs(produce),
+            broker: broker_cpu,
+            consumer: cpu_secs(stop_consumer),
+            clickhouse: clickhouse_cpu,
+        },
+    };
     let last = seen.last.as_ref();
     Ok(PipelineFigures {
         run_id: run.run_id.clone(),
@@ -276,7 +302,7 @@ pub fn run(
             (Some(a), Some(b)) => seconds(b - a),
             _ => 0.0,
         },
-        run_seconds: run.ended_at.map_or(0.0, |end| seconds(end - run_start)),
+        run_seconds,
         peak_lag_sensor: out_u64(wait, "peak_lag").unwrap_or(0),
         peak_lag_metrics: seen.peak_lag,
         mean_insert_seconds: last
@@ -289,6 +315,7 @@ pub fn run(
         broker_peak_rss: seen.broker_peak_rss,
         broker_idle_rss,
         broker_storage: storage.name().to_string(),
+        cpu: Some(cpu),
     })
 }
 

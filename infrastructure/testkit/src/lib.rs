@@ -5,6 +5,8 @@
 //!
 //! ClickHouse comes in two lanes ([`Lane`]): modern (26.9, the default) and legacy (Debian's
 //! 18.16), chosen by `VELOSTREAM_CLICKHOUSE=modern|legacy` as everywhere else in the project.
+//! [`ClickHouseCluster`] starts several servers of one lane as the shards of one cluster
+//! (`remote_servers` in each one's config), for `Distributed` tables.
 //! The broker comes in two storage modes ([`Storage`]): memory (the default) and durable (on a
 //! local S3 server, s3rver, in the broker's temp dir), chosen by `VELOSTREAM_KAFKA_STORAGE` or by
 //! a test that needs one ([`Kafka::start_with`]).
@@ -750,9 +752,15 @@ impl ClickHouse {
 
     fn spawn(lane: Lane, dir: &Path, http_port: u16, tcp_port: u16) -> Guard {
         let d = dir.display();
+        // A shard of a cluster has the cluster's definition in its dir (see ClickHouseCluster).
+        let cluster = dir.join(CLUSTER_CONFIG);
+        let cluster = cluster.is_file().then_some(cluster);
         let cmd = match lane {
             Lane::Legacy => {
-                let config = repo_root().join("infrastructure/local/clickhouse/config.xml");
+                let config = match &cluster {
+                    Some(cluster) => legacy_config_with(dir, cluster),
+                    None => repo_root().join("infrastructure/local/clickhouse/config.xml"),
+                };
                 let mut cmd = Command::new(clickhouse_binary());
                 cmd.arg(format!("--config-file={}", config.display()))
                     .arg("--")
@@ -777,6 +785,9 @@ impl ClickHouse {
                     .arg(http_port.to_string())
                     .arg("--tcp-port")
                     .arg(tcp_port.to_string());
+                if let Some(cluster) = &cluster {
+                    cmd.arg("--extra-config").arg(cluster);
+                }
                 cmd
             }
         };
@@ -887,6 +898,112 @@ impl ClickHouse {
     /// The server's data and log directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// The name of the cluster a [`ClickHouseCluster`] defines in its servers' `remote_servers`.
+pub const CLUSTER_NAME: &str = "velostream";
+
+/// The file in a shard's dir that holds the cluster's definition (`<remote_servers>`).
+const CLUSTER_CONFIG: &str = "cluster.xml";
+
+/// The `<remote_servers>` config defining cluster [`CLUSTER_NAME`]: one shard per native port, in
+/// order, each reached as [`CLICKHOUSE_USER`] (valid on 18.16 and 26.x alike).
+pub fn cluster_config(tcp_ports: &[u16]) -> String {
+    let shards: String = tcp_ports
+        .iter()
+        .map(|port| {
+            format!(
+                "            <shard><replica><host>127.0.0.1</host><port>{port}</port>\
+                 <user>{CLICKHOUSE_USER}</user><password>{CLICKHOUSE_PASSWORD}</password>\
+                 </replica></shard>\n"
+            )
+        })
+        .collect();
+    format!(
+        "<?xml version=\"1.0\"?>\n<yandex>\n    <remote_servers>\n        <{CLUSTER_NAME}>\n{shards}        </{CLUSTER_NAME}>\n    </remote_servers>\n</yandex>\n"
+    )
+}
+
+/// The legacy server's config for a shard: `infrastructure/local/clickhouse/config.xml` with the
+/// cluster's `<remote_servers>` added, written into `dir` (18.16 takes nested elements from a
+/// config file only, not from command-line overrides).
+fn legacy_config_with(dir: &Path, cluster: &Path) -> PathBuf {
+    let local = repo_root().join("infrastructure/local/clickhouse");
+    let base = std::fs::read_to_string(local.join("config.xml")).expect("reading config.xml");
+    let cluster = std::fs::read_to_string(cluster).expect("reading the cluster config");
+    let remote = &cluster[cluster.find("<remote_servers>").expect("remote_servers")
+        ..cluster.find("</remote_servers>").expect("remote_servers") + "</remote_servers>".len()];
+    let users = local.join("users.xml");
+    let config = base
+        .replace(
+            "<users_config>users.xml</users_config>",
+            &format!("<users_config>{}</users_config>", users.display()),
+        )
+        .replace("</yandex>", &format!("    {remote}\n</yandex>"));
+    let path = dir.join("config.xml");
+    std::fs::write(&path, config).expect("writing the shard's config");
+    path
+}
+
+/// Shards of one ClickHouse cluster ([`CLUSTER_NAME`]): servers of one [`Lane`], each on its own
+/// free ports and data dir, each with the cluster in its config (`remote_servers`, every server
+/// knowing every shard, so a `Distributed` table on any of them reads all). Stopped when dropped.
+pub struct ClickHouseCluster {
+    /// The shards, in the cluster's order (shard `i` is `shard_num` `i + 1` in `system.clusters`).
+    pub shards: Vec<ClickHouse>,
+}
+
+impl ClickHouseCluster {
+    /// `n` shards of the lane `VELOSTREAM_CLICKHOUSE` selects.
+    pub fn start(n: usize) -> Self {
+        Self::start_lane(Lane::from_env(), n)
+    }
+
+    /// `n` shards of `lane`, started together (the config names every shard's port, so all ports
+    /// are chosen first; a shard that loses its port restarts the whole cluster on fresh ports).
+    pub fn start_lane(lane: Lane, n: usize) -> Self {
+        assert!(n >= 1, "a cluster has at least one shard");
+        start_on_free_ports("ClickHouse cluster", || {
+            let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+            let config = cluster_config(&ports.iter().map(|p| p.1).collect::<Vec<_>>());
+            let mut shards: Vec<ClickHouse> = ports
+                .iter()
+                .enumerate()
+                .map(|(i, &(http_port, tcp_port))| {
+                    let dir = tempfile::Builder::new()
+                        .prefix(&format!("velostream-clickhouse-{lane}-shard{}-", i + 1))
+                        .tempdir()
+                        .expect("creating a temp dir");
+                    std::fs::write(dir.path().join(CLUSTER_CONFIG), &config)
+                        .expect("writing the cluster config");
+                    let guard = ClickHouse::spawn(lane, dir.path(), http_port, tcp_port);
+                    ClickHouse {
+                        http_url: format!("http://127.0.0.1:{http_port}"),
+                        http_port,
+                        tcp_port,
+                        user: CLICKHOUSE_USER,
+                        password: CLICKHOUSE_PASSWORD,
+                        lane,
+                        guard,
+                        dir,
+                    }
+                })
+                .collect();
+            for shard in &mut shards {
+                shard.wait_ready()?;
+            }
+            Ok(Self { shards })
+        })
+    }
+
+    /// The shards' HTTP URLs, in order, comma-separated (the consumer's `--clickhouse-shards`).
+    pub fn urls(&self) -> String {
+        self.shards
+            .iter()
+            .map(|s| s.http_url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 

@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use velostream_testkit::{ClickHouse, Kafka, Lane, Postgres, repo_root};
+use velostream_testkit::{
+    CLUSTER_NAME, ClickHouse, ClickHouseCluster, Kafka, Lane, Postgres, repo_root,
+};
 
 #[test]
 fn clickhouse_of_the_selected_lane_keeps_its_data_across_a_clean_stop_and_a_kill() {
@@ -38,6 +40,60 @@ fn clickhouse_of_the_selected_lane_keeps_its_data_across_a_clean_stop_and_a_kill
     assert_eq!(ch.query_u64("SELECT count() FROM t"), 1500);
     // Both listeners are ours: the native port answers the native protocol's HTTP hint.
     assert!(std::net::TcpStream::connect(("127.0.0.1", ch.tcp_port)).is_ok());
+}
+
+/// Two shards of the selected lane form one cluster: a `Distributed` table on either reads both,
+/// and `FINAL` through it collapses duplicates within each shard (one identity lives on one shard);
+/// a row inserted through it reaches the shard its sharding key names.
+#[test]
+fn two_shards_form_a_cluster_a_distributed_table_reads_whole() {
+    let lane = Lane::from_env();
+    let mut cluster = ClickHouseCluster::start(2);
+    for (i, shard) in cluster.shards.iter().enumerate() {
+        assert_eq!(shard.lane, lane);
+        let listed = shard.query(&format!(
+            "SELECT shard_num, port FROM system.clusters WHERE cluster = '{CLUSTER_NAME}' ORDER BY shard_num"
+        ));
+        let expected: String = cluster
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(n, s)| format!("{}\t{}\n", n + 1, s.tcp_port))
+            .collect();
+        assert_eq!(listed, expected, "shard {i} knows the cluster");
+        shard.query("CREATE TABLE t (k UInt64, v String) ENGINE = ReplacingMergeTree ORDER BY k");
+        shard.query(&format!(
+            "CREATE TABLE t_all AS t ENGINE = Distributed({CLUSTER_NAME}, currentDatabase(), t, k)"
+        ));
+    }
+    // Keys 0..1000 on shard 1, 1000..1500 on shard 2; 0..100 written twice (separate inserts).
+    let (one, two) = (&cluster.shards[0], &cluster.shards[1]);
+    one.query("INSERT INTO t SELECT number, 'a' FROM numbers(1000)");
+    one.query("INSERT INTO t SELECT number, 'a' FROM numbers(100)");
+    two.query("INSERT INTO t SELECT number, 'b' FROM numbers(1000, 500)");
+    for shard in &cluster.shards {
+        assert_eq!(shard.query_u64("SELECT count() FROM t_all FINAL"), 1500);
+        assert_eq!(shard.query_u64("SELECT count() FROM t_all"), 1600);
+    }
+    // An insert through the Distributed table goes to shard `k % 2 + 1` (equal weights), later.
+    one.query("INSERT INTO t_all SELECT number, 'd' FROM numbers(2000, 4)");
+    for (shard, keys) in [(one, "2000,2002"), (two, "2001,2003")] {
+        velostream_testkit::wait_for(
+            "rows inserted through the Distributed table to reach their shard",
+            std::time::Duration::from_secs(30),
+            || {
+                let got = shard.query("SELECT arrayStringConcat(groupArray(toString(k)), ',') FROM (SELECT k FROM t WHERE v = 'd' ORDER BY k)");
+                (got.trim() == keys).then_some(())
+            },
+        );
+    }
+    // A shard killed and restarted keeps its place in the cluster.
+    cluster.shards[1].kill();
+    cluster.shards[1].restart();
+    assert_eq!(
+        cluster.shards[0].query_u64("SELECT count() FROM t_all FINAL"),
+        1504
+    );
 }
 
 #[test]
@@ -95,9 +151,14 @@ fn every_test_that_starts_clickhouse_runs_on_the_legacy_lane_too() {
                 continue;
             }
             let text = std::fs::read_to_string(&path).unwrap();
-            let starts_clickhouse = ["ClickHouse::start", "Infra::start", "velostream-bench\")"]
-                .iter()
-                .any(|p| text.contains(p));
+            let starts_clickhouse = [
+                "ClickHouse::start",
+                "ClickHouseCluster::start",
+                "Infra::start",
+                "velostream-bench\")",
+            ]
+            .iter()
+            .any(|p| text.contains(p));
             let id = format!("{package}::{}", path.file_stem().unwrap().to_string_lossy());
             if starts_clickhouse && !listed.contains(&id) {
                 missing.push(id);

@@ -442,11 +442,12 @@ pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let now = Utc::now();
+    let live = crate::store::Liveness::read(store.as_ref())?;
     let rows: Vec<Vec<String>> = list
         .into_iter()
         .map(|r| {
             let end = r.ended_at.unwrap_or(now);
-            let interrupted = r.is_orphaned(&crate::store::is_alive);
+            let interrupted = r.is_orphaned(&|o| live.is_alive(o));
             vec![
                 r.run_id,
                 r.dag_id,
@@ -461,6 +462,7 @@ pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
                     .to_string(),
                 table::duration((end - r.started_at).to_std().unwrap_or_default()),
                 r.trigger.as_str().to_owned(),
+                format!("pid {} on {}", r.owner.pid, r.owner.host),
                 if interrupted {
                     format!(
                         "its orchestrator (pid {}) stopped; `orchestrator resume` or the next `serve` continues it",
@@ -473,7 +475,14 @@ pub fn runs(files: &StateFiles, args: &RunsArgs) -> anyhow::Result<()> {
         })
         .collect();
     let header = [
-        "RUN", "DAG", "STATE", "STARTED", "DURATION", "TRIGGER", "NOTE",
+        "RUN",
+        "DAG",
+        "STATE",
+        "STARTED",
+        "DURATION",
+        "TRIGGER",
+        "DRIVEN BY",
+        "NOTE",
     ];
     table::print(&header, &rows);
     Ok(())

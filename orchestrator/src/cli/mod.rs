@@ -210,6 +210,17 @@ pub struct ServeArgs {
     /// it binds all addresses (then messages carry no link).
     #[arg(long, env = "VELOSTREAM_PUBLIC_URL", value_name = "URL")]
     pub public_url: Option<reqwest::Url>,
+
+    /// How often this server renews its lease on the state and looks for runs of dead servers
+    /// to pick up (several servers may share one PostgreSQL state).
+    #[arg(long, env = "VELOSTREAM_HEARTBEAT", value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub heartbeat: std::time::Duration,
+
+    /// How long after this server's last heartbeat servers on other hosts take it for dead and
+    /// pick up its runs (on one host a dead server is seen at once by its pid). Longer than
+    /// --heartbeat.
+    #[arg(long, env = "VELOSTREAM_LEASE", value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease: std::time::Duration,
 }
 
 impl From<ServeArgs> for ServeOptions {
@@ -225,6 +236,10 @@ impl From<ServeArgs> for ServeOptions {
             max_parallel_tasks: a.max_parallel_tasks,
             cancel_runs_on_exit: a.cancel_runs_on_exit,
             public_url: a.public_url,
+            lease: crate::cron::LeaseSettings {
+                heartbeat: a.heartbeat,
+                lease: a.lease,
+            },
         }
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::lease::SharingCounters;
 use crate::dag::Dag;
 use crate::events::{EventSink, RunEvent};
 use crate::scheduler::{
@@ -67,6 +68,7 @@ struct Inner {
     tracker: TaskTracker,
     runs: Mutex<HashMap<String, Entry>>,
     finished: Notify,
+    counters: SharingCounters,
 }
 
 /// Starts and follows runs; cheap to clone.
@@ -82,12 +84,18 @@ impl Launcher {
             tracker: TaskTracker::new(),
             runs: Mutex::new(HashMap::new()),
             finished: Notify::new(),
+            counters: SharingCounters::default(),
         }))
     }
 
     /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.0.engine
+    }
+
+    /// What this server counts of the work it shares with other servers on the state.
+    pub fn counters(&self) -> &SharingCounters {
+        &self.0.counters
     }
 
     /// Creates a run of `dag` and drives it in the background; returns its id. Blocks on the store
@@ -231,6 +239,23 @@ impl Launcher {
         match self.lock().get(run_id) {
             Some(e) => {
                 e.canceller.cancel(reason);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The runs this process drives now.
+    pub fn driven_runs(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Stops driving one run without ending it (see [`RunCanceller::leave_resumable`]): another
+    /// server took it over. Returns false when it is not driven here.
+    pub fn abandon(&self, run_id: &str) -> bool {
+        match self.lock().get(run_id) {
+            Some(e) => {
+                e.canceller.leave_resumable();
                 true
             }
             None => false,

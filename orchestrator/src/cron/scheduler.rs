@@ -290,7 +290,13 @@ impl CronScheduler {
             match started {
                 Ok(Ok(run_id)) => {
                     cron.pending.pop_front();
+                    self.launcher.counters().slots_claimed.inc();
                     tracing::info!(dag_id = %dag.id, %run_id, slot = %slot, "Started a scheduled run");
+                }
+                Ok(Err(EngineError::Store(StoreError::SlotClaimed { run_id, .. }))) => {
+                    cron.pending.pop_front();
+                    self.launcher.counters().slots_claimed_elsewhere.inc();
+                    tracing::debug!(dag_id = %dag.id, slot = %slot, %run_id, "Scheduled slot already claimed (by another server on the state)");
                 }
                 Ok(Err(EngineError::Store(StoreError::TooManyActiveRuns { .. }))) => break,
                 Ok(Err(EngineError::Store(StoreError::SlotBusy { run_id, .. }))) => {

@@ -34,8 +34,8 @@ use crate::events::EventSink;
 use crate::notify::{Notifier, NotifySettings};
 use crate::process::kill_leftover_group;
 use crate::store::{
-    NewRun, Repair, RepairKind, RunFilter, RunRecord, RunState, Store, StoreError, TaskState,
-    Trigger, current_owner, is_alive,
+    Liveness, NewRun, Repair, RepairKind, RunFilter, RunRecord, RunState, Store, StoreError,
+    TaskState, Trigger, current_owner,
 };
 
 /// Engine-wide settings.
@@ -279,8 +279,32 @@ impl Engine {
     /// (so an interrupted run does not hold `max_active_runs`); `serve` resumes interrupted runs
     /// and closes only those it cannot resume.
     pub fn recover(&self, dag_id: Option<&str>) -> Result<Vec<RunRecord>, StoreError> {
+        self.recover_where(dag_id, None)
+    }
+
+    /// [`recover`](Self::recover) for the runs of `owners` only: `serve` closes the runs of dead
+    /// owners that a resume could not take, never one whose owner died a moment after it looked
+    /// (that one is picked up at the next heartbeat).
+    pub fn recover_runs_of(
+        &self,
+        owners: &[crate::store::Owner],
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        if owners.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.recover_where(None, Some(owners))
+    }
+
+    fn recover_where(
+        &self,
+        dag_id: Option<&str>,
+        owners: Option<&[crate::store::Owner]>,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         let me = current_owner();
-        let orphaned = self.store.fail_orphaned_runs(dag_id, &is_alive)?;
+        let live = self.liveness()?;
+        let orphaned = self.store.fail_orphaned_runs(dag_id, &|o| {
+            owners.is_some_and(|owners| !owners.contains(o)) || live.is_alive(o)
+        })?;
         let mut runs = Vec::with_capacity(orphaned.len());
         for (run, processes) in orphaned {
             tracing::warn!(dag_id = %run.dag_id, run_id = %run.run_id, owner_pid = run.owner.pid, "Marked an interrupted run failed");
@@ -499,7 +523,8 @@ impl Engine {
         parent: &CancellationToken,
     ) -> Result<Repaired, EngineError> {
         let run = self.stored_run(run_id)?;
-        crate::store::rules::check_repair(&run, RepairKind::Resume, &is_alive)?;
+        let live = self.liveness()?;
+        crate::store::rules::check_repair(&run, RepairKind::Resume, &|o| live.is_alive(o))?;
         let dag = self.dag_of(&run)?;
         let me = current_owner();
         for p in self.store.processes(run_id)? {
@@ -524,8 +549,15 @@ impl Engine {
         self.apply(run_id, dag, plan, &repair, events, parent)
     }
 
-    /// Runs whose orchestrator died while they were running (`serve` resumes them at start).
+    /// Whether run owners live: by pid on this host, by server lease elsewhere ([`Liveness`]).
+    pub fn liveness(&self) -> Result<Liveness, StoreError> {
+        Liveness::read(self.store.as_ref())
+    }
+
+    /// Runs whose orchestrator died while they were running (`serve` resumes them at start, and
+    /// picks up those of servers whose lease ran out while it serves).
     pub fn interrupted_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let live = self.liveness()?;
         Ok(self
             .store
             .runs(&RunFilter {
@@ -533,7 +565,7 @@ impl Engine {
                 ..Default::default()
             })?
             .into_iter()
-            .filter(|r| r.is_orphaned(&is_alive))
+            .filter(|r| r.is_orphaned(&|o| live.is_alive(o)))
             .collect())
     }
 
@@ -547,7 +579,10 @@ impl Engine {
         events: EventSink,
         parent: &CancellationToken,
     ) -> Result<Repaired, EngineError> {
-        let run = self.store.repair_run(run_id, repair, &is_alive)?;
+        let live = self.liveness()?;
+        let run = self
+            .store
+            .repair_run(run_id, repair, &|o| live.is_alive(o))?;
         let instances = self.store.task_instances(run_id)?;
         tracing::info!(dag_id = %run.dag_id, run_id, kind = repair.kind.as_str(), tasks = ?plan.task_ids(), "Repaired a run");
         let handle = self.drive(

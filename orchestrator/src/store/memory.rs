@@ -8,8 +8,8 @@ use chrono::Utc;
 
 use super::{
     DagVersion, NewNotification, NewRun, NotificationRecord, NotificationUpdate, Owner,
-    ProcessRecord, Repair, RunAction, RunFilter, RunNotes, RunRecord, RunState, Store, StoreError,
-    TaskInstance, TaskState, TaskTry, TaskUpdate, rules,
+    ProcessRecord, Repair, RunAction, RunFilter, RunNotes, RunRecord, RunState, ServerLease, Store,
+    StoreError, TaskInstance, TaskState, TaskTry, TaskUpdate, Trigger, rules,
 };
 
 #[derive(Debug, Default)]
@@ -31,6 +31,8 @@ struct Inner {
     versions: HashMap<String, DagVersion>,
     /// Notification deliveries, in creation order (id = position + 1).
     notifications: Vec<NotificationRecord>,
+    /// Server leases, in the order the servers first took one.
+    leases: Vec<ServerLease>,
 }
 
 impl Inner {
@@ -88,6 +90,12 @@ impl Store for MemoryStore {
             .iter()
             .filter(|r| r.dag_id == run.dag_id && r.state == RunState::Running)
             .count() as u32;
+        let claim = inner.runs.iter().find(|r| {
+            r.dag_id == run.dag_id
+                && r.logical_date == run.logical_date
+                && r.trigger == Trigger::Scheduled
+        });
+        rules::slot_unclaimed(run, claim.map(|r| r.run_id.as_str()))?;
         rules::admit(&run.dag_id, active, run.max_active_runs)?;
         let holder = inner.runs.iter().find(|r| {
             r.dag_id == run.dag_id
@@ -366,6 +374,39 @@ impl Store for MemoryStore {
 
     fn paused_dags(&self) -> Result<std::collections::BTreeSet<String>, StoreError> {
         Ok(self.lock().paused.clone())
+    }
+
+    fn renew_lease(&self, owner: &Owner, lease: std::time::Duration) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let i = inner.leases.iter().position(|l| l.owner == *owner);
+        let (renewed, lost) =
+            rules::renew_lease(owner, i.map(|i| &inner.leases[i]), Utc::now(), lease);
+        match i {
+            Some(i) => inner.leases[i] = renewed,
+            None => inner.leases.push(renewed),
+        }
+        Ok(lost)
+    }
+
+    fn end_lease(&self, owner: &Owner) -> Result<(), StoreError> {
+        let now = Utc::now();
+        for l in self.lock().leases.iter_mut().filter(|l| l.owner == *owner) {
+            l.expires_at = l.expires_at.min(now);
+        }
+        Ok(())
+    }
+
+    fn leases(&self) -> Result<Vec<ServerLease>, StoreError> {
+        let now = Utc::now();
+        Ok(self
+            .lock()
+            .leases
+            .iter()
+            .map(|l| ServerLease {
+                expired: rules::lease_expired(l.expires_at, now),
+                ..l.clone()
+            })
+            .collect())
     }
 
     fn add_notification(&self, n: &NewNotification) -> Result<NotificationRecord, StoreError> {

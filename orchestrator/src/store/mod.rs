@@ -22,10 +22,10 @@ pub use location::{StateFiles, StateLocation, URL_STATE_LOG_DIR, try_log_path};
 pub use memory::MemoryStore;
 pub use model::{
     DagVersion, NewRun, Owner, ProcessRecord, Repair, RepairKind, RunAction, RunFilter, RunNotes,
-    RunRecord, RunState, TaskInstance, TaskState, TaskTry, TaskUpdate, Trigger,
+    RunRecord, RunState, ServerLease, TaskInstance, TaskState, TaskTry, TaskUpdate, Trigger,
 };
 pub use notification::{DeliveryState, NewNotification, NotificationRecord, NotificationUpdate};
-pub use owner::{current_owner, is_alive, process_start_ticks};
+pub use owner::{Liveness, current_owner, is_alive, process_start_ticks};
 pub use postgres::{MIGRATIONS, Migration, PostgresStore, is_postgres_url, redact};
 pub use sqlite::SqliteStore;
 
@@ -109,6 +109,20 @@ pub enum StoreError {
         /// The run holding it.
         run_id: String,
     },
+    /// A schedule slot (DAG and logical date) already has its scheduled run, running or ended:
+    /// each slot fires once, however many servers schedule the DAG. (A backfill or a clear
+    /// reruns a slot; the cron scheduler never does.)
+    #[error(
+        "DAG {dag_id}'s schedule slot {logical_date} was already claimed by run {run_id}; each slot fires once"
+    )]
+    SlotClaimed {
+        /// The DAG.
+        dag_id: String,
+        /// The slot, RFC 3339.
+        logical_date: String,
+        /// The scheduled run that claimed it.
+        run_id: String,
+    },
     /// No run has this id.
     #[error("no run {0}; `orchestrator runs` lists them")]
     NoSuchRun(String),
@@ -144,9 +158,12 @@ pub enum StoreError {
 /// Storage of runs, task instances, tries and spawned processes.
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Creates a run in state `running` with a `pending` instance of every task in `run.task_ids`,
-    /// in one transaction. Fails with [`StoreError::TooManyActiveRuns`] when the DAG already has
-    /// `run.max_active_runs` running runs, and with [`StoreError::SlotBusy`] when a run of the DAG
-    /// with the same logical date is running. `run.run_id` is made unique by appending `.2`, `.3`...
+    /// in one transaction. Fails with [`StoreError::SlotClaimed`] when the run is
+    /// [`Trigger::Scheduled`] and the slot already has a scheduled run (in any state: the claim
+    /// and the run are one record, so two servers never both fire a slot), with
+    /// [`StoreError::TooManyActiveRuns`] when the DAG already has `run.max_active_runs` running
+    /// runs, and with [`StoreError::SlotBusy`] when a run of the DAG with the same logical date is
+    /// running. `run.run_id` is made unique by appending `.2`, `.3`...
     fn create_run(&self, run: &NewRun) -> Result<RunRecord, StoreError>;
 
     /// Sets a run's state (and end time and note when finished).
@@ -245,6 +262,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// A run's notification deliveries, oldest first.
     fn notifications(&self, run_id: &str) -> Result<Vec<NotificationRecord>, StoreError>;
+
+    /// Renews the lease of `owner`, a serving process, until `lease` from now (the database's
+    /// clock where there is one), creating it on the first call. Returns whether the previous
+    /// lease had run out before this renewal: other servers may have taken its runs over.
+    fn renew_lease(&self, owner: &Owner, lease: std::time::Duration) -> Result<bool, StoreError>;
+
+    /// Ends the lease of `owner` now (a server stopping): other servers may take over the runs it
+    /// left resumable at once.
+    fn end_lease(&self, owner: &Owner) -> Result<(), StoreError>;
+
+    /// Every server lease, oldest first, with whether it has run out.
+    fn leases(&self) -> Result<Vec<ServerLease>, StoreError>;
 
     /// The latest logical date of the DAG's runs started by `trigger` (the cron scheduler uses it
     /// to find the slots it missed).

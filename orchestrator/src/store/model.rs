@@ -161,7 +161,7 @@ impl FromStr for Trigger {
 }
 
 /// The process that drives a run, to tell a live run from one whose orchestrator died.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Owner {
     /// Host name.
     pub host: String,
@@ -170,6 +170,23 @@ pub struct Owner {
     /// The process's start time in clock ticks since boot (`/proc/<pid>/stat` field 22), so a
     /// reused pid is not mistaken for the owner.
     pub start_ticks: u64,
+}
+
+/// The lease of a serving process (`orchestrator serve`) on a shared state: the server counts as
+/// alive while its lease runs, and renews it every heartbeat. Other servers take over the runs of
+/// a server whose lease ran out (see [`Liveness`](super::Liveness)).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServerLease {
+    /// The server.
+    pub owner: Owner,
+    /// When it took its first lease.
+    pub started_at: DateTime<Utc>,
+    /// When it last renewed it.
+    pub renewed_at: DateTime<Utc>,
+    /// When the lease runs out unless renewed.
+    pub expires_at: DateTime<Utc>,
+    /// Whether it had run out when it was read (by the database's clock where there is one).
+    pub expired: bool,
 }
 
 /// A run to create.

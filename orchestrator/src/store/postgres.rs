@@ -34,8 +34,8 @@ use tokio_postgres::{Client, NoTls, Row, Statement, Transaction};
 
 use super::{
     DagVersion, NewNotification, NewRun, NotificationRecord, NotificationUpdate, Owner,
-    ProcessRecord, Repair, RunAction, RunFilter, RunNotes, RunRecord, RunState, StateCounts, Store,
-    StoreError, TaskInstance, TaskTry, TaskUpdate, Trigger, rules,
+    ProcessRecord, Repair, RunAction, RunFilter, RunNotes, RunRecord, RunState, ServerLease,
+    StateCounts, Store, StoreError, TaskInstance, TaskTry, TaskUpdate, Trigger, rules,
 };
 
 /// One step of the schema.
@@ -49,10 +49,11 @@ pub struct Migration {
 }
 
 /// The schema, step by step. Append new steps; never edit one that has shipped.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "runs, task instances, tries, processes, DAG flags and versions, repairs, notes, notifications",
-    sql: "
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "runs, task instances, tries, processes, DAG flags and versions, repairs, notes, notifications",
+        sql: "
 CREATE TABLE runs (
     seq          BIGINT GENERATED ALWAYS AS IDENTITY,
     run_id       TEXT PRIMARY KEY,
@@ -155,7 +156,25 @@ CREATE TABLE notifications (
 );
 CREATE INDEX notifications_by_run ON notifications (run_id, id);
 ",
-}];
+    },
+    Migration {
+        version: 2,
+        description: "one scheduled run per schedule slot; server leases",
+        sql: "
+CREATE UNIQUE INDEX runs_one_scheduled_run_per_slot ON runs (dag_id, logical_date)
+    WHERE trigger = 'scheduled';
+CREATE TABLE server_leases (
+    host         TEXT NOT NULL,
+    pid          BIGINT NOT NULL,
+    start_ticks  BIGINT NOT NULL,
+    started_at   TIMESTAMPTZ NOT NULL,
+    renewed_at   TIMESTAMPTZ NOT NULL,
+    expires_at   TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (host, pid, start_ticks)
+);
+",
+    },
+];
 
 /// The table that records which [`MIGRATIONS`] a database has.
 const SCHEMA_TABLE: &str = "velostream_schema";
@@ -792,60 +811,113 @@ fn slot_holder(
         .map(|r| r.get(0)))
 }
 
+const LEASE_COLUMNS: &str = "host, pid, start_ticks, started_at, renewed_at, expires_at";
+
+fn lease_from_row(row: &Row, now: DateTime<Utc>) -> Result<ServerLease, StoreError> {
+    let expires_at = get(row, 5, "lease end")?;
+    Ok(ServerLease {
+        owner: Owner {
+            host: get(row, 0, "server host")?,
+            pid: u32_of(get(row, 1, "server pid")?, "server pid")?,
+            start_ticks: get::<i64>(row, 2, "server start")? as u64,
+        },
+        started_at: get(row, 3, "server start time")?,
+        renewed_at: get(row, 4, "lease renewal")?,
+        expires_at,
+        expired: rules::lease_expired(expires_at, now),
+    })
+}
+
+/// Creates a run (see [`Store::create_run`]) inside a transaction.
+fn insert_run(q: &Q<'_>, run: &NewRun) -> Result<RunRecord, StoreError> {
+    // Admission, the slot and the id are decided under the DAG's lock (and the proposed
+    // id's, which another DAG could propose too).
+    q.lock_dag(&run.dag_id)?;
+    q.exec(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&lock_key("run", &run.run_id)],
+    )?;
+    let active: i64 = q
+        .one(
+            "SELECT COUNT(*) FROM runs WHERE dag_id = $1 AND state = 'running'",
+            &[&run.dag_id],
+        )?
+        .get(0);
+    // The slot's claim: checked under the DAG's lock, and the unique index
+    // `runs_one_scheduled_run_per_slot` holds it whatever else writes to the database.
+    let claim: Option<String> = q
+        .opt(
+            "SELECT run_id FROM runs WHERE dag_id = $1 AND logical_date = $2 AND trigger = 'scheduled' LIMIT 1",
+            &[&run.dag_id, &run.logical_date],
+        )?
+        .map(|r| r.get(0));
+    rules::slot_unclaimed(run, claim.as_deref())?;
+    rules::admit(
+        &run.dag_id,
+        u32_of(active, "run count")?,
+        run.max_active_runs,
+    )?;
+    let holder = slot_holder(q, &run.dag_id, run.logical_date, "")?;
+    rules::slot_free(run, holder.as_deref())?;
+    let run_id = rules::unique_run_id(&run.run_id, |id| {
+        q.opt("SELECT 1 FROM runs WHERE run_id = $1", &[&id])
+            .map(|r| r.is_some())
+    })?;
+    q.exec(
+        &format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, NULL, NULL, $8, $9, $10)"),
+        &[
+            &run_id,
+            &run.dag_id,
+            &run.dag_file.as_ref().map(|p| p.display().to_string()),
+            &run.trigger.as_str(),
+            &run.logical_date,
+            &json(&run.params),
+            &run.started_at,
+            &run.owner.host,
+            &i64::from(run.owner.pid),
+            &(run.owner.start_ticks as i64),
+        ],
+    )?;
+    for (ord, ti) in rules::new_task_instances(run, &run_id).iter().enumerate() {
+        let ord = i32::try_from(ord).map_err(|_| corrupt("task count", ord))?;
+        q.exec(
+            "INSERT INTO task_instances (run_id, task_id, ord, state) VALUES ($1, $2, $3, $4)",
+            &[&run_id, &ti.task_id, &ord, &ti.state.as_str()],
+        )?;
+    }
+    let record = rules::new_run_record(run, run_id);
+    if let (Some(text), Some(hash)) = (&run.dag_text, &record.dag_hash) {
+        q.exec(
+            "INSERT INTO dag_versions (hash, dag_id, text) VALUES ($1, $2, $3) ON CONFLICT (hash) DO NOTHING",
+            &[hash, &run.dag_id, text],
+        )?;
+        q.exec(
+            "INSERT INTO run_dag_versions (run_id, hash) VALUES ($1, $2)",
+            &[&record.run_id, hash],
+        )?;
+    }
+    Ok(record)
+}
+
 impl Store for PostgresStore {
     fn create_run(&self, run: &NewRun) -> Result<RunRecord, StoreError> {
-        self.write(|q| {
-            // Admission, the slot and the id are decided under the DAG's lock (and the proposed
-            // id's, which another DAG could propose too).
-            q.lock_dag(&run.dag_id)?;
-            q.exec("SELECT pg_advisory_xact_lock($1)", &[&lock_key("run", &run.run_id)])?;
-            let active: i64 = q
-                .one(
-                    "SELECT COUNT(*) FROM runs WHERE dag_id = $1 AND state = 'running'",
-                    &[&run.dag_id],
-                )?
-                .get(0);
-            rules::admit(&run.dag_id, u32_of(active, "run count")?, run.max_active_runs)?;
-            let holder = slot_holder(q, &run.dag_id, run.logical_date, "")?;
-            rules::slot_free(run, holder.as_deref())?;
-            let run_id = rules::unique_run_id(&run.run_id, |id| {
-                q.opt("SELECT 1 FROM runs WHERE run_id = $1", &[&id])
-                    .map(|r| r.is_some())
-            })?;
-            q.exec(
-                &format!("INSERT INTO runs ({RUN_COLUMNS}) VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, NULL, NULL, $8, $9, $10)"),
-                &[
-                    &run_id,
-                    &run.dag_id,
-                    &run.dag_file.as_ref().map(|p| p.display().to_string()),
-                    &run.trigger.as_str(),
-                    &run.logical_date,
-                    &json(&run.params),
-                    &run.started_at,
-                    &run.owner.host,
-                    &i64::from(run.owner.pid),
-                    &(run.owner.start_ticks as i64),
-                ],
-            )?;
-            for (ord, ti) in rules::new_task_instances(run, &run_id).iter().enumerate() {
-                let ord = i32::try_from(ord).map_err(|_| corrupt("task count", ord))?;
-                q.exec(
-                    "INSERT INTO task_instances (run_id, task_id, ord, state) VALUES ($1, $2, $3, $4)",
-                    &[&run_id, &ti.task_id, &ord, &ti.state.as_str()],
-                )?;
+        self.write(|q| insert_run(q, run)).map_err(|e| match e {
+            StoreError::Postgres {
+                code: Some(c),
+                detail,
+                ..
+            } if c == SqlState::UNIQUE_VIOLATION.code()
+                && detail.contains("runs_one_scheduled_run_per_slot") =>
+            {
+                StoreError::SlotClaimed {
+                    dag_id: run.dag_id.clone(),
+                    logical_date: run
+                        .logical_date
+                        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    run_id: "another scheduled run".to_owned(),
+                }
             }
-            let record = rules::new_run_record(run, run_id);
-            if let (Some(text), Some(hash)) = (&run.dag_text, &record.dag_hash) {
-                q.exec(
-                    "INSERT INTO dag_versions (hash, dag_id, text) VALUES ($1, $2, $3) ON CONFLICT (hash) DO NOTHING",
-                    &[hash, &run.dag_id, text],
-                )?;
-                q.exec(
-                    "INSERT INTO run_dag_versions (run_id, hash) VALUES ($1, $2)",
-                    &[&record.run_id, hash],
-                )?;
-            }
-            Ok(record)
+            e => e,
         })
     }
 
@@ -1169,6 +1241,66 @@ impl Store for PostgresStore {
                 &[&dag_id, &paused],
             )
             .map(drop)
+        })
+    }
+
+    fn renew_lease(&self, owner: &Owner, lease: Duration) -> Result<bool, StoreError> {
+        self.write(|q| {
+            // The database's clock, so that servers whose clocks disagree agree on leases.
+            let now: DateTime<Utc> = q.one("SELECT now()", &[])?.get(0);
+            let previous = q
+                .opt(
+                    &format!("SELECT {LEASE_COLUMNS} FROM server_leases WHERE host = $1 AND pid = $2 AND start_ticks = $3 FOR UPDATE"),
+                    &[&owner.host, &i64::from(owner.pid), &(owner.start_ticks as i64)],
+                )?
+                .as_ref()
+                .map(|r| lease_from_row(r, now))
+                .transpose()?;
+            let (l, lost) = rules::renew_lease(owner, previous.as_ref(), now, lease);
+            q.exec(
+                &format!(
+                    "INSERT INTO server_leases ({LEASE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (host, pid, start_ticks) DO UPDATE SET renewed_at = excluded.renewed_at,
+                        expires_at = excluded.expires_at"
+                ),
+                &[
+                    &owner.host,
+                    &i64::from(owner.pid),
+                    &(owner.start_ticks as i64),
+                    &l.started_at,
+                    &l.renewed_at,
+                    &l.expires_at,
+                ],
+            )?;
+            Ok(lost)
+        })
+    }
+
+    fn end_lease(&self, owner: &Owner) -> Result<(), StoreError> {
+        self.read(|q| {
+            q.exec(
+                "UPDATE server_leases SET expires_at = LEAST(expires_at, now())
+                 WHERE host = $1 AND pid = $2 AND start_ticks = $3",
+                &[
+                    &owner.host,
+                    &i64::from(owner.pid),
+                    &(owner.start_ticks as i64),
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    fn leases(&self) -> Result<Vec<ServerLease>, StoreError> {
+        self.write(|q| {
+            let now: DateTime<Utc> = q.one("SELECT now()", &[])?.get(0);
+            rows(
+                q.query(
+                    &format!("SELECT {LEASE_COLUMNS} FROM server_leases ORDER BY started_at"),
+                    &[],
+                )?,
+                |r| lease_from_row(r, now),
+            )
         })
     }
 

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use super::{
-    NewRun, Owner, Repair, RepairKind, RunAction, RunRecord, RunState, StoreError, TaskInstance,
-    TaskState, TaskTry, TaskUpdate,
+    NewRun, Owner, Repair, RepairKind, RunAction, RunRecord, RunState, ServerLease, StoreError,
+    TaskInstance, TaskState, TaskTry, TaskUpdate, Trigger,
 };
 
 /// The error recorded on tries and task instances that were running when their orchestrator died.
@@ -44,6 +44,53 @@ pub fn slot_free(run: &NewRun, holder: Option<&str>) -> Result<(), StoreError> {
         }),
         None => Ok(()),
     }
+}
+
+/// Refuses a scheduled run of a slot that already has one (`claimed_by`, in any state): the
+/// scheduled run is the slot's claim, made in the transaction that creates it, so however many
+/// servers fire a schedule, each slot fires once. Runs not started by the cron scheduler claim
+/// nothing.
+pub fn slot_unclaimed(run: &NewRun, claimed_by: Option<&str>) -> Result<(), StoreError> {
+    match claimed_by {
+        Some(holder) if run.trigger == Trigger::Scheduled => Err(StoreError::SlotClaimed {
+            dag_id: run.dag_id.clone(),
+            logical_date: run
+                .logical_date
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            run_id: holder.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A server's lease renewed at `now` for `lease`, from its `previous` record if any, and whether
+/// that previous lease had run out (the server was taken for dead meanwhile).
+pub fn renew_lease(
+    owner: &Owner,
+    previous: Option<&ServerLease>,
+    now: DateTime<Utc>,
+    lease: std::time::Duration,
+) -> (ServerLease, bool) {
+    let lost = previous.is_some_and(|p| lease_expired(p.expires_at, now));
+    let expires_at = chrono::Duration::from_std(lease)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    (
+        ServerLease {
+            owner: owner.clone(),
+            started_at: previous.map_or(now, |p| p.started_at),
+            renewed_at: now,
+            expires_at,
+            expired: false,
+        },
+        lost,
+    )
+}
+
+/// Whether a lease running until `expires_at` has run out at `now`.
+pub fn lease_expired(expires_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    expires_at <= now
 }
 
 /// The first of `proposed`, `proposed.2`, `proposed.3`... for which `taken` says no.

@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
     DagVersion, NewNotification, NewRun, NotificationRecord, NotificationUpdate, Owner,
-    ProcessRecord, Repair, RunAction, RunFilter, RunNotes, RunRecord, RunState, Store, StoreError,
-    TaskInstance, TaskTry, TaskUpdate, rules,
+    ProcessRecord, Repair, RunAction, RunFilter, RunNotes, RunRecord, RunState, ServerLease, Store,
+    StoreError, TaskInstance, TaskTry, TaskUpdate, rules,
 };
 
 /// How long a write waits for another process's transaction before giving up.
@@ -127,6 +127,41 @@ CREATE TABLE IF NOT EXISTS notifications (
 CREATE INDEX IF NOT EXISTS notifications_by_run ON notifications (run_id, id);
 ";
 
+/// The leases of serving processes (`orchestrator serve`), apart from the tables above so that it
+/// only ever adds to a database. A SQLite file lives on one host, where a dead server is seen at
+/// once by its pid; the lease is kept alike on every backend.
+const LEASES_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS server_leases (
+    host         TEXT NOT NULL,
+    pid          INTEGER NOT NULL,
+    start_ticks  INTEGER NOT NULL,
+    started_at   TEXT NOT NULL,
+    renewed_at   TEXT NOT NULL,
+    expires_at   TEXT NOT NULL,
+    PRIMARY KEY (host, pid, start_ticks)
+);
+";
+
+const LEASE_COLUMNS: &str = "host, pid, start_ticks, started_at, renewed_at, expires_at";
+
+fn lease_from_row(row: &Row<'_>, now: DateTime<Utc>) -> rusqlite::Result<ServerLease> {
+    let time = |i| -> rusqlite::Result<DateTime<Utc>> {
+        parse_ts(Some(row.get(i)?))?.ok_or(rusqlite::Error::InvalidColumnIndex(i))
+    };
+    let expires_at = time(5)?;
+    Ok(ServerLease {
+        owner: Owner {
+            host: row.get(0)?,
+            pid: row.get(1)?,
+            start_ticks: row.get::<_, i64>(2)? as u64,
+        },
+        started_at: time(3)?,
+        renewed_at: time(4)?,
+        expires_at,
+        expired: rules::lease_expired(expires_at, now),
+    })
+}
+
 /// A [`Store`] in a SQLite file.
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -179,7 +214,8 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(NOTIFICATIONS_SCHEMA)
+        conn.execute_batch(NOTIFICATIONS_SCHEMA)?;
+        conn.execute_batch(LEASES_SCHEMA)
     }
 
     /// The database file.
@@ -497,6 +533,17 @@ impl Store for SqliteStore {
                     |r| r.get(0),
                 )
                 .map_err(e)?;
+            // One writer at a time (BEGIN IMMEDIATE): the claim's check and the insert below are
+            // one step for every process on the file.
+            let claim: Option<String> = tx
+                .query_row(
+                    "SELECT run_id FROM runs WHERE dag_id = ?1 AND logical_date = ?2 AND trigger = 'scheduled' LIMIT 1",
+                    params![run.dag_id, ts(run.logical_date)],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(e)?;
+            rules::slot_unclaimed(run, claim.as_deref())?;
             rules::admit(&run.dag_id, active, run.max_active_runs)?;
             let holder: Option<String> = tx
                 .query_row(
@@ -903,6 +950,58 @@ impl Store for SqliteStore {
             )
             .map_err(|e| self.err(e))?;
             Ok(())
+        })
+    }
+
+    fn renew_lease(&self, owner: &Owner, lease: Duration) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let now = Utc::now();
+            let previous = tx
+                .query_row(
+                    &format!("SELECT {LEASE_COLUMNS} FROM server_leases WHERE host = ?1 AND pid = ?2 AND start_ticks = ?3"),
+                    params![owner.host, owner.pid, owner.start_ticks as i64],
+                    |r| lease_from_row(r, now),
+                )
+                .optional()
+                .map_err(|e| self.err(e))?;
+            let (l, lost) = rules::renew_lease(owner, previous.as_ref(), now, lease);
+            tx.execute(
+                &format!("INSERT OR REPLACE INTO server_leases ({LEASE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                params![
+                    owner.host,
+                    owner.pid,
+                    owner.start_ticks as i64,
+                    ts(l.started_at),
+                    ts(l.renewed_at),
+                    ts(l.expires_at)
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+            Ok(lost)
+        })
+    }
+
+    fn end_lease(&self, owner: &Owner) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE server_leases SET expires_at = min(expires_at, ?4) WHERE host = ?1 AND pid = ?2 AND start_ticks = ?3",
+                params![owner.host, owner.pid, owner.start_ticks as i64, ts(Utc::now())],
+            )
+            .map(drop)
+            .map_err(|e| self.err(e))
+        })
+    }
+
+    fn leases(&self) -> Result<Vec<ServerLease>, StoreError> {
+        let now = Utc::now();
+        self.read(|c| {
+            select(
+                c,
+                &format!("SELECT {LEASE_COLUMNS} FROM server_leases ORDER BY started_at"),
+                [],
+                |r| lease_from_row(r, now),
+            )
+            .map_err(|e| self.err(e))
         })
     }
 

@@ -42,6 +42,10 @@ pub struct ServeOptions {
     /// The base URL users reach the server at; notifications link to run pages under it.
     /// `None`: `http://<bind>`, unless the bind address is unspecified (0.0.0.0, ::).
     pub public_url: Option<reqwest::Url>,
+
+    /// The server's lease on the state: how often it is renewed, and after how long without a
+    /// renewal other servers take this one for dead and pick up its runs.
+    pub lease: crate::cron::LeaseSettings,
 }
 
 impl ServeOptions {
@@ -71,6 +75,7 @@ mod tests {
             max_parallel_tasks: None,
             cancel_runs_on_exit: false,
             public_url: public_url.map(|u| u.parse().unwrap()),
+            lease: Default::default(),
         }
     }
 

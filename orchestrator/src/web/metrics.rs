@@ -8,7 +8,10 @@
 //! - `velostream_orchestrator_scheduling_delay_seconds`: histogram of how late scheduled runs
 //!   started after their cron slot;
 //! - `velostream_orchestrator_notifications_total{event,state}`: `[[dag.notify]]` deliveries this
-//!   server ended, `delivered` or `gave_up` (counted by the notifier as they end).
+//!   server ended, `delivered` or `gave_up` (counted by the notifier as they end);
+//! - `velostream_orchestrator_schedule_slots_claimed_total`, `..._claimed_elsewhere_total`: schedule
+//!   slots this server claimed, and found claimed by another server on the state;
+//! - `velostream_orchestrator_runs_picked_up_total`: runs of dead servers this server took over.
 //!
 //! The histograms are fed by [`Metrics::observe`], which the server calls every couple of seconds
 //! over the newest runs of the store: the store is the one record every run writes to, whoever
@@ -120,6 +123,27 @@ impl Metrics {
             "velostream_orchestrator_notifications",
             "Notification deliveries ended by this server, per event and final state (delivered or gave_up)",
             outcomes.clone(),
+        );
+        self
+    }
+
+    /// Registers what the server counts of the work it shares with other servers on the state
+    /// (call once, before sharing the metrics).
+    pub fn with_sharing(mut self, counters: &crate::cron::SharingCounters) -> Self {
+        self.registry.register(
+            "velostream_orchestrator_schedule_slots_claimed",
+            "Schedule slots this server claimed and started a run for",
+            counters.slots_claimed.clone(),
+        );
+        self.registry.register(
+            "velostream_orchestrator_schedule_slots_claimed_elsewhere",
+            "Schedule slots this server found already claimed by another server on the state",
+            counters.slots_claimed_elsewhere.clone(),
+        );
+        self.registry.register(
+            "velostream_orchestrator_runs_picked_up",
+            "Runs of dead servers (or of an earlier start of this one) this server took over",
+            counters.runs_picked_up.clone(),
         );
         self
     }

@@ -15,7 +15,7 @@ use super::config::ServeOptions;
 use super::router::app;
 use super::security::SecurityConfig;
 use super::state::AppState;
-use crate::cron::{CatchUp, DagFolder};
+use crate::cron::{CatchUp, DagFolder, Heartbeat};
 use crate::scheduler::EngineSettings;
 use crate::store::StateFiles;
 
@@ -63,7 +63,19 @@ pub fn serve(files: &StateFiles, args: ServeOptions) -> anyhow::Result<ExitCode>
             policy,
             shutdown.clone(),
         );
-        resume_interrupted(&state)?;
+        if args.lease.lease <= args.lease.heartbeat {
+            bail!(
+                "--lease ({:?}) must be longer than --heartbeat ({:?}), or other servers take this one for dead between two heartbeats; the defaults are 30s and 5s",
+                args.lease.lease,
+                args.lease.heartbeat
+            );
+        }
+        let heartbeat = Heartbeat::new(state.launcher().clone(), args.lease);
+        // The lease first: other servers on the state see this one alive before it takes runs.
+        heartbeat
+            .renew()
+            .context("taking this server's lease in the state")?;
+        resume_interrupted(&heartbeat)?;
         let listener = TcpListener::bind(args.bind).await.with_context(|| {
             format!(
                 "listening on {}; is another server using it? pass --bind",
@@ -116,31 +128,44 @@ pub fn serve(files: &StateFiles, args: ServeOptions) -> anyhow::Result<ExitCode>
         } else {
             OnExit::LeaveRunsResumable
         };
-        serve_with(listener, state, !args.no_cron, args.kill_grace, on_exit)
-            .await
-            .context("serving")?;
+        serve_with(
+            listener,
+            state,
+            !args.no_cron,
+            args.kill_grace,
+            on_exit,
+            Some(heartbeat),
+        )
+        .await
+        .context("serving")?;
         Ok(ExitCode::SUCCESS)
     })
 }
 
 /// Takes over every run whose orchestrator died while it ran (a crash, a kill -9, a server
-/// that stopped leaving its runs resumable): each is resumed and driven here. A run whose DAG
-/// cannot be read back is marked failed, as are runs of dead owners the resume did not take.
-fn resume_interrupted(state: &AppState) -> anyhow::Result<()> {
-    let launcher = state.launcher();
-    let interrupted = launcher
-        .engine()
-        .interrupted_runs()
+/// that stopped leaving its runs resumable, a server elsewhere whose lease ran out): each is
+/// resumed and driven here. A run whose DAG cannot be read back is marked failed, as are runs of
+/// dead owners the resume did not take. The heartbeat does the same while the server runs.
+fn resume_interrupted(heartbeat: &Heartbeat) -> anyhow::Result<()> {
+    let picked = heartbeat
+        .pick_up()
         .context("looking for interrupted runs")?;
-    for run in interrupted {
-        match launcher.resume(&run.run_id) {
-            Ok(plan) => {
-                let restarted = plan.task_ids();
+    let mut unresumable = Vec::new();
+    for p in picked {
+        match p {
+            Ok(p) => {
+                let restarted = p.plan.task_ids();
                 eprintln!(
-                    "note: resumed run {} of DAG {} (its orchestrator, pid {}, stopped){}",
-                    run.run_id,
-                    run.dag_id,
-                    run.owner.pid,
+                    "note: resumed run {} of DAG {} (its orchestrator, pid {} on {}, {}){}",
+                    p.run.run_id,
+                    p.run.dag_id,
+                    p.run.owner.pid,
+                    p.run.owner.host,
+                    if p.lease_expired {
+                        "let its lease run out"
+                    } else {
+                        "stopped"
+                    },
                     if restarted.is_empty() {
                         String::new()
                     } else {
@@ -148,14 +173,14 @@ fn resume_interrupted(state: &AppState) -> anyhow::Result<()> {
                     }
                 );
             }
-            Err(error) => {
+            Err(crate::cron::NotPickedUp { run, error }) => {
                 eprintln!("warning: cannot resume run {}: {error:#}", run.run_id);
+                unresumable.push(run.owner);
             }
         }
     }
-    for run in launcher
-        .engine()
-        .recover(None)
+    for run in heartbeat
+        .close_unresumable(&unresumable)
         .context("recovering interrupted runs")?
     {
         eprintln!(
@@ -184,19 +209,25 @@ pub async fn serve_on(
     cron: bool,
     kill_grace: Duration,
 ) -> std::io::Result<()> {
-    serve_with(listener, state, cron, kill_grace, OnExit::CancelRuns).await
+    serve_with(listener, state, cron, kill_grace, OnExit::CancelRuns, None).await
 }
 
-/// [`serve_on`], with what to do with the runs at the end.
+/// [`serve_on`], with what to do with the runs at the end, and the server's lease on the state
+/// (renewed every heartbeat, runs of dead servers picked up; ended when the runs are drained).
 pub async fn serve_with(
     listener: TcpListener,
     state: AppState,
     cron: bool,
     kill_grace: Duration,
     on_exit: OnExit,
+    heartbeat: Option<Heartbeat>,
 ) -> std::io::Result<()> {
     let shutdown = state.shutdown_token().clone();
     let mut background = tokio::task::JoinSet::new();
+    if let Some(heartbeat) = heartbeat.clone() {
+        let token = shutdown.clone();
+        background.spawn(async move { heartbeat.run(token).await });
+    }
     if cron {
         let scheduler = state.cron().clone();
         let token = shutdown.clone();
@@ -237,6 +268,13 @@ pub async fn serve_with(
     };
     if !drained {
         tracing::warn!("Some runs did not stop in time");
+    }
+    if let Some(heartbeat) = heartbeat {
+        // The runs are drained (ended, or left resumable): other servers may take them now.
+        let ended = tokio::task::spawn_blocking(move || heartbeat.end()).await;
+        if let Ok(Err(error)) = ended {
+            tracing::warn!(%error, "Cannot end this server's lease; other servers take its runs when it runs out");
+        }
     }
     let notifier = state.launcher().engine().notifier();
     if notifier.in_flight() > 0 {

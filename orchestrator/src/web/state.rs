@@ -49,6 +49,7 @@ impl AppState {
         // Not a child of `shutdown`: when the server stops, `serve_on` decides whether its runs
         // are cancelled or left resumable.
         let launcher = Launcher::new(engine, CancellationToken::new());
+        let metrics = metrics.with_sharing(launcher.counters());
         let cron = Arc::new(CronScheduler::new(folder.clone(), launcher.clone(), policy));
         Self(Arc::new(Inner {
             store,

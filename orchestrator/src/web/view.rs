@@ -15,7 +15,8 @@ use crate::cron::{DagFileError, LiveTask};
 use crate::dag::Dag;
 use crate::series::{self, Series};
 use crate::store::{
-    NotificationRecord, RunFilter, RunRecord, RunState, TaskInstance, TaskState, TaskTry, Trigger,
+    Liveness, NotificationRecord, RunFilter, RunRecord, RunState, TaskInstance, TaskState, TaskTry,
+    Trigger,
 };
 
 /// Largest log chunk one request returns.
@@ -115,6 +116,8 @@ pub struct RunInfo {
     pub params: serde_json::Map<String, serde_json::Value>,
     /// Whether this server drives it (it can cancel it).
     pub driven_here: bool,
+    /// The process that drives it (or drove it last): a server or CLI command, its host and pid.
+    pub owner: crate::store::Owner,
     /// Its page.
     pub url: String,
     /// SHA-256 of the DAG text it ran (`GET /api/runs/{run_id}/dag` has the text).
@@ -124,12 +127,12 @@ pub struct RunInfo {
 }
 
 impl RunInfo {
-    fn new(r: RunRecord, state: &AppState, now: DateTime<Utc>) -> Self {
+    fn new(r: RunRecord, state: &AppState, live: &Liveness, now: DateTime<Utc>) -> Self {
         let driven_here = state.launcher().drives(&r.run_id);
         let end = r.ended_at.or((r.state == RunState::Running).then_some(now));
         let dag = state.folder().get(&r.dag_id);
         Self {
-            interrupted: r.is_orphaned(&crate::store::is_alive),
+            interrupted: r.is_orphaned(&|o| live.is_alive(o)),
             dag_hash: r.dag_hash.clone(),
             logical_date_local: dag
                 .as_ref()
@@ -147,6 +150,7 @@ impl RunInfo {
             note: r.note,
             params: r.params,
             driven_here,
+            owner: r.owner,
         }
     }
 
@@ -485,10 +489,12 @@ fn dag_info(
         max_active_tasks: dag.max_active_tasks,
         params: dag.params.clone(),
         tasks: task_spec(dag),
-        recent_runs: runs
-            .into_iter()
-            .map(|r| RunInfo::new(r, state, now))
-            .collect(),
+        recent_runs: {
+            let live = Liveness::read(state.store().as_ref())?;
+            runs.into_iter()
+                .map(|r| RunInfo::new(r, state, &live, now))
+                .collect()
+        },
         url: format!("/dags/{}", enc(&dag.id)),
     })
 }
@@ -496,11 +502,12 @@ fn dag_info(
 /// Runs, newest first.
 pub fn runs(state: &AppState, filter: &RunFilter) -> Result<Vec<RunInfo>, WebError> {
     let now = Utc::now();
+    let live = Liveness::read(state.store().as_ref())?;
     Ok(state
         .store()
         .runs(filter)?
         .into_iter()
-        .map(|r| RunInfo::new(r, state, now))
+        .map(|r| RunInfo::new(r, state, &live, now))
         .collect())
 }
 
@@ -527,7 +534,7 @@ pub fn run(state: &AppState, run_id: &str) -> Result<RunDetail, WebError> {
         tasks.push(task_info(ti, tries, dag.as_deref(), live.as_ref(), now));
     }
     Ok(RunDetail {
-        run: RunInfo::new(record, state, now),
+        run: RunInfo::new(record, state, &Liveness::read(store.as_ref())?, now),
         tasks,
         notes: store.run_notes(run_id)?,
         history: store.run_actions(run_id)?,

@@ -15,6 +15,70 @@ pub const USER_ENV: &str = "CLICKHOUSE_USER";
 pub const PASSWORD_ENV: &str = "CLICKHOUSE_PASSWORD";
 /// Database variable.
 pub const DATABASE_ENV: &str = "CLICKHOUSE_DATABASE";
+/// Wire compression variable, read by [`ClickHouseConfig::connect`]: see [`WireCompression`].
+pub const COMPRESSION_ENV: &str = "CLICKHOUSE_COMPRESSION";
+
+/// Whether requests and responses are LZ4-compressed between us and a modern server (18.16 gets
+/// none: its compressed responses confuse the client).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WireCompression {
+    /// LZ4 unless the server is on this host (`localhost`, `127.0.0.0/8`, `::1`): over loopback
+    /// compression only costs CPU at both ends (the consumer's insert spent 15% of its CPU in it,
+    /// docs/BENCHMARKS.md's profiles), over a network it saves bandwidth.
+    #[default]
+    Auto,
+    /// Always LZ4.
+    Lz4,
+    /// Never.
+    None,
+}
+
+impl WireCompression {
+    /// From `CLICKHOUSE_COMPRESSION` (`auto`, `lz4` or `none`; `auto` when unset).
+    pub fn from_env() -> Result<Self, Error> {
+        match std::env::var(COMPRESSION_ENV) {
+            Ok(value) => value.parse(),
+            Err(_) => Ok(Self::Auto),
+        }
+    }
+
+    /// Whether a server at `url` gets LZ4.
+    pub fn lz4_for(self, url: &str) -> bool {
+        match self {
+            Self::Auto => !is_loopback(url),
+            Self::Lz4 => true,
+            Self::None => false,
+        }
+    }
+}
+
+impl std::str::FromStr for WireCompression {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => Ok(Self::Auto),
+            "lz4" => Ok(Self::Lz4),
+            "none" => Ok(Self::None),
+            _ => Err(Error::BadCompression(s.to_string())),
+        }
+    }
+}
+
+/// Whether the host of `url` (`http://HOST:PORT/...`) is this machine.
+fn is_loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
 
 /// Where ClickHouse is and who we are there.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +132,11 @@ pub enum Error {
         #[source]
         source: clickhouse::error::Error,
     },
+    /// `CLICKHOUSE_COMPRESSION` holds something else than `auto`, `lz4` or `none`.
+    #[error(
+        "{COMPRESSION_ENV}={0:?} is not a wire compression: use auto (the default), lz4 or none"
+    )]
+    BadCompression(String),
     /// `SELECT version()` returned something we cannot parse.
     #[error("ClickHouse at {url} reported an unparseable version {version:?}")]
     BadVersion {
@@ -104,8 +173,14 @@ impl ClickHouseConfig {
             .with_compression(clickhouse::Compression::None)
     }
 
-    /// Detects the server's version and returns a client configured for it.
+    /// Detects the server's version and returns a client configured for it, with LZ4 on the
+    /// wire as `CLICKHOUSE_COMPRESSION` says ([`WireCompression`]).
     pub async fn connect(&self) -> Result<Server, Error> {
+        self.connect_with(WireCompression::from_env()?).await
+    }
+
+    /// [`ClickHouseConfig::connect`] with the wire compression given.
+    pub async fn connect_with(&self, compression: WireCompression) -> Result<Server, Error> {
         let client = self.plain_client();
         let raw: String = client
             .query("SELECT version()")
@@ -120,9 +195,12 @@ impl ClickHouseConfig {
             version: raw.clone(),
         })?;
         let client = if version.is_modern() {
-            client
-                .with_validation(true)
-                .with_compression(clickhouse::Compression::Lz4)
+            let client = client.with_validation(true);
+            if compression.lz4_for(&self.url) {
+                client.with_compression(clickhouse::Compression::Lz4)
+            } else {
+                client
+            }
         } else {
             client
         };
@@ -215,6 +293,40 @@ impl fmt::Display for Version {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lz4_goes_over_a_network_not_over_loopback_unless_asked() {
+        for url in [
+            "http://127.0.0.1:8123",
+            "http://localhost:8123/",
+            "https://user:pw@127.0.0.2:8443/?x=1",
+            "http://[::1]:8123",
+        ] {
+            assert!(!WireCompression::Auto.lz4_for(url), "{url}");
+            assert!(WireCompression::Lz4.lz4_for(url), "{url}");
+        }
+        for url in [
+            "http://10.0.0.5:8123",
+            "https://ch.example.com",
+            "http://[fe80::1]:8123",
+        ] {
+            assert!(WireCompression::Auto.lz4_for(url), "{url}");
+            assert!(!WireCompression::None.lz4_for(url), "{url}");
+        }
+        assert_eq!(
+            "LZ4".parse::<WireCompression>().unwrap(),
+            WireCompression::Lz4
+        );
+        assert_eq!(
+            "none".parse::<WireCompression>().unwrap(),
+            WireCompression::None
+        );
+        let err = "zstd".parse::<WireCompression>().unwrap_err().to_string();
+        assert!(
+            err.contains("CLICKHOUSE_COMPRESSION=\"zstd\"") && err.contains("auto"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn parses_versions_of_old_and_new_servers() {

@@ -4,5 +4,6 @@
 
 pub mod clickhouse;
 pub mod kafka;
+pub mod process;
 pub mod proto;
 pub mod protocol;

@@ -9,7 +9,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
-use velostream_common::clickhouse::ClickHouseConfig;
+use velostream_common::clickhouse::{ClickHouseConfig, WireCompression};
 use velostream_common::kafka::client_config;
 use velostream_testkit::{ClickHouse, Kafka};
 
@@ -76,12 +76,22 @@ struct Trip {
 
 #[tokio::test]
 async fn clickhouse_table_is_written_and_read() {
+    written_and_read(WireCompression::Auto).await;
+}
+
+/// LZ4 on the wire (what a server on another host gets by default) works too.
+#[tokio::test]
+async fn clickhouse_table_is_written_and_read_with_lz4_on_the_wire() {
+    written_and_read(WireCompression::Lz4).await;
+}
+
+async fn written_and_read(compression: WireCompression) {
     let ch = ClickHouse::start();
     let config = ClickHouseConfig {
         url: ch.http_url.clone(),
         ..ClickHouseConfig::default()
     };
-    let server = config.connect().await.unwrap();
+    let server = config.connect_with(compression).await.unwrap();
     assert!(server.version.major >= 18, "{:?}", server.version);
     server
         .client

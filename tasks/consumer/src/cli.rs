@@ -49,6 +49,18 @@ pub struct Args {
     /// ClickHouse HTTP URL.
     #[arg(long, env = URL_ENV, default_value = "http://127.0.0.1:8123")]
     pub clickhouse_url: String,
+    /// A sharded ClickHouse: every shard's HTTP URL, comma-separated, in the cluster's shard
+    /// order (used instead of --clickhouse-url). Kafka partition p's rows and offset records go to
+    /// shard p % N, by direct inserts into its local table. Keep the list's length and order for
+    /// as long as the table has rows: the consumer refuses to start with a list that would move
+    /// a partition to another shard.
+    #[arg(
+        long,
+        env = "CLICKHOUSE_SHARDS",
+        value_delimiter = ',',
+        value_name = "URL,URL..."
+    )]
+    pub clickhouse_shards: Vec<String>,
     /// ClickHouse user.
     #[arg(long, env = USER_ENV, default_value = "velostream")]
     pub clickhouse_user: String,
@@ -106,6 +118,7 @@ impl Args {
             database: self.clickhouse_database.clone(),
         };
         let mut s = Settings::new(&self.brokers, clickhouse, &self.topic, &self.group);
+        s.shards = self.clickhouse_shards.clone();
         s.table = self.table.clone();
         if let Some(dlq) = &self.dead_letter_topic {
             s.dead_letter_topic = dlq.clone();
@@ -169,6 +182,17 @@ mod tests {
         assert_eq!(
             s.consumer_properties,
             [("fetch.min.bytes".to_string(), "1".to_string())]
+        );
+        assert!(s.shards.is_empty());
+        let args = Args::try_parse_from([
+            "velostream-consumer",
+            "--clickhouse-shards",
+            "http://a:8123,http://b:8123",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.settings().unwrap().shards,
+            ["http://a:8123", "http://b:8123"]
         );
     }
 

@@ -1,4 +1,5 @@
-//! One consumer run, wired together: the HTTP endpoint, ClickHouse (connect, create the tables),
+//! One consumer run, wired together: the HTTP endpoint, ClickHouse (connect to every shard,
+//! create the tables, check the shard layout),
 //! the inserter task, the ingest thread, and the shutdown sequence (stop fetching, flush,
 //! commit, leave the group) bounded by the grace period.
 
@@ -7,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer as _;
 use tokio_util::sync::CancellationToken;
-use velostream_common::clickhouse::Server;
 
 use crate::kafka::consumer_config;
 use crate::kafka::context::IngestContext;
@@ -17,7 +17,8 @@ use crate::observe::{Health, Metrics, Summary, http, series};
 use crate::progress::Handoff;
 use crate::settings::{Settings, SettingsError};
 use crate::sink::retry::{Backoff, is_permanent};
-use crate::sink::{OffsetStore, WriteError, Writer, inserter, schema};
+use crate::sink::shards::LayoutError;
+use crate::sink::{OffsetStore, Shards, WriteError, Writer, inserter, schema};
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,9 @@ pub enum RunError {
     /// The table exists with other columns.
     #[error(transparent)]
     Table(#[from] schema::SchemaError),
+    /// The shard list would move partitions that have rows to other shards.
+    #[error(transparent)]
+    Shards(#[from] LayoutError),
     /// A Kafka client could not be created or subscribed.
     #[error("Kafka: {0}; check KAFKA_BROKERS and the consumer properties")]
     Kafka(#[from] rdkafka::error::KafkaError),
@@ -105,13 +109,17 @@ impl Consumer {
             tokio::spawn(http::serve(listener, app, http_stop.clone()));
         }
 
-        let Some(server) = connect(s, &stop).await? else {
+        let Some(shards) = connect(s, &stop).await? else {
             return Ok(self.summary(None, None, started));
         };
-        schema::verify_table(&server, &s.table).await?;
+        for server in shards.servers() {
+            schema::verify_table(server, &s.table).await?;
+        }
+        shards.check_layout(&s.table, &s.topic).await?;
         self.health.set_clickhouse_ready();
         tracing::info!(
-            version = %server.version,
+            version = %shards.server(0).version,
+            shards = shards.len(),
             table = %s.table,
             memory_bound_mb = s.memory_bound_bytes() / (1 << 20),
             format = s.format.as_str(),
@@ -126,13 +134,12 @@ impl Consumer {
         ));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let handoff = Arc::new(Handoff::new(tx));
-        let offsets = OffsetStore::new(server.client.clone(), &s.table, &s.topic, &s.group);
+        let offsets = OffsetStore::new(Arc::new(shards), &s.table, &s.topic, &s.group);
         let kafka_config = velostream_common::kafka::client_config(&s.brokers);
         let dead_letters =
             DeadLetterProducer::new(kafka_config.clone(), &s.dead_letter_topic, &s.topic)?;
         dead_letters.ensure_topic(&kafka_config).await;
         let writer = Writer::new(
-            server,
             &s.table,
             offsets.clone(),
             dead_letters,
@@ -225,31 +232,43 @@ impl Consumer {
     }
 }
 
-/// Connects to ClickHouse and creates the tables, retrying while it is unreachable; `None` if
-/// `stop` came first.
-async fn connect(s: &Settings, stop: &CancellationToken) -> Result<Option<Server>, RunError> {
+/// Connects to ClickHouse (every shard) and creates the tables, retrying while a server is
+/// unreachable; `None` if `stop` came first.
+async fn connect(s: &Settings, stop: &CancellationToken) -> Result<Option<Shards>, RunError> {
     let mut backoff = Backoff::new(s.max_backoff);
+    let configs = s.clickhouse_servers();
+    let sharded = configs.len() > 1;
     loop {
         let attempt = async {
-            let server = s.clickhouse.connect().await.map_err(|e| e.to_string())?;
-            match schema::ensure_tables(&server, &s.table).await {
-                Ok(()) => Ok(Ok(server)),
-                Err(err) if is_permanent(&err) => Ok(Err(err)),
-                Err(err) => Err(err.to_string()),
+            let mut servers = Vec::new();
+            for config in &configs {
+                // The error names the server's URL.
+                let server = config.connect().await.map_err(|e| e.to_string())?;
+                let ensured = match schema::ensure_tables(&server, &s.table).await {
+                    Ok(()) if sharded => schema::ensure_layout_table(&server).await,
+                    other => other,
+                };
+                match ensured {
+                    Ok(()) => servers.push(server),
+                    Err(err) if is_permanent(&err) => return Ok(Err(err)),
+                    Err(err) => return Err(format!("{}: {err}", config.url)),
+                }
             }
+            let urls = configs.iter().map(|c| c.url.clone()).collect();
+            Ok(Ok(Shards::new(servers, urls)))
         };
         let result = tokio::select! {
             () = stop.cancelled() => return Ok(None),
             r = tokio::time::timeout(s.insert_timeout, attempt) => r,
         };
         let err = match result {
-            Ok(Ok(Ok(server))) => return Ok(Some(server)),
+            Ok(Ok(Ok(shards))) => return Ok(Some(shards)),
             Ok(Ok(Err(permanent))) => return Err(RunError::Schema(permanent)),
             Ok(Err(err)) => err,
             Err(_) => format!("no answer within {:?}", s.insert_timeout),
         };
         let delay = backoff.next_delay();
-        tracing::warn!(url = %s.clickhouse.url, error = %err, retry_in_ms = delay.as_millis() as u64, "ClickHouse not ready, retrying");
+        tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "ClickHouse not ready, retrying");
         tokio::select! {
             () = stop.cancelled() => return Ok(None),
             () = tokio::time::sleep(delay) => {}

@@ -19,6 +19,10 @@ pub struct Settings {
     pub brokers: String,
     /// Where ClickHouse is.
     pub clickhouse: ClickHouseConfig,
+    /// A sharded ClickHouse: every shard's HTTP URL, in shard order (partition `p`'s rows and
+    /// offset records go to shard `p % len`), with `clickhouse`'s user, password and database.
+    /// Empty: the one server of `clickhouse`.
+    pub shards: Vec<String>,
     /// The topic to drain.
     pub topic: String,
     /// The consumer group.
@@ -91,6 +95,9 @@ pub enum SettingsError {
     /// An address that does not parse.
     #[error("--http-addr {0:?} is not host:port (e.g. 127.0.0.1:9464) or \"off\"")]
     BadAddr(String),
+    /// A shard list with an empty or repeated URL.
+    #[error("--clickhouse-shards {0:?}: every shard needs a URL of its own")]
+    BadShards(String),
     /// A `key=value` property without `=`.
     #[error("consumer property {0:?} is not key=value")]
     BadProperty(String),
@@ -117,6 +124,7 @@ impl Settings {
         Self {
             brokers: brokers.to_string(),
             clickhouse,
+            shards: Vec::new(),
             topic: topic.to_string(),
             group: group.to_string(),
             table: "taxi_trips".into(),
@@ -158,7 +166,28 @@ impl Settings {
         if self.dead_letter_topic == self.topic {
             return Err(SettingsError::DeadLetterLoop(self.topic.clone()));
         }
+        let mut urls: Vec<&str> = self.shards.iter().map(|u| u.trim()).collect();
+        urls.sort_unstable();
+        urls.dedup();
+        if urls.len() != self.shards.len() || urls.iter().any(|u| u.is_empty()) {
+            return Err(SettingsError::BadShards(self.shards.join(",")));
+        }
         Ok(())
+    }
+
+    /// The ClickHouse servers, in shard order: each of [`Settings::shards`] with the connection
+    /// settings of [`Settings::clickhouse`], or that one server when unsharded.
+    pub fn clickhouse_servers(&self) -> Vec<ClickHouseConfig> {
+        if self.shards.is_empty() {
+            return vec![self.clickhouse.clone()];
+        }
+        self.shards
+            .iter()
+            .map(|url| ClickHouseConfig {
+                url: url.trim().to_string(),
+                ..self.clickhouse.clone()
+            })
+            .collect()
     }
 
     /// The most memory the consumer holds (its peak RSS), as stated in ARCHITECTURE.md and
@@ -208,8 +237,19 @@ mod tests {
             s.validate(),
             Err(SettingsError::DeadLetterLoop(_))
         ));
-        let mut s = ok;
+        let mut s = ok.clone();
         s.batch_rows = 0;
         assert!(matches!(s.validate(), Err(SettingsError::ZeroBatch)));
+        let mut s = ok.clone();
+        s.shards = vec!["http://a:8123".into(), " http://a:8123".into()];
+        assert!(matches!(s.validate(), Err(SettingsError::BadShards(_))));
+        s.shards = vec!["http://a:8123".into(), "http://b:8123".into()];
+        s.validate().unwrap();
+        let urls: Vec<String> = s.clickhouse_servers().into_iter().map(|c| c.url).collect();
+        assert_eq!(urls, ["http://a:8123", "http://b:8123"]);
+        assert_eq!(
+            ok.clickhouse_servers(),
+            std::slice::from_ref(&ok.clickhouse)
+        );
     }
 }

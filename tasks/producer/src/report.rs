@@ -55,6 +55,9 @@ pub fn output_value(summary: &Summary, topic: &str) -> Value {
         "planned": summary.planned,
         "files": summary.files,
         "seconds": (summary.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+        // CPU seconds (user + system, every thread) of the whole process: with `rows`, what a row
+        // costs.
+        "cpu_secs": (velostream_common::process::own_cpu_seconds() * 1000.0).round() / 1000.0,
         "topic": topic,
     })
 }

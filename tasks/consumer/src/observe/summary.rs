@@ -23,6 +23,9 @@ pub struct Summary {
     pub rows_per_sec: f64,
     /// Seconds the process ran.
     pub uptime_secs: f64,
+    /// CPU seconds (user + system, every thread) the process spent: with `rows_inserted`, what a
+    /// row costs.
+    pub cpu_secs: f64,
 }
 
 impl Summary {
@@ -30,6 +33,7 @@ impl Summary {
     pub fn with_times(mut self, active: Duration, uptime: Duration) -> Self {
         self.active_secs = round3(active.as_secs_f64());
         self.uptime_secs = round3(uptime.as_secs_f64());
+        self.cpu_secs = round3(velostream_common::process::own_cpu_seconds());
         self.rows_per_sec = if active.is_zero() {
             0.0
         } else {
@@ -76,5 +80,6 @@ mod tests {
         assert_eq!(output["rows_inserted"], 8);
         assert_eq!(output["rows_dead_lettered"], 2);
         assert_eq!(output["rows_per_sec"], 4.0);
+        assert!(output["cpu_secs"].as_f64().is_some_and(|s| s >= 0.0));
     }
 }

@@ -9,14 +9,18 @@
 //! records' `topic` and the rows' `_topic`; '#' cannot occur in a Kafka topic name, so no real
 //! topic's rows can have that identity). The consumer continues the latest incarnation recorded
 //! for its table, and starts the next one only when told to (`--on-topic-reset=start-over`).
+//!
+//! With a sharded ClickHouse each partition's records live on the partition's shard
+//! ([`Shards::of`]), beside its rows: they are read from there and written there.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use clickhouse::{Client, Row};
+use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 
 use super::schema::OFFSETS_TABLE;
+use super::shards::Shards;
 
 #[derive(Debug, Row, Serialize)]
 struct OffsetRow<'a> {
@@ -75,7 +79,7 @@ impl Records {
 /// Reads and writes the offset records of one table and topic.
 #[derive(Debug, Clone)]
 pub struct OffsetStore {
-    client: Client,
+    shards: Arc<Shards>,
     table: String,
     topic: String,
     group: String,
@@ -84,10 +88,10 @@ pub struct OffsetStore {
 }
 
 impl OffsetStore {
-    /// The records of `table` fed from `topic`; `group` is kept for the record only.
-    pub fn new(client: Client, table: &str, topic: &str, group: &str) -> Self {
+    /// The records of `table` fed from `topic`, on `shards`; `group` is kept for the record only.
+    pub fn new(shards: Arc<Shards>, table: &str, topic: &str, group: &str) -> Self {
         Self {
-            client,
+            shards,
             table: table.to_string(),
             topic: topic.to_string(),
             group: group.to_string(),
@@ -95,25 +99,51 @@ impl OffsetStore {
         }
     }
 
-    /// Every incarnation's next offsets of every partition that has a record.
+    /// Every incarnation's next offsets of every partition that has a record, each partition's
+    /// read from its shard. A record on another shard fails the lookup (it is retried, and
+    /// logged, so the partition is never read from the start beside its records): the start-up
+    /// check ([`Shards::check_layout`]) refuses such a shard list, so only a peer started with
+    /// another list while this one ran can leave one.
     pub async fn load(&self) -> Result<Records, clickhouse::error::Error> {
-        let rows: Vec<Position> = self
-            .client
-            .query(&format!(
-                "SELECT topic, kafka_partition, max(next_offset) AS next_offset FROM {OFFSETS_TABLE} \
-                 WHERE target_table = ? GROUP BY topic, kafka_partition"
-            ))
-            .bind(self.table.as_str())
-            .fetch_all()
-            .await?;
         let mut records = Records {
             latest: 1,
             ..Records::default()
         };
+        for (shard, server) in self.shards.servers().iter().enumerate() {
+            let rows: Vec<Position> = server
+                .client
+                .query(&format!(
+                    "SELECT topic, kafka_partition, max(next_offset) AS next_offset FROM {OFFSETS_TABLE} \
+                     WHERE target_table = ? GROUP BY topic, kafka_partition"
+                ))
+                .bind(self.table.as_str())
+                .fetch_all()
+                .await?;
+            self.add(&mut records, shard, rows)?;
+        }
+        Ok(records)
+    }
+
+    fn add(
+        &self,
+        records: &mut Records,
+        shard: usize,
+        rows: Vec<Position>,
+    ) -> Result<(), clickhouse::error::Error> {
         for p in rows {
             let Some(n) = incarnation_of(&self.topic, &p.topic) else {
                 continue;
             };
+            if self.shards.of(p.kafka_partition) != shard {
+                return Err(clickhouse::error::Error::Custom(format!(
+                    "shard {} ({}) holds offset records of partition {}, which maps to shard {}: \
+                     a consumer with another --clickhouse-shards list wrote them; stop it",
+                    shard + 1,
+                    self.shards.url(shard),
+                    p.kafka_partition,
+                    self.shards.of(p.kafka_partition) + 1
+                )));
+            }
             records.latest = records.latest.max(n);
             records
                 .by_incarnation
@@ -121,7 +151,7 @@ impl OffsetStore {
                 .or_default()
                 .insert(p.kafka_partition, p.next_offset as i64);
         }
-        Ok(records)
+        Ok(())
     }
 
     /// The target table.
@@ -144,10 +174,26 @@ impl OffsetStore {
         identity_topic(&self.topic, self.incarnation().unwrap_or(1))
     }
 
-    /// Records that every offset before `next` of each partition is in the table.
-    pub async fn save(&self, positions: &[(i32, i64)]) -> Result<(), clickhouse::error::Error> {
+    /// The shards the records live on.
+    pub fn shards(&self) -> &Shards {
+        &self.shards
+    }
+
+    /// Records that every offset before `next` of each partition is in the table; every
+    /// partition of `positions` must belong to `shard`.
+    pub async fn save(
+        &self,
+        shard: usize,
+        positions: &[(i32, i64)],
+    ) -> Result<(), clickhouse::error::Error> {
+        debug_assert!(positions.iter().all(|(p, _)| self.shards.of(*p) == shard));
         let identity = self.identity();
-        let mut insert = self.client.insert::<OffsetRow<'_>>(OFFSETS_TABLE).await?;
+        let mut insert = self
+            .shards
+            .server(shard)
+            .client
+            .insert::<OffsetRow<'_>>(OFFSETS_TABLE)
+            .await?;
         for &(partition, next) in positions {
             insert
                 .write(&OffsetRow {

@@ -14,6 +14,10 @@ pub const OFFSETS_DDL: &str =
     include_str!("../../../../infrastructure/clickhouse/consumer_offsets.sql");
 /// The offsets table's name.
 pub const OFFSETS_TABLE: &str = "velostream_consumer_offsets";
+/// `infrastructure/clickhouse/shard_layout.sql`: which shard of how many each server is.
+pub const LAYOUT_DDL: &str = include_str!("../../../../infrastructure/clickhouse/shard_layout.sql");
+/// The shard layout table's name.
+pub const LAYOUT_TABLE: &str = "velostream_shard_layout";
 
 const TAXI_CREATE: &str = "CREATE TABLE IF NOT EXISTS taxi_trips";
 
@@ -107,6 +111,11 @@ struct ColumnType {
     ty: String,
 }
 
+/// Creates the shard layout table if it does not exist (shards of a sharded ClickHouse only).
+pub async fn ensure_layout_table(server: &Server) -> Result<(), clickhouse::error::Error> {
+    server.client.query(&statement(LAYOUT_DDL)).execute().await
+}
+
 /// Checks that `table` has every column of [`rowbinary::COLUMNS`] with exactly that type:
 /// RowBinary is positional and untyped, so a different table would get garbage, not an error.
 pub async fn verify_table(server: &Server, table: &str) -> Result<(), SchemaError> {
@@ -164,5 +173,7 @@ mod tests {
         assert!(!ddl.contains("DateTime64") && !ddl.contains("LowCardinality"));
         let offsets = statement(OFFSETS_DDL);
         assert!(offsets.starts_with(&format!("CREATE TABLE IF NOT EXISTS {OFFSETS_TABLE}")));
+        let layout = statement(LAYOUT_DDL);
+        assert!(layout.starts_with(&format!("CREATE TABLE IF NOT EXISTS {LAYOUT_TABLE}")));
     }
 }

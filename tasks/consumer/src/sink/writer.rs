@@ -1,15 +1,17 @@
 //! Writes one batch for good: inserts its rows (RowBinary through the clickhouse crate),
 //! delivers its dead letters, then records its offsets in ClickHouse, each step retried with
 //! backoff until it succeeds, fails for good, or the caller aborts. Only then is the batch done;
-//! nothing about it is committed anywhere before.
+//! nothing about it is committed anywhere before. With a sharded ClickHouse the rows of each
+//! shard's partitions are one insert into that shard's table, and each shard's offset records
+//! are written there once every shard has its rows.
 
+use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
-use velostream_common::clickhouse::Server;
 
 use super::offsets::OffsetStore;
 use super::retry::{Backoff, is_permanent};
@@ -26,11 +28,13 @@ const SEND_CHUNK: usize = 1 << 20;
 pub enum WriteError {
     /// ClickHouse refused in a way no retry fixes.
     #[error(
-        "{step} failed for good: {source}; check that table {table} has the columns of infrastructure/clickhouse/taxi_trips.sql and that the ClickHouse user may write to it"
+        "{step} failed for good at {url}: {source}; check that table {table} has the columns of infrastructure/clickhouse/taxi_trips.sql and that the ClickHouse user may write to it"
     )]
     Permanent {
         /// What was being done.
         step: &'static str,
+        /// The server (the shard) that refused.
+        url: String,
         /// The table.
         table: String,
         /// ClickHouse's error.
@@ -49,10 +53,9 @@ pub enum WriteError {
     },
 }
 
-/// Writes batches into one table.
+/// Writes batches into one table (on every shard).
 #[derive(Debug)]
 pub struct Writer {
-    server: Server,
     table: String,
     offsets: OffsetStore,
     dead_letters: DeadLetterProducer,
@@ -62,9 +65,9 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// A writer of rows into `table`; `offsets` names the topic (incarnation) they come from.
+    /// A writer of rows into `table` on the shards of `offsets`, which names the topic
+    /// (incarnation) they come from.
     pub fn new(
-        server: Server,
         table: &str,
         offsets: OffsetStore,
         dead_letters: DeadLetterProducer,
@@ -73,7 +76,6 @@ impl Writer {
         max_backoff: Duration,
     ) -> Self {
         Self {
-            server,
             table: table.to_string(),
             offsets,
             dead_letters,
@@ -85,10 +87,19 @@ impl Writer {
 
     /// Inserts the rows, delivers the dead letters, records the offsets.
     pub async fn write(&self, batch: &Batch, abort: &CancellationToken) -> Result<(), WriteError> {
+        let shards = self.offsets.shards();
         if batch.rows > 0 {
             let started = Instant::now();
-            self.retry(batch, "insert", abort, || self.insert_rows(batch))
+            let by_shard = shards.split(batch.partitions.keys().copied(), |p| *p);
+            for (shard, partitions) in &by_shard {
+                if partitions.iter().all(|p| batch.partitions[p].rows == 0) {
+                    continue;
+                }
+                self.retry(batch, "insert", *shard, abort, || {
+                    self.insert_rows(batch, *shard, partitions)
+                })
                 .await?;
+            }
             self.metrics
                 .insert_duration
                 .observe(started.elapsed().as_secs_f64());
@@ -98,36 +109,45 @@ impl Writer {
         if !batch.dead_letters.is_empty() {
             self.deliver_dead_letters(batch, abort).await?;
         }
-        let positions: Vec<(i32, i64)> = batch.spans().map(|(p, s)| (p, s.next)).collect();
-        self.retry(batch, "record offsets", abort, || {
-            self.offsets.save(&positions)
-        })
-        .await?;
+        let positions = shards.split(batch.spans().map(|(p, s)| (p, s.next)), |(p, _)| *p);
+        for (shard, positions) in &positions {
+            self.retry(batch, "record offsets", *shard, abort, || {
+                self.offsets.save(*shard, positions)
+            })
+            .await?;
+        }
         self.metrics.batches.inc();
         Ok(())
     }
 
-    /// One `INSERT ... FORMAT RowBinary` of the batch: each partition's rows in offset order,
-    /// partitions in order, so ClickHouse gets input already sorted by the table's key (which
-    /// costs it about half as much as unsorted input).
-    async fn insert_rows(&self, batch: &Batch) -> Result<(), clickhouse::error::Error> {
+    /// One `INSERT ... FORMAT RowBinary` into `shard` of the batch's rows of `partitions` (that
+    /// shard's): each partition's rows in offset order, partitions in order, so ClickHouse gets
+    /// input already sorted by the table's key (which costs it about half as much as unsorted
+    /// input).
+    async fn insert_rows(
+        &self,
+        batch: &Batch,
+        shard: usize,
+        partitions: &[i32],
+    ) -> Result<(), clickhouse::error::Error> {
+        let server = self.offsets.shards().server(shard);
         let sql = format!(
             "INSERT INTO {} ({}) FORMAT RowBinary",
             self.table,
             rowbinary::column_list()
         );
-        let mut insert = self.server.client.insert_formatted_with(sql);
-        if self.server.version.has_insert_deduplication_token() {
+        let mut insert = server.client.insert_formatted_with(sql);
+        if server.version.has_insert_deduplication_token() {
             insert = insert.with_setting(
                 "insert_deduplication_token",
-                batch.dedup_token(&self.offsets.identity()),
+                dedup_token(batch, &self.offsets.identity(), partitions),
             );
         }
-        if self.server.version.is_modern() {
+        if server.version.is_modern() {
             // A batch of odd TLC rows can span many months; never refuse it for that.
             insert = insert.with_setting("max_partitions_per_insert_block", "0");
         }
-        for rows in batch.partitions.values() {
+        for rows in partitions.iter().map(|p| &batch.partitions[p]) {
             for chunk in rows.bytes.chunks(SEND_CHUNK) {
                 insert.send(Bytes::copy_from_slice(chunk)).await?;
             }
@@ -139,6 +159,7 @@ impl Writer {
         &self,
         batch: &Batch,
         step: &'static str,
+        shard: usize,
         abort: &CancellationToken,
         mut attempt: F,
     ) -> Result<(), WriteError>
@@ -160,6 +181,7 @@ impl Writer {
                 Some(Ok(Err(err))) if is_permanent(&err) => {
                     return Err(WriteError::Permanent {
                         step,
+                        url: self.offsets.shards().url(shard).to_string(),
                         table: self.table.clone(),
                         source: err,
                     });
@@ -173,6 +195,7 @@ impl Writer {
                 batch = batch.seq,
                 rows = batch.rows,
                 step,
+                url = self.offsets.shards().url(shard),
                 error = %err,
                 retry_in_ms = delay.as_millis() as u64,
                 "ClickHouse failed, retrying"
@@ -229,5 +252,33 @@ impl Writer {
                 () = tokio::time::sleep(backoff.next_delay()) => {}
             }
         }
+    }
+}
+
+/// The `insert_deduplication_token` of the rows of `partitions` of `batch` (one shard's): the
+/// topic and those partitions' spans, so a retry of the same insert is recognised. For all of a
+/// batch's partitions it is [`Batch::dedup_token`].
+fn dedup_token(batch: &Batch, topic: &str, partitions: &[i32]) -> String {
+    let mut token = String::from(topic);
+    for (p, s) in batch.spans().filter(|(p, _)| partitions.contains(p)) {
+        let _ = write!(token, "/{p}:{}-{}", s.first, s.next);
+    }
+    token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shards_token_names_its_partitions_only() {
+        let trip = crate::record::decode(br#"{"VendorID":1,"tpep_pickup_datetime":"2023-01-01 00:00:00","tpep_dropoff_datetime":"2023-01-01 00:10:00","trip_distance":1,"PULocationID":1,"DOLocationID":2,"payment_type":1,"fare_amount":1,"extra":0,"mta_tax":0,"tip_amount":0,"tolls_amount":0,"improvement_surcharge":0,"total_amount":1}"#).unwrap();
+        let mut b = Batch::new(1);
+        for (p, o) in [(0, 10), (1, 5), (2, 7), (0, 11)] {
+            b.push_row("taxi", p, o, &trip);
+        }
+        assert_eq!(dedup_token(&b, "taxi", &[0, 2]), "taxi/0:10-12/2:7-8");
+        assert_eq!(dedup_token(&b, "taxi", &[1]), "taxi/1:5-6");
+        assert_eq!(dedup_token(&b, "taxi", &[0, 1, 2]), b.dedup_token("taxi"));
     }
 }

@@ -102,22 +102,9 @@ struct Figure {
     cpu_seconds: f64,
 }
 
-/// CPU time of this process so far (all threads), from /proc/self/stat (user + system ticks).
+/// CPU time of this process so far (all threads).
 fn process_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
-    (ticks(11) + ticks(12)) / 100.0
+    velostream_common::process::own_cpu_seconds()
 }
 
 impl Figure {
