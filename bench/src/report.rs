@@ -1009,6 +1009,19 @@ const METHOD: &str = r#"
   `true` from a plain loop. Chains and loops alternate over three rounds; medians count. The
   scheduler gap of the benchmark DAG is each task's start minus its last upstream's end, from the
   state database.
+- **CPU per row**: CPU seconds (user + system, all threads) per million rows of each process. The
+  producer and the consumer count their own (`cpu_secs` in their summaries, from `/proc/self/stat`
+  at exit); the broker's and ClickHouse's are the growth of their `/proc/<pid>/stat` times over the
+  window (the whole DAG run; a program's lifetime alone), so their background work in that window
+  (ClickHouse's merges) counts too. Alone: the `cpu` phase runs `velostream-producer` filling a
+  topic of a fresh broker, then `velostream-consumer` draining it into a fresh table (count
+  checked exact). **Profiles**: `perf record -F 499` running each program (so every thread it
+  starts is sampled) and attached to the broker and ClickHouse meanwhile; self time per function,
+  and summed per component (a Rust crate, librdkafka, the kernel). ClickHouse's and Tansu's
+  binaries carry no symbols: their frames are addresses.
+- **Goals**: each against its baseline in this run: the data moving in the DAG against the flood
+  and the raw insert one after the other; the consumer alone against the raw insert; the 44M-row
+  estimate against 90 s.
 - The machine is shared: other engineers' builds may run during a benchmark (see the load average).
 "#;
 

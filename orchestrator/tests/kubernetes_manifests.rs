@@ -126,7 +126,7 @@ fn the_scaled_object_and_the_references_between_files_are_sound() {
     assert!(out.status.success(), "{}", text(&out));
 
     // Each kind of mistake is caught.
-    let cases: [(&str, Edit, &str); 4] = [
+    let cases: [(&str, Edit, &str); 6] = [
         (
             "consumer-scaledobject.yaml",
             |s| {
@@ -151,6 +151,16 @@ fn the_scaled_object_and_the_references_between_files_are_sound() {
             "consumer-deployment.yaml",
             |s| s.replace("key: CLICKHOUSE_PASSWORD", "key: CLICKHOUSE_PASSWD"),
             "secretKeyRef velostream-secrets/CLICKHOUSE_PASSWD does not exist",
+        ),
+        (
+            "orchestrator-pvc.yaml",
+            |s| s.replace("[\"ReadWriteMany\"]", "[\"ReadWriteOnce\"]"),
+            "claim velostream-logs is ReadWriteOnce, but pods may run together (2 replicas)",
+        ),
+        (
+            "orchestrator-deployment.yaml",
+            |s| s.replace("fieldPath: metadata.name", "fieldPath: spec.nodeName"),
+            "VELOSTREAM_HOST_NAME must be the pod's name",
         ),
     ];
     for (file, edit, expected) in cases {

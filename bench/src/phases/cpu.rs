@@ -84,7 +84,8 @@ pub fn run(
         attached.extend(broker_pid.and_then(|p| Profiler::attach(p, "broker", &ctx.work)));
     }
     let status = program.wait(&cmd)?;
-    attached.extend(program.profiler());
+    // The producer's own profile first, then the broker's during its run.
+    attached.splice(0..0, program.profiler());
     let wall_seconds = started.elapsed().as_secs_f64();
     let broker_seconds = broker_meter.and_then(|m| m.seconds());
     profiles.extend(

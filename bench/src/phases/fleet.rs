@@ -6,11 +6,7 @@
 //! seconds the consumers, ClickHouse and the broker spent during each run say where the time
 //! goes.
 
-use std::collections::HashMap;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use orchestrator::store::{RunFilter, RunState, SqliteStore, Store, TaskState};
 use serde::{Deserialize, Serialize};
@@ -84,35 +80,6 @@ pub struct FleetFigures {
     pub runs: Vec<FleetRun>,
 }
 
-/// The pids of running `velostream-consumer` processes.
-fn consumer_pids() -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|c| c.trim() == "velostream-cons")
-        })
-        .collect()
-}
-
-/// Samples the consumers' CPU time every 100 ms until `stop`; returns the last seen per pid,
-/// summed (up to 100 ms of each consumer's last moments are not seen).
-fn sample_consumers(stop: &AtomicBool) -> f64 {
-    let mut seen: HashMap<u32, f64> = HashMap::new();
-    while !stop.load(Ordering::Relaxed) {
-        for pid in consumer_pids() {
-            if let Some(cpu) = cpu_seconds(pid) {
-                seen.insert(pid, cpu);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    seen.values().sum()
-}
-
 /// Fills a topic with `ctx.rows` rows, then drains it with each fleet size of [`SIZES`].
 /// `clickhouse_pid` is the fresh server's, for its CPU time.
 pub fn run(
@@ -172,27 +139,17 @@ pub fn run(
         let log = ctx.work.join(format!("fleet-{consumers}.log"));
         let ch_before = clickhouse_pid.and_then(cpu_seconds);
         let broker_before = broker_pid.and_then(cpu_seconds);
-        let stop = Arc::new(AtomicBool::new(false));
-        let sampler = {
-            let stop = stop.clone();
-            std::thread::spawn(move || sample_consumers(&stop))
-        };
         let outcome = exec::spawn_logged(&mut cmd, &log).and_then(|mut child| {
             child.wait().map_err(|source| BenchError::Spawn {
                 program: exec::describe(&cmd),
                 source,
             })
         });
-        stop.store(true, Ordering::Relaxed);
-        let consumers_cpu = sampler.join().unwrap_or_default();
         let status = outcome?;
         let delta =
             |before: Option<f64>, pid: Option<u32>| Some(pid.and_then(cpu_seconds)? - before?);
-        let cpu = CpuSeconds {
-            consumers: consumers_cpu,
-            clickhouse: delta(ch_before, clickhouse_pid),
-            broker: delta(broker_before, broker_pid),
-        };
+        let clickhouse_cpu = delta(ch_before, clickhouse_pid);
+        let broker_cpu = delta(broker_before, broker_pid);
 
         let store = SqliteStore::open(&state)?;
         let run = store
@@ -285,7 +242,12 @@ pub fn run(
                 .iter()
                 .map(|o| num(o, "rows_inserted") as u64)
                 .collect(),
-            cpu,
+            cpu: CpuSeconds {
+                // Each consumer's own count (its summary's `cpu_secs`).
+                consumers: replicas.iter().map(|o| num(o, "cpu_secs")).sum(),
+                clickhouse: clickhouse_cpu,
+                broker: broker_cpu,
+            },
             run_seconds: seconds(Some(run.started_at), run.ended_at),
         };
         tracing::info!(

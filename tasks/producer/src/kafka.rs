@@ -225,6 +225,15 @@ impl std::fmt::Debug for Sender {
 /// Sends between polls of the delivery queue when nothing blocks.
 const POLL_EVERY: u32 = 2048;
 
+/// How long one wait for room in a full client queue serves delivery reports. rdkafka's
+/// `BaseProducer::poll` loops until its deadline, and asks librdkafka for the rest in whole
+/// milliseconds: the last millisecond of every wait is a busy loop of non-blocking polls and clock
+/// reads. With 1 ms waits that loop took a third to a half of the producer's CPU (a `perf` profile
+/// with call graphs); with 10 ms waits the producer spent 15-20% less CPU per row at the same rate
+/// (2M rows, three alternating runs of 1, 3 and 10 ms on fresh brokers), and the queue still holds
+/// far more than 10 ms of sends.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(10);
+
 impl Sender {
     /// Creates the producer, checks that the brokers answer and the topic exists (creating it
     /// when configured to).
@@ -273,7 +282,7 @@ impl Sender {
                         &self.producer,
                         &self.stats,
                         &mut self.since_poll,
-                        Duration::from_millis(1),
+                        QUEUE_FULL_WAIT,
                     );
                 }
                 Err((error, _)) => {
