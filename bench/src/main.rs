@@ -105,6 +105,10 @@ struct Args {
     /// which the report sets against the memory broker's run.
     #[arg(long)]
     no_durable_pipeline: bool,
+    /// Skip the second run of the benchmark DAG with protobuf records, which the report sets
+    /// against the JSON run.
+    #[arg(long)]
+    no_protobuf_pipeline: bool,
     /// Do not profile the processes of the CPU phase with `perf` (its CPU seconds are still
     /// measured).
     #[arg(long)]
@@ -225,6 +229,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         extra_pipeline_rows: args.also_pipeline_rows.clone(),
         durable_pipeline: !args.no_durable_pipeline,
         profile: !args.no_profile,
+        protobuf_pipeline: !args.no_protobuf_pipeline,
         command: command_line(),
         note: args.note.clone(),
     };

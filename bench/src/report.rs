@@ -69,6 +69,9 @@ pub struct Report {
     /// The benchmark DAG again on a durable broker (Tansu on a local S3 server).
     #[serde(default)]
     pub durable_pipeline: Option<PipelineFigures>,
+    /// The benchmark DAG again with protobuf records.
+    #[serde(default)]
+    pub protobuf_pipeline: Option<PipelineFigures>,
     /// The benchmark DAG again at other sizes (`--also-pipeline-rows`).
     pub extra_pipelines: Vec<PipelineFigures>,
     /// The producer and the consumer alone: CPU per row of every process, and profiles.
@@ -174,26 +177,7 @@ impl Report {
 
     /// The estimated time of a 44M-row run, with how it was derived.
     pub fn estimate_reference(&self) -> Option<Estimate> {
-        let run = self.pipeline.as_ref()?;
-        if run.rows_produced == 0 || run.data_seconds <= 0.0 {
-            return None;
-        }
-        let scale = REFERENCE_ROWS as f64 / run.rows_produced as f64;
-        let data = run.data_seconds * scale;
-        let slowest_stage = run
-            .producer
-            .seconds_for(REFERENCE_ROWS)
-            .max(run.consumer.seconds_for(REFERENCE_ROWS));
-        Some(Estimate {
-            data_seconds: data,
-            total_seconds: data + run.fixed_seconds(),
-            slowest_stage_seconds: slowest_stage,
-            // The empty broker's memory stays; what the messages take grows with them.
-            broker_rss: run.broker_peak_rss.map(|peak| {
-                let idle = run.broker_idle_rss.unwrap_or(0).min(peak);
-                idle + ((peak - idle) as f64 * scale).round() as u64
-            }),
-        })
+        estimate_for(self.pipeline.as_ref()?)
     }
 
     /// `docs/BENCHMARKS.md`.
@@ -957,6 +941,29 @@ impl Report {
     }
 }
 
+/// The estimated time of a 44M-row run of the DAG from `run`'s measured rates.
+fn estimate_for(run: &PipelineFigures) -> Option<Estimate> {
+    if run.rows_produced == 0 || run.data_seconds <= 0.0 {
+        return None;
+    }
+    let scale = REFERENCE_ROWS as f64 / run.rows_produced as f64;
+    let data = run.data_seconds * scale;
+    let slowest_stage = run
+        .producer
+        .seconds_for(REFERENCE_ROWS)
+        .max(run.consumer.seconds_for(REFERENCE_ROWS));
+    Some(Estimate {
+        data_seconds: data,
+        total_seconds: data + run.fixed_seconds(),
+        slowest_stage_seconds: slowest_stage,
+        // The empty broker's memory stays; what the messages take grows with them.
+        broker_rss: run.broker_peak_rss.map(|peak| {
+            let idle = run.broker_idle_rss.unwrap_or(0).min(peak);
+            idle + ((peak - idle) as f64 * scale).round() as u64
+        }),
+    })
+}
+
 /// The 44M-row estimate.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Estimate {
@@ -1156,6 +1163,7 @@ mod tests {
                 broker_peak_rss: Some(4 << 30),
                 broker_idle_rss: Some(1 << 30),
                 broker_storage: "memory".into(),
+                format: "json".into(),
                 cpu: Some(CpuRun {
                     rows: 10_000_000,
                     wall_seconds: 30.0,
@@ -1168,6 +1176,7 @@ mod tests {
                 }),
             }),
             durable_pipeline: None,
+            protobuf_pipeline: None,
             extra_pipelines: Vec::new(),
             cpu: Some(CpuFigures {
                 producer_alone: CpuRun {

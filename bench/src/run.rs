@@ -73,6 +73,8 @@ pub struct Config {
     /// Run the benchmark DAG again on a durable broker (Tansu on a local S3 server), beside the
     /// memory broker's run, when the harness starts the broker.
     pub durable_pipeline: bool,
+    /// Run the benchmark DAG again with protobuf records, beside the JSON run.
+    pub protobuf_pipeline: bool,
     /// Profile the CPU phase's processes with `perf`.
     pub profile: bool,
     /// Rounds of each producer phase (the median counts).
@@ -218,7 +220,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
     let pipeline = match (&clickhouse, wants(Phase::Pipeline)) {
         (Some(ch), true) => {
             tracing::info!(dag = phases::pipeline::DAG, "Pipeline: the benchmark DAG");
-            let p = phases::pipeline::run(ctx, ch, clickhouse_pid, Storage::Memory)?;
+            let p = phases::pipeline::run(ctx, ch, clickhouse_pid, Storage::Memory, "json")?;
             tracing::info!(
                 producer = p.producer.rows_per_sec().round(),
                 consumer = p.consumer.rows_per_sec().round(),
@@ -231,10 +233,24 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
         }
         _ => None,
     };
+    let protobuf_pipeline = match (&clickhouse, &pipeline) {
+        (Some(ch), Some(_)) if config.protobuf_pipeline => {
+            tracing::info!("Pipeline again with protobuf records");
+            let p = phases::pipeline::run(ctx, ch, clickhouse_pid, Storage::Memory, "protobuf")?;
+            tracing::info!(
+                producer = p.producer.rows_per_sec().round(),
+                consumer = p.consumer.rows_per_sec().round(),
+                data_seconds = p.data_seconds,
+                "Protobuf pipeline measured"
+            );
+            Some(p)
+        }
+        _ => None,
+    };
     let durable_pipeline = match (&clickhouse, &pipeline) {
         (Some(ch), Some(_)) if config.durable_pipeline && ctx.brokers.is_none() => {
             tracing::info!("Pipeline again on a durable broker (Tansu on a local S3 server)");
-            let p = phases::pipeline::run(ctx, ch, clickhouse_pid, Storage::Durable)?;
+            let p = phases::pipeline::run(ctx, ch, clickhouse_pid, Storage::Durable, "json")?;
             tracing::info!(
                 producer = p.producer.rows_per_sec().round(),
                 consumer = p.consumer.rows_per_sec().round(),
@@ -253,7 +269,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
                 rows,
                 ..ctx.clone()
             };
-            let p = phases::pipeline::run(&sized, ch, clickhouse_pid, Storage::Memory)?;
+            let p = phases::pipeline::run(&sized, ch, clickhouse_pid, Storage::Memory, "json")?;
             tracing::info!(
                 rows,
                 data_seconds = p.data_seconds,
@@ -319,6 +335,7 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
         overhead,
         pipeline,
         durable_pipeline,
+        protobuf_pipeline,
         extra_pipelines,
         cpu,
         fleet,

@@ -165,6 +165,19 @@ fn the_bench_command_measures_every_phase_beside_its_baseline() {
     assert!(md.contains("## CPU per row"), "{md}");
     assert!(md.contains("### Where the CPU goes"), "{md}");
     assert!(md.contains("## Goals"), "{md}");
+    // The DAG ran again with protobuf records: exactly the rows, its CPU and its goals beside JSON's.
+    let protobuf = &report["protobuf_pipeline"];
+    assert_eq!(protobuf["format"], "protobuf", "{protobuf:#}");
+    assert_eq!(protobuf["rows_in_clickhouse"], ROWS, "{protobuf:#}");
+    assert!(cpu_of(&protobuf["cpu"], "consumer") > 0.0, "{protobuf:#}");
+    assert_eq!(pipeline["format"], "json");
+    for row in [
+        "| The same with protobuf records |",
+        "| 44,000,000 rows under 90.0 s (stretch: 60.0 s), protobuf records |",
+        "benchmark DAG, protobuf records (",
+    ] {
+        assert!(md.contains(row), "{row:?} missing from\n{md}");
+    }
 
     // The fleet drained the same filled topic with 1, 2 and 3 consumers, exactly each time.
     let fleet = report["fleet"]["runs"].as_array().unwrap();

@@ -130,7 +130,11 @@ fn benchmark_dag_moves_the_sample_exactly_once_and_twice_in_a_row() {
          VALUES ('other_trips', 'other-topic', 0, 4242, 'other-group')",
     );
 
-    for attempt in 1..=2 {
+    // The second run writes protobuf records (the DAG's `format` param); the consumer tells them
+    // apart by itself.
+    for (attempt, format) in [(1, "json"), (2, "protobuf")] {
+        let mut params = params.to_vec();
+        params.push(format!("format={format}"));
         let run = run_dag(&infra, "velostream_benchmark.toml", &params, scratch.path());
         assert!(
             run.output.status.success(),

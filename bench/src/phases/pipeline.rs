@@ -76,10 +76,17 @@ pub struct PipelineFigures {
     /// The fresh broker's storage: `memory` or `durable` (Tansu on a local S3 server).
     #[serde(default = "memory")]
     pub broker_storage: String,
+    /// The record format the producer wrote: `json` or `protobuf`.
+    #[serde(default = "json")]
+    pub format: String,
     /// CPU seconds of each process over the whole run (the producer's and the consumer's from
     /// their summaries, the broker's and ClickHouse's from `/proc` where the harness started them).
     #[serde(default)]
     pub cpu: Option<CpuRun>,
+}
+
+fn json() -> String {
+    "json".into()
 }
 
 fn memory() -> String {
@@ -112,12 +119,14 @@ struct Watch {
 }
 
 /// Runs the benchmark DAG at `ctx.rows` against `clickhouse` and a fresh broker with `storage`
-/// (or the given one); `clickhouse_pid` is the fresh server's, for its CPU seconds.
+/// (or the given one), the producer writing `format` records (`json` or `protobuf`);
+/// `clickhouse_pid` is the fresh server's, for its CPU seconds.
 pub fn run(
     ctx: &Context,
     clickhouse: &ClickHouseConfig,
     clickhouse_pid: Option<u32>,
     storage: Storage,
+    format: &str,
 ) -> Result<PipelineFigures, BenchError> {
     let program = ctx.programs.path("orchestrator")?;
     ctx.programs
@@ -148,6 +157,7 @@ pub fn run(
         ("partitions", ctx.partitions.to_string()),
         ("batch_rows", ctx.batch_rows.to_string()),
         ("consumer_http", consumer_http.clone()),
+        ("format", format.to_string()),
     ];
     let mut cmd = super::dag_run(
         &program, &dag, &state, &params, &brokers, clickhouse, &ctx.work,
@@ -315,6 +325,7 @@ pub fn run(
         broker_peak_rss: seen.broker_peak_rss,
         broker_idle_rss,
         broker_storage: storage.name().to_string(),
+        format: format.to_string(),
         cpu: Some(cpu),
     })
 }

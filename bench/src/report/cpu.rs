@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{REFERENCE_ROWS, Report, duration, percent, thousands, times};
+use super::{REFERENCE_ROWS, Report, duration, estimate_for, percent, thousands, times};
 use crate::cpu::CpuRun;
 
 /// The data moving in the DAG at or below doing the same work in sequence: at most this ratio.
@@ -19,12 +19,14 @@ impl Report {
     /// CPU seconds per million rows of each process, in the DAG run and alone; then the profiles.
     pub(super) fn write_cpu(&self, md: &mut String) {
         let dag = self.pipeline.as_ref().and_then(|p| p.cpu);
+        let dag_protobuf = self.protobuf_pipeline.as_ref().and_then(|p| p.cpu);
         let cpu = self.cpu.as_ref();
         if dag.is_none() && cpu.is_none() {
             return;
         }
         let columns: Vec<(&str, CpuRun)> = [
             ("benchmark DAG", dag),
+            ("benchmark DAG, protobuf records", dag_protobuf),
             ("producer alone", cpu.map(|c| c.producer_alone)),
             ("consumer alone", cpu.map(|c| c.consumer_alone)),
         ]
@@ -155,6 +157,20 @@ impl Report {
                 met(run.data_seconds <= sequential * SEQUENTIAL_GOAL)
             ));
         }
+        if let (Some(run), Some(p), Some(c)) =
+            (&self.protobuf_pipeline, &self.producer, &self.consumer)
+            && let Some(flood) = p.flood_protobuf
+        {
+            let sequential =
+                flood.seconds_for(run.rows_produced) + c.raw_insert.seconds_for(run.rows_produced);
+            rows.push(format!(
+                "| The same with protobuf records | {} | protobuf flood then raw insert: {} | {} | {} |",
+                duration(run.data_seconds),
+                duration(sequential),
+                times(run.data_seconds, sequential),
+                met(run.data_seconds <= sequential * SEQUENTIAL_GOAL)
+            ));
+        }
         if let Some(c) = &self.consumer {
             let (ours, raw) = (c.alone.rows_per_sec(), c.raw_insert.rows_per_sec());
             rows.push(format!(
@@ -166,9 +182,16 @@ impl Report {
                 met(ours >= raw * CONSUMER_GOAL)
             ));
         }
-        if let Some(e) = self.estimate_reference() {
+        let runs = [
+            ("", &self.pipeline),
+            (", protobuf records", &self.protobuf_pipeline),
+        ];
+        for (what, run) in runs {
+            let Some(e) = run.as_ref().and_then(estimate_for) else {
+                continue;
+            };
             rows.push(format!(
-                "| {} rows under {} (stretch: {}) | {} | {} | {} | {} |",
+                "| {} rows under {} (stretch: {}){what} | {} | {} | {} | {} |",
                 thousands(REFERENCE_ROWS),
                 duration(REFERENCE_GOAL),
                 duration(REFERENCE_STRETCH),
