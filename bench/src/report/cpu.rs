@@ -181,6 +181,16 @@ impl Report {
                 percent(ours, raw),
                 met(ours >= raw * CONSUMER_GOAL)
             ));
+            if let Some(pb) = c.protobuf {
+                let ours = pb.alone.rows_per_sec();
+                rows.push(format!(
+                    "| The same with protobuf records | {} rows/s | raw insert: {} rows/s | {} | {} |",
+                    thousands(ours.round() as u64),
+                    thousands(raw.round() as u64),
+                    percent(ours, raw),
+                    met(ours >= raw * CONSUMER_GOAL)
+                ));
+            }
         }
         let runs = [
             ("", &self.pipeline),
