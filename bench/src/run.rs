@@ -345,23 +345,13 @@ pub fn run(config: &Config) -> Result<Report, BenchError> {
 
 /// `SELECT version()`.
 fn clickhouse_version(config: &ClickHouseConfig) -> Result<String, BenchError> {
-    let err = |message: String| BenchError::ClickHouse {
-        url: config.url.clone(),
-        message,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| err(e.to_string()))?;
-    runtime
-        .block_on(async {
-            config
-                .plain_client()
-                .query("SELECT version()")
-                .fetch_one::<String>()
-                .await
-        })
-        .map_err(|e| err(e.to_string()))
+    phases::clickhouse_request(
+        config,
+        config
+            .plain_client()
+            .query("SELECT version()")
+            .fetch_one::<String>(),
+    )
 }
 
 /// The input relative to the repository's parent when it lives there (shorter, and the same on

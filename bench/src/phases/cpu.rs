@@ -328,22 +328,17 @@ fn field(outputs: &serde_json::Map<String, serde_json::Value>, key: &str) -> f64
 
 /// Runs `sql` and reads one number back (0 for a statement without a result).
 fn clickhouse_u64(config: &ClickHouseConfig, sql: &str) -> Result<u64, BenchError> {
-    let err = |message: String| BenchError::ClickHouse {
-        url: config.url.clone(),
-        message,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| err(e.to_string()))?;
-    runtime
-        .block_on(async {
-            let query = config.plain_client().query(sql);
-            if sql.trim_start().to_uppercase().starts_with("SELECT") {
-                query.fetch_one::<u64>().await
-            } else {
-                query.execute().await.map(|()| 0)
-            }
-        })
-        .map_err(|e| err(format!("{sql}: {e}")))
+    let query = config.plain_client().query(sql);
+    if sql.trim_start().to_uppercase().starts_with("SELECT") {
+        super::clickhouse_request(config, query.fetch_one::<u64>())
+    } else {
+        super::clickhouse_request(config, query.execute()).map(|()| 0)
+    }
+    .map_err(|e| match e {
+        BenchError::ClickHouse { url, message } => BenchError::ClickHouse {
+            url,
+            message: format!("{sql}: {message}"),
+        },
+        other => other,
+    })
 }

@@ -111,3 +111,20 @@ pub(crate) fn dag_run(
         .current_dir(work);
     cmd
 }
+
+/// Awaits one ClickHouse request on a one-thread runtime of its own (the phases are synchronous).
+pub(crate) fn clickhouse_request<T, E: std::fmt::Display>(
+    config: &ClickHouseConfig,
+    request: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, crate::error::BenchError> {
+    let err = |message: String| crate::error::BenchError::ClickHouse {
+        url: config.url.clone(),
+        message,
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| err(e.to_string()))?
+        .block_on(request)
+        .map_err(|e| err(e.to_string()))
+}
