@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use velostream_common::clickhouse::ClickHouseConfig;
@@ -17,7 +17,7 @@ use velostream_consumer::record::RecordFormat;
 use velostream_consumer::record::rowbinary::COLUMNS;
 use velostream_consumer::sink::schema::taxi_table_ddl;
 use velostream_consumer::{Consumer, Settings};
-use velostream_testkit::{ClickHouse, Kafka, Lane};
+use velostream_testkit::{ClickHouse, Kafka, Lane, wait_for, wait_for_async};
 
 const ROWS: u64 = 100_000;
 const PARTITIONS: i32 = 3;
@@ -67,16 +67,16 @@ async fn consume(kafka: &Kafka, ch: &ClickHouse, topic: &str, table: &str) {
     let metrics = consumer.metrics();
     let stop = CancellationToken::new();
     let run = tokio::spawn(consumer.run(stop.clone()));
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while metrics.rows_inserted.get() < ROWS {
-        assert!(!run.is_finished(), "the consumer of {topic} stopped early");
-        assert!(
-            Instant::now() < deadline,
-            "{topic}: {} rows",
-            metrics.rows_inserted.get()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_async(
+        &format!("the consumer of {topic} inserting {ROWS} rows"),
+        Duration::from_secs(180),
+        || {
+            assert!(!run.is_finished(), "the consumer of {topic} stopped early");
+            let done = metrics.rows_inserted.get() >= ROWS;
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
     stop.cancel();
     let summary = run.await.unwrap().unwrap();
     assert_eq!(summary.rows_inserted, ROWS);
@@ -103,18 +103,11 @@ fn clickhouse_reads(ch: &ClickHouse, kafka: &Kafka, topic: &str, table: &str) {
         names.join(", ")
     ));
     // The broker admits the engine's group member only after half its session timeout (45 s).
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let n = ch.query_u64(&format!("SELECT count() FROM {table}"));
-        if n >= ROWS {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ClickHouse's Kafka engine stored {n} rows"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for(
+        "ClickHouse's Kafka engine storing every row",
+        Duration::from_secs(240),
+        || (ch.query_u64(&format!("SELECT count() FROM {table}")) >= ROWS).then_some(()),
+    );
     ch.query(&format!("DROP TABLE {table}_mv"));
     ch.query(&format!("DROP TABLE {table}_queue"));
 }
